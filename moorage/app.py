@@ -1,0 +1,220 @@
+"""The ASGI application: routing, request ids, access log, last-resort error handling."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from . import __version__
+from .auth.policy import AccessPolicy, OpenAccess
+from .config import Config, load_config
+from .db.engine import create_engine, writer
+from .logs import request_id, setup_logging
+from .registry.errors import RegistryError
+from .registry.handlers import API_VERSION_HEADER, RegistryAPI
+from .services.context import ServiceContext
+from .storage.base import StorageDriver, StorageError
+from .storage.filesystem import FilesystemDriver
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("moorage")
+access_log = logging.getLogger("moorage.access")
+
+
+def make_storage(config: Config) -> StorageDriver:
+    if config.storage.driver == "filesystem":
+        return FilesystemDriver(config.storage_root)
+    raise ValueError(f"storage driver {config.storage.driver!r} is not available in this build")
+
+
+class Moorage:
+    def __init__(self, config: Config, policy: AccessPolicy | None = None) -> None:
+        self.config = config
+        self.policy: AccessPolicy = policy or OpenAccess()
+        self.ctx: ServiceContext | None = None
+        self.registry: RegistryAPI | None = None
+
+    async def startup(self) -> None:
+        engine = create_engine(self.config.database_url, self.config.database.pool_size)
+        storage = make_storage(self.config)
+        self.ctx = ServiceContext(self.config, engine, writer(engine), storage)
+        self.registry = RegistryAPI(self.ctx, self.policy)
+
+    async def shutdown(self) -> None:
+        if self.ctx is not None:
+            await self.ctx.storage.close()
+            await self.ctx.engine.dispose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        rid = _incoming_request_id(scope) or uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status_holder = [0]
+        sent_bytes = [0]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
+            elif message["type"] == "http.response.body":
+                sent_bytes[0] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self._route(scope, receive, send_wrapper)
+        except Exception as exc:  # last resort: never a traceback to the client
+            if status_holder[0] == 0:
+                await _send_error(send_wrapper, _unexpected(exc, scope))
+            else:
+                log.error("error after response started: %s", exc)
+        finally:
+            if self.config.log.access_log:
+                access_log.info(
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status_holder[0],
+                    extra={
+                        "fields": {
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status_holder[0],
+                            "bytes": sent_bytes[0],
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                            "client": (scope.get("client") or ("-",))[0],
+                            "user_agent": _header(scope, b"user-agent"),
+                        }
+                    },
+                )
+            request_id.reset(token)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path == "/v2" or path.startswith("/v2/"):
+            assert self.registry is not None
+            await self.registry(scope, receive, send)  # type: ignore[arg-type]
+        elif path == "/healthz":
+            await _send_json(send, 200, {"status": "ok", "version": __version__})
+        elif path == "/readyz":
+            await self._readyz(send)
+        else:
+            await _send_json(send, 404, {"error": "not found"})
+
+    async def _readyz(self, send: Send) -> None:
+        assert self.ctx is not None
+        checks: dict[str, str] = {}
+        try:
+            async with self.ctx.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["database"] = f"error: {type(exc).__name__}"
+        try:
+            await self.ctx.storage.ping()
+            checks["storage"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["storage"] = f"error: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        await _send_json(send, 200 if ok else 503, {"ready": ok, "checks": checks})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            return str(v.decode("latin-1"))[:300]
+    return "-"
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    value = _header(scope, b"x-request-id")
+    if value != "-" and len(value) <= 64 and value.replace("-", "").isalnum():
+        return value
+    return None
+
+
+def _unexpected(exc: Exception, scope: Scope) -> RegistryError:
+    if isinstance(exc, (DBAPIError, SQLAlchemyError)):
+        log.warning("database error on %s %s: %s", scope["method"], scope["path"], exc)
+        return RegistryError("UNAVAILABLE", "database unavailable; retry", status=503)
+    if isinstance(exc, (StorageError, OSError)):
+        log.warning("storage error on %s %s: %s", scope["method"], scope["path"], exc)
+        return RegistryError("UNAVAILABLE", "storage unavailable; retry", status=503)
+    log.error(
+        "unhandled error on %s %s\n%s", scope["method"], scope["path"], traceback.format_exc()
+    )
+    return RegistryError("UNKNOWN", "internal error; see the server log for this request id")
+
+
+async def _send_error(send: Send, err: RegistryError) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (API_VERSION_HEADER[0].lower().encode(), API_VERSION_HEADER[1].encode()),
+    ] + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    body = err.body()
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, status: int, data: object) -> None:
+    body = json.dumps(data).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(config: Config | None = None) -> Moorage:
+    return Moorage(config or load_config())
+
+
+def app_from_environment() -> Moorage:
+    """Factory for worker processes: the parent passes the effective config as JSON."""
+    import os
+
+    raw = os.environ.get("MOORAGE_EFFECTIVE_CONFIG")
+    config = Config.model_validate_json(raw) if raw else load_config()
+    setup_logging(config.log.format, config.log.level)
+    return Moorage(config)

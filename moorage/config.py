@@ -1,0 +1,182 @@
+"""Configuration: one YAML file plus ``MOORAGE_*`` environment overrides.
+
+Every key has a default and a description (docs/configuration.md lists them all; a test keeps the
+two in step). An environment variable is the key path in upper case joined by ``_``:
+``database.url`` → ``MOORAGE_DATABASE_URL``, ``storage.s3.bucket`` → ``MOORAGE_STORAGE_S3_BUCKET``.
+Precedence, lowest first: defaults, the YAML file, the environment, command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TLSConfig(_Section):
+    certificate: str | None = Field(None, description="PEM certificate file; enables HTTPS.")
+    key: str | None = Field(None, description="PEM private key file for the certificate.")
+
+
+class HTTPConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(5000, ge=0, le=65535, description="TCP port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes.")
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+    base_url: str | None = Field(
+        None,
+        description="External URL of the registry (for Location headers behind a proxy); "
+        "by default relative locations are used.",
+    )
+
+
+class DatabaseConfig(_Section):
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy-style URL: sqlite:///PATH or postgresql://user@host:5432/db. "
+        "Default: SQLite at <data-dir>/moorage.db.",
+    )
+    pool_size: int = Field(10, ge=1, description="Connections per worker (PostgreSQL).")
+    migrate_on_start: bool = Field(
+        True, description="Apply pending migrations at start (under a lock)."
+    )
+
+
+class FilesystemStorageConfig(_Section):
+    root: str | None = Field(
+        None, description="Directory for blobs and uploads. Default: <data-dir>/storage."
+    )
+
+
+class S3StorageConfig(_Section):
+    bucket: str | None = Field(None, description="Bucket name (S3 driver).")
+    endpoint: str | None = Field(None, description="Endpoint URL (MinIO, Ceph RGW, ...).")
+    region: str = Field("us-east-1", description="Region.")
+    prefix: str = Field("", description="Key prefix inside the bucket.")
+    access_key: str | None = Field(None, description="Access key (else AWS_ACCESS_KEY_ID).")
+    secret_key: str | None = Field(None, description="Secret key (else AWS_SECRET_ACCESS_KEY).")
+    path_style: bool = Field(False, description="Use path-style addressing.")
+
+
+class StorageConfig(_Section):
+    driver: Literal["filesystem", "s3"] = Field("filesystem", description="Blob store driver.")
+    filesystem: FilesystemStorageConfig = Field(default_factory=FilesystemStorageConfig)
+    s3: S3StorageConfig = Field(default_factory=S3StorageConfig)
+
+
+class RegistryConfig(_Section):
+    max_manifest_size: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest manifest accepted, in bytes."
+    )
+    max_blob_size: int = Field(
+        0, ge=0, description="Largest blob accepted, in bytes (0: no limit)."
+    )
+    upload_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request may hold an upload session without progress before "
+        "another request (or node) may take it over.",
+    )
+    catalog_max_entries: int = Field(
+        1000, ge=1, description="Largest page of _catalog and tags/list."
+    )
+
+
+class LogConfig(_Section):
+    format: Literal["text", "json"] = Field("text", description="Log line format.")
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    access_log: bool = Field(True, description="Log one line per request.")
+
+
+class Config(_Section):
+    data_dir: str = Field(
+        "./moorage-data", description="Directory for the SQLite database and filesystem store."
+    )
+    http: HTTPConfig = Field(default_factory=HTTPConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'moorage.db'}"
+
+    @property
+    def storage_root(self) -> str:
+        return self.storage.filesystem.root or str(Path(self.data_dir).resolve() / "storage")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, Any]:
+    """Every leaf key as ``dotted.path`` → FieldInfo."""
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(config_keys(ann, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = info
+    return out
+
+
+def env_name(key: str) -> str:
+    return "MOORAGE_" + key.replace(".", "_").upper()
+
+
+def _set(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: parent is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Build the effective configuration (defaults < file < environment < *overrides*)."""
+    environ = dict(os.environ) if environ is None else environ
+    tree: dict[str, Any] = {}
+    path = path or environ.get("MOORAGE_CONFIG")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping")
+        tree = loaded
+    for key in config_keys():
+        value = environ.get(env_name(key))
+        if value is not None:
+            _set(tree, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc

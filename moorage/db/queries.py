@@ -1,0 +1,509 @@
+"""Every SQL statement the registry runs lives here (services call these inside transactions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .schema import (
+    blobs,
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tag_history,
+    tags,
+    uploads,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def insert_ignore(
+    conn: AsyncConnection, table: sa.Table, values: dict[str, Any], keys: Sequence[str]
+) -> None:
+    """INSERT that leaves an existing row (same *keys*) alone: concurrent twins are harmless."""
+    stmt = _insert(conn, table).values(**values).on_conflict_do_nothing(index_elements=list(keys))
+    await conn.execute(stmt)
+
+
+# --- repositories ---------------------------------------------------------------------------
+
+
+async def repository_id(conn: AsyncConnection, name: str) -> int | None:
+    return (
+        await conn.execute(sa.select(repositories.c.id).where(repositories.c.name == name))
+    ).scalar()
+
+
+async def ensure_repository(conn: AsyncConnection, name: str, namespace: str) -> int:
+    repo_id = await repository_id(conn, name)
+    if repo_id is not None:
+        return repo_id
+    await insert_ignore(
+        conn,
+        repositories,
+        {"name": name, "namespace": namespace, "created_at": now()},
+        ["name"],
+    )
+    repo_id = await repository_id(conn, name)
+    assert repo_id is not None
+    return repo_id
+
+
+async def catalog(conn: AsyncConnection, last: str | None, limit: int) -> list[str]:
+    """Repositories that hold at least one manifest, lexically after *last*."""
+    has_manifest = sa.exists().where(manifests.c.repository_id == repositories.c.id)
+    q = sa.select(repositories.c.name).where(has_manifest)
+    if last:
+        q = q.where(repositories.c.name > last)
+    rows = await conn.execute(q.order_by(repositories.c.name).limit(limit))
+    return [r[0] for r in rows]
+
+
+# --- blobs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRow:
+    id: int
+    digest: str
+    size: int
+
+
+async def blob_in_repository(conn: AsyncConnection, repo: str, digest: str) -> BlobRow | None:
+    """The blob, only when it is linked into *repo* (the repository security boundary)."""
+    q = (
+        sa.select(blobs.c.id, blobs.c.digest, blobs.c.size)
+        .select_from(
+            repositories.join(
+                repository_blobs, repository_blobs.c.repository_id == repositories.c.id
+            ).join(blobs, blobs.c.id == repository_blobs.c.blob_id)
+        )
+        .where(repositories.c.name == repo, blobs.c.digest == digest)
+    )
+    row = (await conn.execute(q)).first()
+    return BlobRow(row.id, row.digest, row.size) if row else None
+
+
+async def blob_by_digest(conn: AsyncConnection, digest: str) -> BlobRow | None:
+    row = (
+        await conn.execute(
+            sa.select(blobs.c.id, blobs.c.digest, blobs.c.size).where(blobs.c.digest == digest)
+        )
+    ).first()
+    return BlobRow(row.id, row.digest, row.size) if row else None
+
+
+async def add_blob(conn: AsyncConnection, digest: str, size: int) -> int:
+    await insert_ignore(
+        conn, blobs, {"digest": digest, "size": size, "created_at": now()}, ["digest"]
+    )
+    row = await blob_by_digest(conn, digest)
+    assert row is not None
+    return row.id
+
+
+async def link_blob(conn: AsyncConnection, repository_id: int, blob_id: int) -> None:
+    await insert_ignore(
+        conn,
+        repository_blobs,
+        {"repository_id": repository_id, "blob_id": blob_id, "created_at": now()},
+        ["repository_id", "blob_id"],
+    )
+
+
+async def unlink_blob(conn: AsyncConnection, repository_id: int, blob_id: int) -> bool:
+    res = await conn.execute(
+        sa.delete(repository_blobs).where(
+            repository_blobs.c.repository_id == repository_id,
+            repository_blobs.c.blob_id == blob_id,
+        )
+    )
+    return bool(res.rowcount)
+
+
+async def linked_digests(
+    conn: AsyncConnection, repository_id: int, digests: Sequence[str]
+) -> set[str]:
+    if not digests:
+        return set()
+    q = (
+        sa.select(blobs.c.digest)
+        .select_from(repository_blobs.join(blobs, blobs.c.id == repository_blobs.c.blob_id))
+        .where(repository_blobs.c.repository_id == repository_id, blobs.c.digest.in_(digests))
+    )
+    return {r[0] for r in await conn.execute(q)}
+
+
+# --- manifests and tags ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    id: int
+    digest: str
+    media_type: str
+    payload: bytes
+
+
+_MANIFEST_COLS = (manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload)
+
+
+async def manifest_by_tag(conn: AsyncConnection, repo: str, tag: str) -> ManifestRow | None:
+    q = (
+        sa.select(*_MANIFEST_COLS)
+        .select_from(
+            repositories.join(tags, tags.c.repository_id == repositories.c.id).join(
+                manifests, manifests.c.id == tags.c.manifest_id
+            )
+        )
+        .where(repositories.c.name == repo, tags.c.name == tag)
+    )
+    row = (await conn.execute(q)).first()
+    return ManifestRow(row.id, row.digest, row.media_type, row.payload) if row else None
+
+
+async def manifest_by_digest(conn: AsyncConnection, repo: str, digest: str) -> ManifestRow | None:
+    q = (
+        sa.select(*_MANIFEST_COLS)
+        .select_from(repositories.join(manifests, manifests.c.repository_id == repositories.c.id))
+        .where(repositories.c.name == repo, manifests.c.digest == digest)
+    )
+    row = (await conn.execute(q)).first()
+    return ManifestRow(row.id, row.digest, row.media_type, row.payload) if row else None
+
+
+async def manifest_digests_in(
+    conn: AsyncConnection, repository_id: int, digests: Sequence[str]
+) -> set[str]:
+    if not digests:
+        return set()
+    q = sa.select(manifests.c.digest).where(
+        manifests.c.repository_id == repository_id, manifests.c.digest.in_(digests)
+    )
+    return {r[0] for r in await conn.execute(q)}
+
+
+async def insert_manifest(
+    conn: AsyncConnection,
+    repository_id: int,
+    *,
+    digest: str,
+    media_type: str,
+    artifact_type: str | None,
+    subject_digest: str | None,
+    config_digest: str | None,
+    annotations: dict[str, str] | None,
+    payload: bytes,
+    references: Sequence[tuple[str, str]],
+) -> int:
+    await insert_ignore(
+        conn,
+        manifests,
+        {
+            "repository_id": repository_id,
+            "digest": digest,
+            "media_type": media_type,
+            "artifact_type": artifact_type,
+            "subject_digest": subject_digest,
+            "config_digest": config_digest,
+            "annotations": annotations,
+            "size": len(payload),
+            "payload": payload,
+            "created_at": now(),
+        },
+        ["repository_id", "digest"],
+    )
+    manifest_id = (
+        await conn.execute(
+            sa.select(manifests.c.id).where(
+                manifests.c.repository_id == repository_id, manifests.c.digest == digest
+            )
+        )
+    ).scalar_one()
+    for ref_digest, kind in dict.fromkeys(references):
+        await insert_ignore(
+            conn,
+            manifest_references,
+            {"manifest_id": manifest_id, "digest": ref_digest, "kind": kind},
+            ["manifest_id", "digest", "kind"],
+        )
+    return int(manifest_id)
+
+
+async def set_tag(
+    conn: AsyncConnection, repository_id: int, name: str, manifest_id: int, digest: str
+) -> None:
+    """Point *name* at the manifest, recording what it pointed to before."""
+    ts = now()
+    previous = (
+        await conn.execute(
+            sa.select(tags.c.id, manifests.c.digest)
+            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(tags.c.repository_id == repository_id, tags.c.name == name)
+        )
+    ).first()
+    if previous is not None and previous.digest == digest:
+        return
+    stmt = _insert(conn, tags).values(
+        repository_id=repository_id,
+        name=name,
+        manifest_id=manifest_id,
+        created_at=ts,
+        updated_at=ts,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["repository_id", "name"],
+        set_={"manifest_id": manifest_id, "updated_at": ts},
+    )
+    await conn.execute(stmt)
+    if previous is not None:
+        await conn.execute(
+            sa.insert(tag_history).values(
+                repository_id=repository_id,
+                name=name,
+                manifest_digest=previous.digest,
+                replaced_at=ts,
+            )
+        )
+
+
+async def delete_tag(conn: AsyncConnection, repository_id: int, name: str) -> bool:
+    row = (
+        await conn.execute(
+            sa.select(tags.c.id, manifests.c.digest)
+            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(tags.c.repository_id == repository_id, tags.c.name == name)
+        )
+    ).first()
+    if row is None:
+        return False
+    await conn.execute(sa.delete(tags).where(tags.c.id == row.id))
+    await conn.execute(
+        sa.insert(tag_history).values(
+            repository_id=repository_id, name=name, manifest_digest=row.digest, replaced_at=now()
+        )
+    )
+    return True
+
+
+async def delete_manifest(conn: AsyncConnection, repository_id: int, digest: str) -> bool:
+    """Delete a manifest and the tags that point to it (as Distribution does)."""
+    manifest_id = (
+        await conn.execute(
+            sa.select(manifests.c.id).where(
+                manifests.c.repository_id == repository_id, manifests.c.digest == digest
+            )
+        )
+    ).scalar()
+    if manifest_id is None:
+        return False
+    ts = now()
+    tag_rows = (
+        await conn.execute(sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id))
+    ).all()
+    for (tag_name,) in tag_rows:
+        await conn.execute(
+            sa.insert(tag_history).values(
+                repository_id=repository_id,
+                name=tag_name,
+                manifest_digest=digest,
+                replaced_at=ts,
+            )
+        )
+    await conn.execute(sa.delete(tags).where(tags.c.manifest_id == manifest_id))
+    await conn.execute(
+        sa.delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id)
+    )
+    await conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
+    return True
+
+
+async def tag_names(
+    conn: AsyncConnection, repository_id: int, last: str | None, limit: int
+) -> list[str]:
+    q = sa.select(tags.c.name).where(tags.c.repository_id == repository_id)
+    if last:
+        q = q.where(tags.c.name > last)
+    rows = await conn.execute(q.order_by(tags.c.name).limit(limit))
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerRow:
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    size: int
+    annotations: dict[str, str] | None
+
+
+async def referrers(
+    conn: AsyncConnection, repository_id: int, subject: str, artifact_type: str | None
+) -> list[ReferrerRow]:
+    q = sa.select(
+        manifests.c.digest,
+        manifests.c.media_type,
+        manifests.c.artifact_type,
+        manifests.c.size,
+        manifests.c.annotations,
+    ).where(manifests.c.repository_id == repository_id, manifests.c.subject_digest == subject)
+    if artifact_type is not None:
+        q = q.where(manifests.c.artifact_type == artifact_type)
+    rows = await conn.execute(q.order_by(manifests.c.created_at, manifests.c.id))
+    return [
+        ReferrerRow(r.digest, r.media_type, r.artifact_type, r.size, r.annotations) for r in rows
+    ]
+
+
+# --- uploads --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class UploadRow:
+    id: str
+    repository_id: int
+    size: int
+    hash_algorithm: str
+    hash_state: bytes | None
+    storage_state: dict[str, Any]
+    lease_token: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+
+
+async def create_upload(
+    conn: AsyncConnection,
+    upload_id: str,
+    repository_id: int,
+    algorithm: str,
+    storage_state: dict[str, Any],
+    hash_state: bytes | None,
+) -> None:
+    ts = now()
+    await conn.execute(
+        sa.insert(uploads).values(
+            id=upload_id,
+            repository_id=repository_id,
+            size=0,
+            hash_algorithm=algorithm,
+            hash_state=hash_state,
+            storage_state=storage_state,
+            created_at=ts,
+            updated_at=ts,
+        )
+    )
+
+
+async def get_upload(conn: AsyncConnection, repo: str, upload_id: str) -> UploadRow | None:
+    q = (
+        sa.select(uploads)
+        .select_from(uploads.join(repositories, repositories.c.id == uploads.c.repository_id))
+        .where(uploads.c.id == upload_id, repositories.c.name == repo)
+    )
+    r = (await conn.execute(q)).first()
+    if r is None:
+        return None
+    return UploadRow(
+        r.id,
+        r.repository_id,
+        r.size,
+        r.hash_algorithm,
+        r.hash_state,
+        r.storage_state,
+        r.lease_token,
+        _aware(r.lease_expires_at),
+        _aware(r.created_at) or now(),
+    )
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    if ts is not None and ts.tzinfo is None:  # SQLite returns naive UTC
+        return ts.replace(tzinfo=UTC)
+    return ts
+
+
+async def acquire_upload_lease(
+    conn: AsyncConnection, upload_id: str, token: str, expires_at: datetime
+) -> bool:
+    """Take the session for one request; a stale lease (its holder died) may be taken over."""
+    res = await conn.execute(
+        sa.update(uploads)
+        .where(
+            uploads.c.id == upload_id,
+            sa.or_(uploads.c.lease_token.is_(None), uploads.c.lease_expires_at < now()),
+        )
+        .values(lease_token=token, lease_expires_at=expires_at)
+    )
+    return bool(res.rowcount)
+
+
+async def renew_upload_lease(
+    conn: AsyncConnection, upload_id: str, token: str, expires_at: datetime
+) -> bool:
+    res = await conn.execute(
+        sa.update(uploads)
+        .where(uploads.c.id == upload_id, uploads.c.lease_token == token)
+        .values(lease_expires_at=expires_at)
+    )
+    return bool(res.rowcount)
+
+
+async def save_upload_progress(
+    conn: AsyncConnection,
+    upload_id: str,
+    token: str,
+    size: int,
+    hash_state: bytes | None,
+    storage_state: dict[str, Any],
+) -> bool:
+    """Record progress and release the lease; False when the lease was lost meanwhile."""
+    res = await conn.execute(
+        sa.update(uploads)
+        .where(uploads.c.id == upload_id, uploads.c.lease_token == token)
+        .values(
+            size=size,
+            hash_state=hash_state,
+            storage_state=storage_state,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=now(),
+        )
+    )
+    return bool(res.rowcount)
+
+
+async def release_upload_lease(conn: AsyncConnection, upload_id: str, token: str) -> None:
+    await conn.execute(
+        sa.update(uploads)
+        .where(uploads.c.id == upload_id, uploads.c.lease_token == token)
+        .values(lease_token=None, lease_expires_at=None)
+    )
+
+
+async def delete_upload(conn: AsyncConnection, upload_id: str) -> None:
+    await conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+
+
+async def blob_sizes(conn: AsyncConnection, digests: Sequence[str]) -> dict[str, int]:
+    if not digests:
+        return {}
+    rows = await conn.execute(
+        sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.digest.in_(digests))
+    )
+    return {r.digest: r.size for r in rows}

@@ -1,0 +1,495 @@
+"""The /v2 protocol (OCI distribution-spec v1.1, Docker Registry HTTP API V2).
+
+Thin by design: parse and validate the request, ask the access policy, call a service, shape the
+response. Rules live in the services and in moorage.oci.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlencode
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from ..auth.policy import DELETE, PULL, PUSH, AccessPolicy
+from ..oci import mediatypes as mt
+from ..oci.digest import Digest, InvalidDigest
+from ..oci.names import valid_name, valid_tag
+from ..services import errors as se
+from ..services.blobs import BlobService
+from ..services.context import ServiceContext
+from ..services.manifests import ManifestService, parse_accept
+from ..services.uploads import ContentRange, UploadService, parse_content_range
+from .errors import RegistryError
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+
+_ROUTES: list[tuple[str, re.Pattern[str]]] = [
+    ("manifest", re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")),
+    ("uploads", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$")),
+    ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/]+)$")),
+    ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")),
+    ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
+    ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")),
+]
+
+_ALLOWED_METHODS = {
+    "manifest": ("GET", "HEAD", "PUT", "DELETE"),
+    "uploads": ("POST",),
+    "upload": ("GET", "PATCH", "PUT", "DELETE"),
+    "blob": ("GET", "HEAD", "DELETE"),
+    "tags": ("GET",),
+    "referrers": ("GET",),
+    "base": ("GET", "HEAD"),
+    "catalog": ("GET",),
+}
+
+
+def _error_from_service(exc: se.ServiceError) -> RegistryError:
+    if isinstance(exc, se.TooLarge):
+        return RegistryError("SIZE_INVALID", exc.message, exc.detail, status=413)
+    if isinstance(exc, se.RangeInvalid):
+        return RegistryError(
+            "RANGE_INVALID",
+            exc.message,
+            exc.detail,
+            headers={"Range": _range_header(exc.current_size)},
+        )
+    return RegistryError(exc.code, exc.message, exc.detail)
+
+
+def _range_header(size: int) -> str:
+    # Distribution reports 0-0 for an empty upload.
+    return f"0-{max(size - 1, 0)}"
+
+
+def _parse_digest(value: str, code: str = "DIGEST_INVALID") -> Digest:
+    try:
+        return Digest.parse(value)
+    except InvalidDigest as exc:
+        raise RegistryError(code, f"invalid digest: {exc}") from None
+
+
+def _json(
+    data: object,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    media_type: str = "application/json",
+) -> Response:
+    return Response(
+        json.dumps(data, separators=(",", ":")).encode(),
+        status_code=status,
+        headers=headers,
+        media_type=media_type,
+    )
+
+
+def _pagination(request: Request, max_entries: int) -> tuple[int, str | None]:
+    n_raw = request.query_params.get("n")
+    last = request.query_params.get("last") or None
+    n = max_entries
+    if n_raw is not None and n_raw != "":
+        if not n_raw.isdigit() or len(n_raw) > 9:
+            raise RegistryError("UNSUPPORTED", "n must be a non-negative integer", status=400)
+        n = min(int(n_raw), max_entries)
+    if last is not None and len(last) > 255:
+        raise RegistryError("UNSUPPORTED", "last is too long", status=400)
+    return n, last
+
+
+def _next_link(path: str, n: int, last: str, extra: dict[str, str] | None = None) -> str:
+    params = {"n": str(n), "last": last} | (extra or {})
+    return f'<{path}?{urlencode(params)}>; rel="next"'
+
+
+class RegistryAPI:
+    """An ASGI app serving /v2."""
+
+    def __init__(self, ctx: ServiceContext, policy: AccessPolicy) -> None:
+        self.ctx = ctx
+        self.policy = policy
+        self.blobs = BlobService(ctx)
+        self.uploads = UploadService(ctx)
+        self.manifests = ManifestService(ctx)
+        self.base_url = (ctx.config.http.base_url or "").rstrip("/")
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except RegistryError as exc:
+            response = Response(
+                exc.body(),
+                status_code=exc.status,
+                headers=exc.headers,
+                media_type="application/json",
+            )
+        except se.ServiceError as exc:
+            err = _error_from_service(exc)
+            response = Response(
+                err.body(),
+                status_code=err.status,
+                headers=err.headers,
+                media_type="application/json",
+            )
+        except ClientDisconnect:
+            return
+        response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        await response(scope, receive, send)
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def dispatch(self, request: Request) -> Response:
+        path: str = request.scope["path"]
+        method = request.method
+        if path in ("/v2", "/v2/"):
+            self._method(method, "base")
+            return _json({}, headers={})
+        if path in ("/v2/_catalog", "/v2/_catalog/"):
+            self._method(method, "catalog")
+            return await self.catalog(request)
+        for kind, pattern in _ROUTES:
+            m = pattern.match(path)
+            if m is None:
+                continue
+            params = m.groupdict()
+            name = params["name"]
+            if not valid_name(name):
+                raise RegistryError(
+                    "NAME_INVALID",
+                    "repository name must be lowercase path components of [a-z0-9] separated "
+                    "by '.', '_', '__' or '-', 255 characters at most",
+                    detail={"name": name[:300]},
+                )
+            self._method(method, kind)
+            handler: Callable[..., Awaitable[Response]] = getattr(self, f"{kind}_{method.lower()}")
+            return await handler(request, **params)
+        raise RegistryError("NAME_UNKNOWN", "no such endpoint", status=404)
+
+    @staticmethod
+    def _method(method: str, kind: str) -> None:
+        allowed = _ALLOWED_METHODS[kind]
+        if method not in allowed:
+            raise RegistryError(
+                "UNSUPPORTED",
+                f"method {method} is not allowed here",
+                status=405,
+                headers={"Allow": ", ".join(allowed)},
+            )
+
+    # --- catalog and tags -------------------------------------------------------------------
+
+    async def catalog(self, request: Request) -> Response:
+        await self.policy.check_catalog(request)
+        limit = self.ctx.config.registry.catalog_max_entries
+        n, last = _pagination(request, limit)
+        names: list[str] = []
+        cursor = last
+        # Filter by what the caller may list, page by page, until n are found.
+        while len(names) < n:
+            batch = await self.manifests.catalog(cursor, max(n, 1) if n else 1)
+            if not batch or n == 0:
+                break
+            for name in batch:
+                if await self.policy.can_list(request, name):
+                    names.append(name)
+                    if len(names) == n:
+                        break
+            cursor = batch[-1]
+            if len(batch) < max(n, 1):
+                break
+        headers = {}
+        if n and len(names) == n:
+            more = await self.manifests.catalog(names[-1], 1)
+            if more:
+                headers["Link"] = _next_link("/v2/_catalog", n, names[-1])
+        return _json({"repositories": names}, headers=headers)
+
+    async def tags_get(self, request: Request, name: str) -> Response:
+        await self.policy.check(request, name, (PULL,))
+        limit = self.ctx.config.registry.catalog_max_entries
+        n, last = _pagination(request, limit)
+        tags = await self.manifests.tags(name, last, n + 1) if n else []
+        headers = {}
+        if len(tags) > n:
+            tags = tags[:n]
+            headers["Link"] = _next_link(f"/v2/{name}/tags/list", n, tags[-1])
+        return _json({"name": name, "tags": tags}, headers=headers)
+
+    # --- manifests --------------------------------------------------------------------------
+
+    @staticmethod
+    def _reference(ref: str) -> str:
+        if ":" in ref:
+            return str(_parse_digest(ref))
+        if not valid_tag(ref):
+            raise RegistryError(
+                "TAG_INVALID",
+                "tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+                detail={"tag": ref[:200]},
+            )
+        return ref
+
+    async def manifest_get(self, request: Request, name: str, ref: str) -> Response:
+        return await self._manifest_read(request, name, ref, head=False)
+
+    async def manifest_head(self, request: Request, name: str, ref: str) -> Response:
+        return await self._manifest_read(request, name, ref, head=True)
+
+    async def _manifest_read(self, request: Request, name: str, ref: str, head: bool) -> Response:
+        reference = self._reference(ref)
+        await self.policy.check(request, name, (PULL,))
+        accept = parse_accept(request.headers.getlist("accept"))
+        manifest = await self.manifests.get(name, reference, accept)
+        headers = {
+            "Docker-Content-Digest": manifest.digest,
+            "Content-Length": str(len(manifest.payload)),
+            "ETag": f'"{manifest.digest}"',
+        }
+        return Response(
+            b"" if head else manifest.payload,
+            headers=headers,
+            media_type=manifest.media_type,
+        )
+
+    async def manifest_put(self, request: Request, name: str, ref: str) -> Response:
+        reference = self._reference(ref)
+        await self.policy.check(request, name, (PUSH,))
+        limit = self.ctx.config.registry.max_manifest_size
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RegistryError(
+                "SIZE_INVALID", f"manifest exceeds the {limit}-byte limit", status=413
+            )
+        payload = await _read_limited(request.stream(), limit)
+        result = await self.manifests.put(
+            name, reference, payload, request.headers.get("content-type")
+        )
+        headers = {
+            "Location": self._url(f"/v2/{name}/manifests/{result.digest}"),
+            "Docker-Content-Digest": result.digest,
+        }
+        if result.subject:
+            headers["OCI-Subject"] = result.subject
+        return Response(b"", status_code=201, headers=headers)
+
+    async def manifest_delete(self, request: Request, name: str, ref: str) -> Response:
+        reference = self._reference(ref)
+        await self.policy.check(request, name, (DELETE,))
+        await self.manifests.delete(name, reference)
+        return Response(b"", status_code=202)
+
+    # --- blobs ------------------------------------------------------------------------------
+
+    async def blob_head(self, request: Request, name: str, digest: str) -> Response:
+        d = _parse_digest(digest)
+        await self.policy.check(request, name, (PULL,))
+        info = await self.blobs.stat(name, d)
+        return Response(
+            b"",
+            headers={
+                "Content-Length": str(info.size),
+                "Docker-Content-Digest": str(d),
+                "Accept-Ranges": "bytes",
+                "ETag": f'"{d}"',
+            },
+            media_type="application/octet-stream",
+        )
+
+    async def blob_get(self, request: Request, name: str, digest: str) -> Response:
+        d = _parse_digest(digest)
+        await self.policy.check(request, name, (PULL,))
+        info = await self.blobs.stat(name, d)
+        if info.inline is None:
+            url = await self.blobs.presigned_url(d)
+            if url is not None:
+                return Response(
+                    b"",
+                    status_code=307,
+                    headers={"Location": url, "Docker-Content-Digest": str(d)},
+                )
+        headers = {
+            "Docker-Content-Digest": str(d),
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{d}"',
+            "Cache-Control": "max-age=31536000",
+        }
+        byte_range = _parse_range(request.headers.get("range"), info.size)
+        if byte_range is None:
+            stream = await self.blobs.open(info)
+            headers["Content-Length"] = str(info.size)
+            return StreamingResponse(stream, headers=headers, media_type="application/octet-stream")
+        start, end = byte_range
+        stream = await self.blobs.open(info, start, end - start + 1)
+        headers["Content-Length"] = str(end - start + 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+        return StreamingResponse(
+            stream, status_code=206, headers=headers, media_type="application/octet-stream"
+        )
+
+    async def blob_delete(self, request: Request, name: str, digest: str) -> Response:
+        d = _parse_digest(digest)
+        await self.policy.check(request, name, (DELETE,))
+        await self.blobs.delete(name, d)
+        return Response(b"", status_code=202, headers={"Docker-Content-Digest": str(d)})
+
+    # --- uploads ----------------------------------------------------------------------------
+
+    def _upload_headers(self, name: str, upload_id: str, size: int) -> dict[str, str]:
+        return {
+            "Location": self._url(f"/v2/{name}/blobs/uploads/{upload_id}"),
+            "Range": _range_header(size),
+            "Docker-Upload-UUID": upload_id,
+        }
+
+    def _blob_created(self, name: str, d: Digest) -> Response:
+        return Response(
+            b"",
+            status_code=201,
+            headers={
+                "Location": self._url(f"/v2/{name}/blobs/{d}"),
+                "Docker-Content-Digest": str(d),
+            },
+        )
+
+    async def uploads_post(self, request: Request, name: str) -> Response:
+        await self.policy.check(request, name, (PULL, PUSH))
+        query = request.query_params
+        mount, source = query.get("mount"), query.get("from")
+        if mount is not None:
+            d = _parse_digest(mount)
+            if (
+                source
+                and valid_name(source)
+                and await self.policy.allowed(request, source, (PULL,))
+                and await self.blobs.mount(name, d, source)
+            ):
+                return self._blob_created(name, d)
+            # Not mountable (or not visible to the caller): an ordinary upload, no hint why.
+        elif query.get("digest") is not None:
+            d = _parse_digest(query["digest"])
+            await self.uploads.monolithic(name, d, _body(request))
+            return self._blob_created(name, d)
+        status = await self.uploads.start(name)
+        headers = self._upload_headers(name, status.id, status.size)
+        headers["OCI-Chunk-Min-Length"] = "0"
+        return Response(b"", status_code=202, headers=headers)
+
+    async def upload_get(self, request: Request, name: str, id: str) -> Response:
+        await self.policy.check(request, name, (PUSH,))
+        status = await self.uploads.status(name, id)
+        return Response(
+            b"", status_code=204, headers=self._upload_headers(name, status.id, status.size)
+        )
+
+    async def upload_patch(self, request: Request, name: str, id: str) -> Response:
+        await self.policy.check(request, name, (PUSH,))
+        content_range = _content_range(request)
+        status = await self.uploads.append(name, id, _body(request), content_range)
+        return Response(
+            b"", status_code=202, headers=self._upload_headers(name, status.id, status.size)
+        )
+
+    async def upload_put(self, request: Request, name: str, id: str) -> Response:
+        await self.policy.check(request, name, (PUSH,))
+        raw = request.query_params.get("digest")
+        if raw is None:
+            raise RegistryError("DIGEST_INVALID", "the digest query parameter is required")
+        d = _parse_digest(raw)
+        content_range = _content_range(request)
+        await self.uploads.finish(name, id, d, _body(request), content_range)
+        return self._blob_created(name, d)
+
+    async def upload_delete(self, request: Request, name: str, id: str) -> Response:
+        await self.policy.check(request, name, (PUSH,))
+        await self.uploads.cancel(name, id)
+        return Response(b"", status_code=204)
+
+    # --- referrers --------------------------------------------------------------------------
+
+    async def referrers_get(self, request: Request, name: str, digest: str) -> Response:
+        d = _parse_digest(digest)
+        await self.policy.check(request, name, (PULL,))
+        artifact_type = request.query_params.get("artifactType") or None
+        descriptors = await self.manifests.referrers(name, d, artifact_type)
+        headers = {}
+        if artifact_type is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
+        return _json(index, headers=headers, media_type=mt.OCI_INDEX)
+
+
+def _body(request: Request) -> AsyncIterator[bytes]:
+    return request.stream()
+
+
+def _content_range(request: Request) -> ContentRange | None:
+    raw = request.headers.get("content-range")
+    if raw is None:
+        return None
+    try:
+        cr = parse_content_range(raw)
+    except ValueError as exc:
+        raise RegistryError("RANGE_INVALID", str(exc)) from None
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) != cr.length):
+        raise RegistryError(
+            "RANGE_INVALID", "Content-Length does not match Content-Range", status=416
+        )
+    return cr
+
+
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """A single ``bytes=`` range → inclusive (start, end); None means the whole blob.
+
+    Syntactically invalid or multi-part ranges are ignored (RFC 9110 allows serving the whole
+    representation); a well-formed range outside the blob is answered with 416.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if not value.startswith("bytes=") or "," in value or len(value) > 60:
+        return None
+    spec = value[len("bytes=") :].strip()
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    first, last = first.strip(), last.strip()
+    if first == "" and last.isdigit():  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(size - n, 0), size - 1
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, min(end, size - 1)
+
+
+def _unsatisfiable(size: int) -> RegistryError:
+    return RegistryError(
+        "RANGE_INVALID",
+        "requested range is not satisfiable",
+        status=416,
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+async def _read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in stream:
+        buf += chunk
+        if len(buf) > limit:
+            raise RegistryError(
+                "SIZE_INVALID", f"manifest exceeds the {limit}-byte limit", status=413
+            )
+    return bytes(buf)

@@ -1,0 +1,72 @@
+"""Domain errors raised by services; the protocol layer maps them to spec error codes."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = "UNKNOWN"
+
+    def __init__(self, message: str, detail: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    """Generic not-found; subclasses name what."""
+
+
+class BlobUnknown(NotFound):
+    code = "BLOB_UNKNOWN"
+
+
+class ManifestUnknown(NotFound):
+    code = "MANIFEST_UNKNOWN"
+
+
+class NameUnknown(NotFound):
+    code = "NAME_UNKNOWN"
+
+
+class UploadUnknown(NotFound):
+    code = "BLOB_UPLOAD_UNKNOWN"
+
+
+class UploadInvalid(ServiceError):
+    code = "BLOB_UPLOAD_INVALID"
+
+
+class RangeInvalid(ServiceError):
+    """A chunk does not start where the upload ends (or overlaps it)."""
+
+    code = "RANGE_INVALID"
+
+    def __init__(self, message: str, current_size: int) -> None:
+        super().__init__(message)
+        self.current_size = current_size
+
+
+class DigestInvalid(ServiceError):
+    code = "DIGEST_INVALID"
+
+
+class SizeInvalid(ServiceError):
+    code = "SIZE_INVALID"
+
+
+class TooLarge(ServiceError):
+    code = "SIZE_INVALID"
+
+
+class ManifestInvalid(ServiceError):
+    code = "MANIFEST_INVALID"
+
+
+class ManifestBlobUnknown(ServiceError):
+    code = "MANIFEST_BLOB_UNKNOWN"
+
+
+class Unavailable(ServiceError):
+    """A dependency (database, store) failed; the client should retry."""
+
+    code = "UNAVAILABLE"

@@ -1,0 +1,214 @@
+"""Manifests, tags, referrers and the catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ..db import queries as q
+from ..oci import mediatypes as mt
+from ..oci.digest import Digest
+from ..oci.manifest import ManifestError, ParsedManifest, parse_manifest
+from ..oci.names import namespace_of
+from .context import ServiceContext
+from .errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    TooLarge,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: str
+    media_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    digest: str
+    subject: str | None
+
+
+def _accepts(accept: list[str], media_type: str) -> bool:
+    return not accept or media_type in accept or "*/*" in accept
+
+
+def parse_accept(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            media = part.split(";", 1)[0].strip().lower()
+            if media:
+                out.append(media)
+    return out
+
+
+class ManifestService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def get(self, repo: str, reference: str, accept: list[str]) -> Manifest:
+        by_digest = ":" in reference
+        async with self.ctx.engine.connect() as conn:
+            if by_digest:
+                row = await q.manifest_by_digest(conn, repo, reference)
+            else:
+                row = await q.manifest_by_tag(conn, repo, reference)
+            if row is None:
+                raise ManifestUnknown(f"manifest {reference} is not in repository {repo}")
+            if by_digest or _accepts(accept, row.media_type):
+                # A digest pins the content: it is served whatever the client prefers.
+                return Manifest(row.digest, row.media_type, row.payload)
+            if row.media_type in mt.INDEXES:
+                # Like Distribution: a client that cannot read an index gets linux/amd64.
+                child = await self._default_platform_child(conn, repo, row.payload, accept)
+                if child is not None:
+                    return child
+        raise ManifestUnknown(
+            f"manifest {reference} is {row.media_type}, which the client does not accept",
+            detail={"mediaType": row.media_type, "accept": accept},
+        )
+
+    async def _default_platform_child(
+        self, conn: object, repo: str, payload: bytes, accept: list[str]
+    ) -> Manifest | None:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return None
+        for entry in doc.get("manifests") or []:
+            platform = entry.get("platform") or {}
+            if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+                if not _accepts(accept, entry.get("mediaType", "")):
+                    continue
+                row = await q.manifest_by_digest(conn, repo, entry.get("digest", ""))  # type: ignore[arg-type]
+                if row is not None:
+                    return Manifest(row.digest, row.media_type, row.payload)
+        return None
+
+    async def put(
+        self, repo: str, reference: str, payload: bytes, content_type: str | None
+    ) -> PutResult:
+        limit = self.ctx.config.registry.max_manifest_size
+        if len(payload) > limit:
+            raise TooLarge(f"manifest is {len(payload)} bytes; the limit is {limit}")
+        try:
+            parsed = parse_manifest(payload, content_type)
+        except ManifestError as exc:
+            raise ManifestInvalid(str(exc)) from None
+        if ":" in reference:
+            wanted = Digest.parse(reference)
+            actual = hashlib.new(wanted.algorithm, payload).hexdigest()
+            if actual != wanted.hex:
+                raise DigestInvalid(
+                    f"manifest digest is {wanted.algorithm}:{actual}, not {wanted}",
+                    detail={"expected": str(wanted), "actual": f"{wanted.algorithm}:{actual}"},
+                )
+            digest = str(wanted)
+            tag = None
+        else:
+            digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+            tag = reference
+
+        async with self.ctx.write_engine.begin() as conn:
+            repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
+            await self._check_references(conn, repo_id, parsed)
+            references = [(str(d), "blob") for d in parsed.required_blobs()] + [
+                (str(d), "manifest") for d in parsed.required_manifests()
+            ]
+            manifest_id = await q.insert_manifest(
+                conn,
+                repo_id,
+                digest=digest,
+                media_type=parsed.media_type,
+                artifact_type=parsed.referrer_artifact_type(),
+                subject_digest=str(parsed.subject.digest) if parsed.subject else None,
+                config_digest=str(parsed.config.digest) if parsed.config else None,
+                annotations=parsed.annotations,
+                payload=payload,
+                references=references,
+            )
+            if tag is not None:
+                await q.set_tag(conn, repo_id, tag, manifest_id, digest)
+        return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None)
+
+    async def _check_references(self, conn: object, repo_id: int, parsed: ParsedManifest) -> None:
+        """Every blob and child manifest must already be in this repository, at its size."""
+        blobs = [str(d) for d in parsed.required_blobs()]
+        linked = await q.linked_digests(conn, repo_id, blobs)  # type: ignore[arg-type]
+        for d in blobs:
+            if d not in linked:
+                raise ManifestBlobUnknown(
+                    f"blob {d} is not in this repository; push it first", detail={"digest": d}
+                )
+        sizes = await q.blob_sizes(conn, blobs)  # type: ignore[arg-type]
+        descriptors = ([parsed.config] if parsed.config else []) + parsed.layers
+        for desc in descriptors:
+            size = sizes.get(str(desc.digest))
+            if size is not None and size != desc.size:
+                raise ManifestInvalid(
+                    f"descriptor {desc.digest} says size {desc.size}, the blob has {size}",
+                    detail={"digest": str(desc.digest)},
+                )
+        children = [str(d) for d in parsed.required_manifests()]
+        present = await q.manifest_digests_in(conn, repo_id, children)  # type: ignore[arg-type]
+        for d in children:
+            if d not in present:
+                raise ManifestBlobUnknown(
+                    f"manifest {d} referenced by this index is not in this repository",
+                    detail={"digest": d},
+                )
+
+    async def delete(self, repo: str, reference: str) -> None:
+        async with self.ctx.write_engine.begin() as conn:
+            repo_id = await q.repository_id(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} is not known")
+            if ":" in reference:
+                found = await q.delete_manifest(conn, repo_id, reference)
+            else:
+                found = await q.delete_tag(conn, repo_id, reference)
+        if not found:
+            raise ManifestUnknown(f"manifest {reference} is not in repository {repo}")
+
+    async def tags(self, repo: str, last: str | None, limit: int) -> list[str]:
+        async with self.ctx.engine.connect() as conn:
+            repo_id = await q.repository_id(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} is not known")
+            return await q.tag_names(conn, repo_id, last, limit)
+
+    async def catalog(self, last: str | None, limit: int) -> list[str]:
+        async with self.ctx.engine.connect() as conn:
+            return await q.catalog(conn, last, limit)
+
+    async def referrers(
+        self, repo: str, subject: Digest, artifact_type: str | None
+    ) -> list[dict[str, object]]:
+        async with self.ctx.engine.connect() as conn:
+            repo_id = await q.repository_id(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} is not known")
+            rows = await q.referrers(conn, repo_id, str(subject), artifact_type)
+        out: list[dict[str, object]] = []
+        for r in rows:
+            desc: dict[str, object] = {
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            }
+            if r.artifact_type:
+                desc["artifactType"] = r.artifact_type
+            if r.annotations:
+                desc["annotations"] = r.annotations
+            out.append(desc)
+        return out
+
+
+__all__ = ["ManifestService", "Manifest", "PutResult", "parse_accept"]

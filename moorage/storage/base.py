@@ -1,0 +1,123 @@
+"""The blob store interface.
+
+In the spirit of CNCF Distribution's storage driver (registry/storage/driver): a small set of
+operations that a local filesystem and an object store can both honour. Callers never append to or
+rename a stored object; an in-progress upload goes through an :class:`UploadWriter`, which hides
+how bytes accumulate (a file on disk; a multipart upload on S3) and how they are moved into their
+content-addressed key once verified. The store holds bytes only: every piece of metadata lives in
+the database, and nothing answers a query by listing the store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class StorageError(Exception):
+    """The store failed (I/O error, unreachable service). Callers answer with a retryable 503."""
+
+
+class PathNotFound(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"not found: {path}")
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class StatInfo:
+    path: str
+    size: int
+
+
+class UploadWriter(ABC):
+    """Bytes of one upload session, written in order and committed once verified."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Bytes durably accepted so far."""
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Append *data* (the writer's own business how)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """JSON-serializable state that lets :meth:`StorageDriver.resume_writer` continue."""
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Make everything written so far durable (end of a request); the session stays open."""
+
+    @abstractmethod
+    def read_back(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The bytes written so far (to rebuild a hash state that could not travel)."""
+
+    @abstractmethod
+    async def commit(self, final_path: str) -> None:
+        """Place the content at *final_path* atomically; nothing partial is ever visible there."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Drop the upload's bytes."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release local resources (file handles) without ending the session."""
+
+
+class StorageDriver(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    def reader(
+        self, path: str, offset: int = 0, length: int | None = None, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        """Stream bytes ``[offset, offset+length)``; raises :class:`PathNotFound`."""
+
+    @abstractmethod
+    async def get_bytes(self, path: str) -> bytes: ...
+
+    @abstractmethod
+    async def put_bytes(self, path: str, data: bytes) -> None:
+        """Store a small object atomically."""
+
+    @abstractmethod
+    async def stat(self, path: str) -> StatInfo | None: ...
+
+    @abstractmethod
+    async def delete(self, path: str) -> None:
+        """Delete an object or everything under a prefix; missing paths are not an error."""
+
+    @abstractmethod
+    async def list(self, prefix: str) -> list[str]:
+        """Object paths under *prefix* (maintenance only, never on a request path)."""
+
+    async def presigned_url(self, path: str, expires_in: int = 1200) -> str | None:
+        """A URL a client may fetch directly, or None where the driver serves bytes itself."""
+        return None
+
+    @abstractmethod
+    async def new_writer(self, upload_id: str) -> UploadWriter: ...
+
+    @abstractmethod
+    async def resume_writer(self, upload_id: str, state: dict[str, Any]) -> UploadWriter:
+        """Reopen an upload session from the state its last request saved."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`StorageError` when the store is not usable (readiness probe)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def blob_path(algorithm: str, hex_: str) -> str:
+    """Content-addressed key of a blob; *hex_* must come from a validated Digest."""
+    return f"blobs/{algorithm}/{hex_[:2]}/{hex_}"
+
+
+def upload_prefix(upload_id: str) -> str:
+    return f"uploads/{upload_id}"

@@ -1,0 +1,232 @@
+"""Filesystem driver: local disk or an NFS mount.
+
+Uploads are files under ``uploads/<id>/data``; commit fsyncs and renames into the
+content-addressed path, which is atomic on POSIX filesystems (NFS included), so a reader sees the
+whole blob or nothing. Blocking calls run in worker threads so that slow disks and NFS never stall
+the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .base import PathNotFound, StatInfo, StorageDriver, StorageError, UploadWriter, upload_prefix
+
+
+class FilesystemDriver(StorageDriver):
+    name = "filesystem"
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+        os.makedirs(self.root, exist_ok=True)
+
+    def _full(self, path: str) -> str:
+        full = os.path.realpath(os.path.join(self.root, path))
+        if full != self.root and not full.startswith(self.root + os.sep):
+            raise StorageError(f"path escapes the storage root: {path!r}")
+        return full
+
+    async def reader(
+        self, path: str, offset: int = 0, length: int | None = None, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        full = self._full(path)
+        try:
+            fd = await asyncio.to_thread(os.open, full, os.O_RDONLY)
+        except FileNotFoundError:
+            raise PathNotFound(path) from None
+        except OSError as exc:
+            raise StorageError(str(exc)) from exc
+        try:
+            remaining = length
+            pos = offset
+            while remaining is None or remaining > 0:
+                n = chunk_size if remaining is None else min(chunk_size, remaining)
+                data = await asyncio.to_thread(os.pread, fd, n, pos)
+                if not data:
+                    break
+                pos += len(data)
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    async def get_bytes(self, path: str) -> bytes:
+        def read() -> bytes:
+            with open(self._full(path), "rb") as f:
+                return f.read()
+
+        try:
+            return await asyncio.to_thread(read)
+        except FileNotFoundError:
+            raise PathNotFound(path) from None
+
+    async def put_bytes(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+
+        def write() -> None:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            tmp = f"{full}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, full)
+
+        await asyncio.to_thread(write)
+
+    async def stat(self, path: str) -> StatInfo | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self._full(path))
+        except FileNotFoundError:
+            return None
+        return StatInfo(path, st.st_size)
+
+    async def delete(self, path: str) -> None:
+        full = self._full(path)
+
+        def rm() -> None:
+            if os.path.isdir(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(full)
+
+        await asyncio.to_thread(rm)
+
+    async def list(self, prefix: str) -> list[str]:
+        base = self._full(prefix)
+
+        def walk() -> list[str]:
+            out = []
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    out.append(os.path.relpath(os.path.join(dirpath, name), self.root))
+            return sorted(out)
+
+        return await asyncio.to_thread(walk)
+
+    async def new_writer(self, upload_id: str) -> UploadWriter:
+        directory = self._full(upload_prefix(upload_id))
+
+        def create() -> int:
+            os.makedirs(directory, exist_ok=True)
+            return os.open(os.path.join(directory, "data"), os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+
+        fd = await asyncio.to_thread(create)
+        return _FileWriter(self, directory, fd, 0)
+
+    async def resume_writer(self, upload_id: str, state: dict[str, Any]) -> UploadWriter:
+        directory = self._full(upload_prefix(upload_id))
+        size = int(state.get("size", 0))
+
+        def reopen() -> int:
+            fd = os.open(os.path.join(directory, "data"), os.O_RDWR)
+            # Bytes past the recorded size came from a request that never finished: drop them.
+            if os.fstat(fd).st_size != size:
+                if os.fstat(fd).st_size < size:
+                    os.close(fd)
+                    raise StorageError("upload data is shorter than its recorded size")
+                os.ftruncate(fd, size)
+            return fd
+
+        try:
+            fd = await asyncio.to_thread(reopen)
+        except FileNotFoundError:
+            raise PathNotFound(upload_prefix(upload_id)) from None
+        return _FileWriter(self, directory, fd, size)
+
+    async def ping(self) -> None:
+        def probe() -> None:
+            path = os.path.join(self.root, f".ping-{os.getpid()}")
+            with open(path, "wb") as f:
+                f.write(b"ok")
+            os.unlink(path)
+
+        try:
+            await asyncio.to_thread(probe)
+        except OSError as exc:
+            raise StorageError(f"filesystem store not writable: {exc}") from exc
+
+
+class _FileWriter(UploadWriter):
+    def __init__(self, driver: FilesystemDriver, directory: str, fd: int, size: int) -> None:
+        self._driver = driver
+        self._dir = directory
+        self._fd: int | None = fd
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _fdesc(self) -> int:
+        if self._fd is None:
+            raise StorageError("upload writer is closed")
+        return self._fd
+
+    async def write(self, data: bytes) -> None:
+        fd = self._fdesc()
+        offset = self._size
+
+        def pwrite_all() -> None:
+            view = memoryview(data)
+            pos = offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view = view[n:]
+                pos += n
+
+        await asyncio.to_thread(pwrite_all)
+        self._size += len(data)
+
+    def state(self) -> dict[str, Any]:
+        return {"size": self._size}
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(os.fsync, self._fdesc())
+
+    async def read_back(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        fd = self._fdesc()
+        pos = 0
+        while pos < self._size:
+            data = await asyncio.to_thread(os.pread, fd, min(chunk_size, self._size - pos), pos)
+            if not data:
+                raise StorageError("upload data ended early")
+            pos += len(data)
+            yield data
+
+    async def commit(self, final_path: str) -> None:
+        fd = self._fdesc()
+        final = self._driver._full(final_path)
+        src = os.path.join(self._dir, "data")
+
+        def place() -> None:
+            os.fsync(fd)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            # Same digest means same bytes: replacing a concurrent twin is harmless.
+            os.rename(src, final)
+            dir_fd = os.open(os.path.dirname(final), os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+        await asyncio.to_thread(place)
+        await self.close()
+
+    async def cancel(self) -> None:
+        await self.close()
+        await asyncio.to_thread(shutil.rmtree, self._dir, True)
+
+    async def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
