@@ -82,7 +82,7 @@ class RegistryConfig(_Section):
         0, ge=0, description="Largest blob accepted, in bytes (0: no limit)."
     )
     upload_lease_seconds: float = Field(
-        30.0,
+        15.0,
         gt=0,
         description="How long a request may hold an upload session without progress before "
         "another request (or node) may take it over.",

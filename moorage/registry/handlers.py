@@ -468,7 +468,7 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
         return None
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
+    if last and end < start:
         return None
     if start >= size:
         raise _unsatisfiable(size)

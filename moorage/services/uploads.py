@@ -236,16 +236,16 @@ class UploadService:
         limit = self._blob_limit
         if limit is not None:
             limit = max(0, limit - s.row.size)
-        if content_range is not None:
-            if content_range.start != s.row.size:
-                raise RangeInvalid(
-                    f"chunk starts at {content_range.start} but the upload has {s.row.size} bytes",
-                    s.row.size,
-                )
-            limit = content_range.length if limit is None else min(limit, content_range.length)
         saved = False
         consistency = _Consistency()
         try:
+            if content_range is not None:
+                if content_range.start != s.row.size:
+                    raise RangeInvalid(
+                        f"chunk starts at {content_range.start} but the upload has {s.row.size} bytes",
+                        s.row.size,
+                    )
+                limit = content_range.length if limit is None else min(limit, content_range.length)
             written = await _pump(body, s.writer, s.hasher, limit, s.renew_if_due, consistency)
             if content_range is not None and written != content_range.length:
                 # The declared range and the body disagree: keep the previous state.
