@@ -17,6 +17,7 @@ from . import __version__
 from .auth.policy import AccessPolicy, OpenAccess
 from .config import Config, load_config
 from .db.engine import create_engine, writer
+from .db.hotpath import hot_reads_for
 from .logs import request_id, setup_logging
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
@@ -49,12 +50,14 @@ class Moorage:
     async def startup(self) -> None:
         engine = create_engine(self.config.database_url, self.config.database.pool_size)
         storage = make_storage(self.config)
-        self.ctx = ServiceContext(self.config, engine, writer(engine), storage)
+        hot = hot_reads_for(self.config.database_url, self.config.database.pool_size)
+        self.ctx = ServiceContext(self.config, engine, writer(engine), storage, hot)
         self.registry = RegistryAPI(self.ctx, self.policy)
 
     async def shutdown(self) -> None:
         if self.ctx is not None:
             await self.ctx.storage.close()
+            await self.ctx.hot.close()
             await self.ctx.engine.dispose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,7 +2,7 @@
 
 Every key has a default and a description (docs/configuration.md lists them all; a test keeps the
 two in step). An environment variable is the key path in upper case joined by ``_``:
-``database.url`` → ``MOORAGE_DATABASE_URL``, ``storage.s3.bucket`` → ``MOORAGE_STORAGE_S3_BUCKET``.
+``database.url`` → ``MOORAGE_DATABASE_URL``, ``storage.filesystem.root`` → ``MOORAGE_STORAGE_FILESYSTEM_ROOT``.
 Precedence, lowest first: defaults, the YAML file, the environment, command-line flags.
 """
 
@@ -58,20 +58,11 @@ class FilesystemStorageConfig(_Section):
     )
 
 
-class S3StorageConfig(_Section):
-    bucket: str | None = Field(None, description="Bucket name (S3 driver).")
-    endpoint: str | None = Field(None, description="Endpoint URL (MinIO, Ceph RGW, ...).")
-    region: str = Field("us-east-1", description="Region.")
-    prefix: str = Field("", description="Key prefix inside the bucket.")
-    access_key: str | None = Field(None, description="Access key (else AWS_ACCESS_KEY_ID).")
-    secret_key: str | None = Field(None, description="Secret key (else AWS_SECRET_ACCESS_KEY).")
-    path_style: bool = Field(False, description="Use path-style addressing.")
-
-
 class StorageConfig(_Section):
-    driver: Literal["filesystem", "s3"] = Field("filesystem", description="Blob store driver.")
+    driver: Literal["filesystem"] = Field(
+        "filesystem", description="Blob store driver (filesystem: local disk or NFS)."
+    )
     filesystem: FilesystemStorageConfig = Field(default_factory=FilesystemStorageConfig)
-    s3: S3StorageConfig = Field(default_factory=S3StorageConfig)
 
 
 class RegistryConfig(_Section):

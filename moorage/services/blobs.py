@@ -26,11 +26,10 @@ class BlobService:
         self.ctx = ctx
 
     async def stat(self, repo: str, digest: Digest) -> BlobInfo:
-        async with self.ctx.engine.connect() as conn:
-            row = await q.blob_in_repository(conn, repo, str(digest))
-            if row is not None:
-                return BlobInfo(digest, row.size)
-            manifest = await q.manifest_by_digest(conn, repo, str(digest))
+        row = await self.ctx.hot.blob_in_repository(repo, str(digest))
+        if row is not None:
+            return BlobInfo(digest, row.size)
+        manifest = await self.ctx.hot.manifest_by_digest(repo, str(digest))
         if manifest is not None:
             return BlobInfo(digest, len(manifest.payload), manifest.payload)
         raise BlobUnknown(f"blob {digest} is not in repository {repo}")

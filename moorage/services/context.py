@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Config
+from ..db.hotpath import HotReads
 from ..storage.base import StorageDriver
 
 
@@ -16,3 +17,4 @@ class ServiceContext:
     engine: AsyncEngine  # reads
     write_engine: AsyncEngine  # same pool; SQLite takes the write lock at BEGIN
     storage: StorageDriver
+    hot: HotReads  # raw-driver lookups for manifest GET/HEAD and blob HEAD

@@ -6,6 +6,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from ..db import queries as q
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
@@ -55,16 +57,17 @@ class ManifestService:
 
     async def get(self, repo: str, reference: str, accept: list[str]) -> Manifest:
         by_digest = ":" in reference
+        hot = self.ctx.hot
+        if by_digest:
+            row = await hot.manifest_by_digest(repo, reference)
+        else:
+            row = await hot.manifest_by_tag(repo, reference)
+        if row is None:
+            raise ManifestUnknown(f"manifest {reference} is not in repository {repo}")
+        if by_digest or _accepts(accept, row.media_type):
+            # A digest pins the content: it is served whatever the client prefers.
+            return Manifest(row.digest, row.media_type, row.payload)
         async with self.ctx.engine.connect() as conn:
-            if by_digest:
-                row = await q.manifest_by_digest(conn, repo, reference)
-            else:
-                row = await q.manifest_by_tag(conn, repo, reference)
-            if row is None:
-                raise ManifestUnknown(f"manifest {reference} is not in repository {repo}")
-            if by_digest or _accepts(accept, row.media_type):
-                # A digest pins the content: it is served whatever the client prefers.
-                return Manifest(row.digest, row.media_type, row.payload)
             if row.media_type in mt.INDEXES:
                 # Like Distribution: a client that cannot read an index gets linux/amd64.
                 child = await self._default_platform_child(conn, repo, row.payload, accept)
@@ -76,7 +79,7 @@ class ManifestService:
         )
 
     async def _default_platform_child(
-        self, conn: object, repo: str, payload: bytes, accept: list[str]
+        self, conn: AsyncConnection, repo: str, payload: bytes, accept: list[str]
     ) -> Manifest | None:
         try:
             doc = json.loads(payload)
@@ -87,7 +90,7 @@ class ManifestService:
             if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
                 if not _accepts(accept, entry.get("mediaType", "")):
                     continue
-                row = await q.manifest_by_digest(conn, repo, entry.get("digest", ""))  # type: ignore[arg-type]
+                row = await q.manifest_by_digest(conn, repo, entry.get("digest", ""))
                 if row is not None:
                     return Manifest(row.digest, row.media_type, row.payload)
         return None
@@ -138,16 +141,18 @@ class ManifestService:
                 await q.set_tag(conn, repo_id, tag, manifest_id, digest)
         return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None)
 
-    async def _check_references(self, conn: object, repo_id: int, parsed: ParsedManifest) -> None:
+    async def _check_references(
+        self, conn: AsyncConnection, repo_id: int, parsed: ParsedManifest
+    ) -> None:
         """Every blob and child manifest must already be in this repository, at its size."""
         blobs = [str(d) for d in parsed.required_blobs()]
-        linked = await q.linked_digests(conn, repo_id, blobs)  # type: ignore[arg-type]
+        linked = await q.linked_digests(conn, repo_id, blobs)
         for d in blobs:
             if d not in linked:
                 raise ManifestBlobUnknown(
                     f"blob {d} is not in this repository; push it first", detail={"digest": d}
                 )
-        sizes = await q.blob_sizes(conn, blobs)  # type: ignore[arg-type]
+        sizes = await q.blob_sizes(conn, blobs)
         descriptors = ([parsed.config] if parsed.config else []) + parsed.layers
         for desc in descriptors:
             size = sizes.get(str(desc.digest))
@@ -157,7 +162,7 @@ class ManifestService:
                     detail={"digest": str(desc.digest)},
                 )
         children = [str(d) for d in parsed.required_manifests()]
-        present = await q.manifest_digests_in(conn, repo_id, children)  # type: ignore[arg-type]
+        present = await q.manifest_digests_in(conn, repo_id, children)
         for d in children:
             if d not in present:
                 raise ManifestBlobUnknown(

@@ -102,7 +102,7 @@ async def _pump(
     """
     total = 0
     buf = bytearray()
-    pending: asyncio.Future[object] | None = None
+    pending: asyncio.Future[None] | None = None
     state = consistency or _Consistency()
 
     async def process(data: bytes) -> None:
