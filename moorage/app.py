@@ -92,10 +92,7 @@ class Moorage:
         finally:
             if self.config.log.access_log:
                 access_log.info(
-                    "%s %s %s",
-                    scope["method"],
-                    scope["path"],
-                    status_holder[0],
+                    "request",
                     extra={
                         "fields": {
                             "method": scope["method"],

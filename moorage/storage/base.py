@@ -50,7 +50,9 @@ class UploadWriter(ABC):
 
     @abstractmethod
     async def flush(self) -> None:
-        """Make everything written so far durable (end of a request); the session stays open."""
+        """End of a request: what was written must survive this process (a crash or a restart)
+        so that any node can resume; the session stays open. Power-loss durability is only
+        promised by :meth:`commit`."""
 
     @abstractmethod
     def read_back(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
