@@ -13,7 +13,7 @@ from dataclasses import dataclass
 # Registered algorithms and the length of their hex encoding.
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
 
 
 class InvalidDigest(ValueError):

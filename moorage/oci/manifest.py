@@ -16,8 +16,8 @@ from . import mediatypes as mt
 from .digest import Digest, InvalidDigest
 
 # RFC 6838 media type, as the image-spec descriptor grammar requires.
-_MEDIA_TYPE_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+MEDIA_TYPE_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
 )
 # Layers that a client fetches from elsewhere (``urls``) need not be stored here.
 _FOREIGN_LAYER_TYPES = frozenset(
@@ -107,7 +107,7 @@ def _require_dict(value: Any, where: str) -> dict[str, Any]:
 
 
 def _media_type(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _MEDIA_TYPE_RE.match(value):
+    if not isinstance(value, str) or not MEDIA_TYPE_RE.match(value):
         raise ManifestError(f"{where} must be a valid media type")
     return value
 
@@ -168,7 +168,8 @@ def _descriptor_list(value: Any, where: str) -> list[Descriptor]:
 
 def _load_json(payload: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(payload)
+        # RFC 8259: exchanged JSON is UTF-8 (no BOM); json.loads(bytes) would guess UTF-16/32.
+        doc = json.loads(payload.decode("utf-8"))
     except RecursionError:
         raise ManifestError("manifest JSON is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -186,23 +187,28 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
             code="MANIFEST_INVALID",
         )
     doc = _load_json(payload)
-    if doc.get("schemaVersion") == 1:
+    version = doc.get("schemaVersion")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ManifestError("schemaVersion must be the integer 2")
+    if version == 1:
         raise ManifestError("Docker image manifest schema 1 is not supported: push schema 2 or OCI")
-    if doc.get("schemaVersion") != 2:
+    if version != 2:
         raise ManifestError("schemaVersion must be 2")
 
     declared = doc.get("mediaType")
     if declared is not None:
         declared = _media_type(declared, "mediaType")
     if declared and content_type and declared != content_type:
-        raise ManifestError(f"mediaType {declared!r} does not match Content-Type {content_type!r}")
+        raise ManifestError(
+            f"mediaType {declared!r} does not match Content-Type {content_type[:100]!r}"
+        )
     media_type = declared or content_type
     if media_type is None or media_type not in mt.MANIFEST_TYPES:
         # OCI allows omitting mediaType; classify by structure.
         if media_type is None or media_type in ("application/json", "application/octet-stream"):
             media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
         else:
-            raise ManifestError(f"unsupported manifest media type {media_type!r}")
+            raise ManifestError(f"unsupported manifest media type {media_type[:100]!r}")
     if media_type in (mt.DOCKER_MANIFEST, mt.DOCKER_LIST) and declared is None:
         raise ManifestError("Docker schema 2 manifests must declare mediaType")
 

@@ -75,7 +75,7 @@ class ManifestService:
                     return child
         raise ManifestUnknown(
             f"manifest {reference} is {row.media_type}, which the client does not accept",
-            detail={"mediaType": row.media_type, "accept": accept},
+            detail={"mediaType": row.media_type, "accept": accept[:20]},
         )
 
     async def _default_platform_child(

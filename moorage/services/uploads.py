@@ -14,6 +14,7 @@ Invariants (see docs/architecture.md):
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from .errors import DigestInvalid, RangeInvalid, TooLarge, Unavailable, UploadUn
 # Bytes handed to the hash/write pipeline at a time: big enough to amortize thread hand-offs,
 # small enough that memory stays flat whatever the blob size.
 PIPELINE_CHUNK = 1 << 20
+_DIGITS = re.compile(r"[0-9]{1,40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +152,8 @@ def parse_content_range(value: str) -> ContentRange:
         if raw.startswith(prefix):
             raw = raw[len(prefix) :]
     start_s, sep, end_s = raw.partition("-")
-    if not sep or not start_s.isdigit() or not end_s.isdigit() or len(raw) > 40:
-        raise ValueError(f"malformed Content-Range {value[:60]!r}")
+    if not sep or len(raw) > 40 or not (_DIGITS.fullmatch(start_s) and _DIGITS.fullmatch(end_s)):
+        raise ValueError("malformed Content-Range: expected <start>-<end> in decimal")
     start, end = int(start_s), int(end_s)
     if end < start:
         raise ValueError("Content-Range end is before its start")
