@@ -12,9 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from starlette.requests import Request
 
 from . import __version__
-from .auth.policy import AccessPolicy, OpenAccess
+from .audit import AuditEvent, AuditLog
+from .auth.endpoint import TokenEndpoint
+from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
+from .auth.service import AccessService, Principal
+from .auth.tokens import TokenService
 from .config import Config, load_config
 from .db.engine import create_engine, writer
 from .db.hotpath import hot_reads_for
@@ -41,20 +46,59 @@ def make_storage(config: Config) -> StorageDriver:
 
 
 class Moorage:
-    def __init__(self, config: Config, policy: AccessPolicy | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.policy: AccessPolicy = policy or OpenAccess()
         self.ctx: ServiceContext | None = None
         self.registry: RegistryAPI | None = None
+        self.access: AccessService | None = None
+        self.token_endpoint: TokenEndpoint | None = None
+        self.audit: AuditLog | None = None
 
     async def startup(self) -> None:
         engine = create_engine(self.config.database_url, self.config.database.pool_size)
         storage = make_storage(self.config)
         hot = hot_reads_for(self.config.database_url, self.config.database.pool_size)
         self.ctx = ServiceContext(self.config, engine, writer(engine), storage, hot)
-        self.registry = RegistryAPI(self.ctx, self.policy)
+        self.audit = AuditLog(self.ctx.write_engine, self.config.audit)
+        await self.audit.start()
+        policy: AccessPolicy = OpenAccess()
+        if self.config.auth.enabled:
+            self.access = build_access_service(self.config, self.ctx)
+            await self.access.tokens.ensure_key()
+            policy = RBACPolicy(self.access, self.config.auth, self._audit_v2_login_failure)
+            self.token_endpoint = TokenEndpoint(self.access, self._audit_login)
+        self.registry = RegistryAPI(self.ctx, policy, self.audit)
+
+    async def _audit_v2_login_failure(self, request: Request) -> None:
+        """Bad Basic credentials or a refused token presented directly on /v2."""
+        scheme = request.headers.get("authorization", "").partition(" ")[0].lower()
+        await self._audit_login(request, None, "login.failed", "failure", {"scheme": scheme})
+
+    async def _audit_login(
+        self,
+        request: Request,
+        principal: Principal | None,
+        action: str,
+        result: str,
+        details: dict[str, Any],
+    ) -> None:
+        if self.audit is None:
+            return
+        await self.audit.record(
+            AuditEvent(
+                action,
+                actor=principal.name if principal else str(details.get("username", "")),
+                actor_type=principal.kind if principal else "anonymous",  # type: ignore[arg-type]
+                result=result,  # type: ignore[arg-type]
+                client_addr=request.client.host if request.client else None,
+                user_agent=request.headers.get("user-agent"),
+                details=details,
+            )
+        )
 
     async def shutdown(self) -> None:
+        if self.audit is not None:
+            await self.audit.stop()
         if self.ctx is not None:
             await self.ctx.storage.close()
             await self.ctx.hot.close()
@@ -112,6 +156,8 @@ class Moorage:
         if path == "/v2" or path.startswith("/v2/"):
             assert self.registry is not None
             await self.registry(scope, receive, send)  # type: ignore[arg-type]
+        elif path in ("/auth/token", "/auth/jwks.json") and self.token_endpoint is not None:
+            await self.token_endpoint(scope, receive, send)  # type: ignore[arg-type]
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})
         elif path == "/readyz":
@@ -204,6 +250,24 @@ async def _send_json(send: Send, status: int, data: object) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def build_access_service(config: Config, ctx: ServiceContext) -> AccessService:
+    t = config.auth.token
+    tokens = TokenService(
+        ctx.write_engine,
+        issuer=t.issuer,
+        service=t.service,
+        lifetime=t.lifetime,
+        refresh_lifetime=t.refresh_lifetime,
+        key_overlap=t.key_overlap,
+    )
+    directory = None
+    if config.auth.ldap.enabled:
+        from .auth.ldap import LDAPAuthenticator
+
+        directory = LDAPAuthenticator(config.auth.ldap)
+    return AccessService(ctx.engine, ctx.write_engine, config.auth, tokens, directory)
 
 
 def create_app(config: Config | None = None) -> Moorage:

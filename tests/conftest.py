@@ -135,14 +135,39 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
         yield "sqlite", None
 
 
+ADMIN_PASSWORD = "admin-test-password-1"
+
+
 @pytest.fixture(scope="session")
 def server(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+    """An open registry (``--no-auth``): protocol tests exercise the protocol alone.
+    Access control is tested against ``auth_server``."""
     with tempfile.TemporaryDirectory(prefix="moorage-test-") as tmp:
-        srv = MoorageServer(Path(tmp) / "data", database_url=backend[1]).start()
+        srv = MoorageServer(
+            Path(tmp) / "data", database_url=backend[1], extra_args=["--no-auth"]
+        ).start()
         try:
             yield srv
         finally:
             srv.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+    """A registry with access control on (the default), admin password ADMIN_PASSWORD."""
+    with tempfile.TemporaryDirectory(prefix="moorage-auth-") as tmp:
+        url = backend[1]
+        ctx = postgres_database() if url else contextlib.nullcontext(None)
+        with ctx as own_url:  # a database of its own: users must not leak between servers
+            srv = MoorageServer(
+                Path(tmp) / "data",
+                database_url=own_url,
+                env={"MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+            ).start()
+            try:
+                yield srv
+            finally:
+                srv.stop()
 
 
 @pytest.fixture

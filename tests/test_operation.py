@@ -71,7 +71,7 @@ def test_tls_workers_and_json_logs(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     srv = MoorageServer(
         tmp_path / "data",
-        extra_args=["--workers", "2", "--tls-cert", str(cert), "--tls-key", str(key)],
+        extra_args=["--workers", "2", "--tls-cert", str(cert), "--tls-key", str(key), "--no-auth"],
         env={"MOORAGE_LOG_FORMAT": "json"},
     )
     # The fixture probes readiness over plain HTTP; this server speaks TLS only.
@@ -140,7 +140,7 @@ def test_readyz_reports_a_broken_store(tmp_path: Path) -> None:
 
 
 def test_graceful_shutdown_lets_inflight_requests_finish(tmp_path: Path) -> None:
-    srv = MoorageServer(tmp_path / "data").start()
+    srv = MoorageServer(tmp_path / "data", extra_args=["--no-auth"]).start()
     data = os.urandom(8 * 1024 * 1024)
     result: dict[str, object] = {}
 

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -70,7 +68,9 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(moorage_write=True)
 
 
-def alembic_config(url: str) -> AlembicConfig:
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -78,6 +78,8 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def _run_upgrade(sync_conn: sa.Connection, url: str, revision: str) -> None:
+    from alembic import command
+
     cfg = alembic_config(url)
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, revision)

@@ -14,6 +14,7 @@ metadata = sa.MetaData(
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
     }
 )
 
@@ -135,3 +136,127 @@ uploads = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.Index("ix_uploads_updated_at", "updated_at"),
 )
+
+# --- identities and access ------------------------------------------------------------------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("email", sa.String(255), nullable=True),
+    sa.Column("display_name", sa.String(255), nullable=True),
+    # argon2id; NULL for directory (LDAP) users, whose password is checked by the directory.
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("is_admin", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("source", sa.String(16), nullable=False, server_default="local"),
+    sa.Column("external_id", sa.String(512), nullable=True),
+    sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("last_login_at", Timestamp, nullable=True),
+)
+
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("description", sa.Text(), nullable=False, server_default=""),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column(
+        "organization_id",
+        Id,
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False, server_default=""),
+    # 'local', or 'ldap' for teams whose membership is synced from directory groups at login
+    sa.Column("source", sa.String(16), nullable=False, server_default="local"),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("organization_id", "name"),
+)
+
+team_members = sa.Table(
+    "team_members",
+    metadata,
+    sa.Column("team_id", Id, sa.ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_team_members_user_id", "user_id"),
+)
+
+# A role (read | write | admin) on an organization or one repository, for a user or a team.
+permissions = sa.Table(
+    "permissions",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column(
+        "organization_id", Id, sa.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True
+    ),
+    sa.Column(
+        "repository_id", Id, sa.ForeignKey("repositories.id", ondelete="CASCADE"), nullable=True
+    ),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("team_id", Id, sa.ForeignKey("teams.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.CheckConstraint("(organization_id IS NULL) <> (repository_id IS NULL)", name="one_target"),
+    sa.CheckConstraint("(user_id IS NULL) <> (team_id IS NULL)", name="one_subject"),
+    sa.Index("ix_permissions_user_id", "user_id"),
+    sa.Index("ix_permissions_team_id", "team_id"),
+    sa.Index("ix_permissions_repository_id", "repository_id"),
+    sa.Index("ix_permissions_organization_id", "organization_id"),
+)
+
+# Robot accounts: CI credentials scoped to repositories or an organization, shown once.
+robots = sa.Table(
+    "robots",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(140), nullable=False, unique=True),  # "<namespace>+<name>"
+    sa.Column("namespace", sa.String(64), nullable=False, index=True),
+    sa.Column("description", sa.Text(), nullable=False, server_default=""),
+    sa.Column("secret_hash", sa.String(128), nullable=False),
+    # [{"repository": "acme/api" | "organization": "acme", "actions": ["pull", "push"]}]
+    sa.Column("access", sa.JSON(), nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.Column("created_by", sa.String(64), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_used_at", Timestamp, nullable=True),
+)
+
+# Token signing keys, shared by every node; several verify at once during a rotation.
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("kid", sa.String(64), nullable=False, unique=True),
+    sa.Column("algorithm", sa.String(16), nullable=False),
+    sa.Column("private_pem", sa.Text(), nullable=False),
+    sa.Column("public_pem", sa.Text(), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    # NULL while the key signs; set when a newer key takes over (it still verifies until then
+    # plus the overlap), after which it is refused.
+    sa.Column("superseded_at", Timestamp, nullable=True),
+)
+
+# Failed-login counters per account and per client address (shared by all nodes).
+auth_failures = sa.Table(
+    "auth_failures",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("window_start", Timestamp, nullable=False),
+    sa.Column("count", sa.Integer(), nullable=False),
+    sa.Column("locked_until", Timestamp, nullable=True),
+)
+
+from . import audit_schema as _audit_schema  # noqa: E402,F401

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from ..audit import PULL_ACTIONS, Action, AuditEvent, AuditLog
 from ..auth.policy import DELETE, PULL, PUSH, AccessPolicy
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest, InvalidDigest
+from ..oci.manifest import MEDIA_TYPE_RE
 from ..oci.names import valid_name, valid_tag
 from ..services import errors as se
 from ..services.blobs import BlobService
@@ -26,14 +29,16 @@ from ..services.uploads import ContentRange, UploadService, parse_content_range
 from .errors import RegistryError
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+_DIGITS = re.compile(r"[0-9]{1,40}")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 _ROUTES: list[tuple[str, re.Pattern[str]]] = [
-    ("manifest", re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")),
-    ("uploads", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$")),
-    ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/]+)$")),
-    ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")),
-    ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
-    ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")),
+    ("manifest", re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)\Z")),
+    ("uploads", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?\Z")),
+    ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/]+)\Z")),
+    ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)\Z")),
+    ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list\Z")),
+    ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)\Z")),
 ]
 
 _ALLOWED_METHODS = {
@@ -92,11 +97,11 @@ def _pagination(request: Request, max_entries: int) -> tuple[int, str | None]:
     last = request.query_params.get("last") or None
     n = max_entries
     if n_raw is not None and n_raw != "":
-        if not n_raw.isdigit() or len(n_raw) > 9:
+        if not _DIGITS.fullmatch(n_raw) or len(n_raw) > 9:
             raise RegistryError("UNSUPPORTED", "n must be a non-negative integer", status=400)
         n = min(int(n_raw), max_entries)
-    if last is not None and len(last) > 255:
-        raise RegistryError("UNSUPPORTED", "last is too long", status=400)
+    if last is not None and (len(last) > 255 or not last.isprintable()):
+        raise RegistryError("UNSUPPORTED", "last must be a printable name or tag", status=400)
     return n, last
 
 
@@ -108,9 +113,12 @@ def _next_link(path: str, n: int, last: str, extra: dict[str, str] | None = None
 class RegistryAPI:
     """An ASGI app serving /v2."""
 
-    def __init__(self, ctx: ServiceContext, policy: AccessPolicy) -> None:
+    def __init__(
+        self, ctx: ServiceContext, policy: AccessPolicy, audit: AuditLog | None = None
+    ) -> None:
         self.ctx = ctx
         self.policy = policy
+        self.audit = audit
         self.blobs = BlobService(ctx)
         self.uploads = UploadService(ctx)
         self.manifests = ManifestService(ctx)
@@ -138,7 +146,48 @@ class RegistryAPI:
         except ClientDisconnect:
             return
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        if self.audit is not None:
+            self._record(request, response)
         await response(scope, receive, send)
+
+    def _record(self, request: Request, response: Response) -> None:
+        """One audit record per push, pull and delete (allowed or refused)."""
+        route = request.scope.get("moorage.route")
+        if route is None or self.audit is None:
+            return
+        kind, params = route
+        action = _audit_action(kind, request.method, params, request.query_params, response)
+        if action is None:
+            return
+        status = response.status_code
+        result: Literal["success", "failure", "denied"] = (
+            "success" if status < 400 else "denied" if status in (401, 403) else "failure"
+        )
+        if action in PULL_ACTIONS and result != "success" and status == 404:
+            return  # a miss, not an action (clients probe before pushing)
+        principal = request.scope.get("moorage.principal")
+        ref = params.get("ref", "")
+        digest = (
+            response.headers.get("docker-content-digest")
+            or params.get("digest")
+            or (ref if ":" in ref else None)
+            or request.query_params.get("digest")
+            or request.query_params.get("mount")
+        )
+        self.audit.record_nowait(
+            AuditEvent(
+                action,
+                actor=getattr(principal, "name", "anonymous"),
+                actor_type=getattr(principal, "kind", "anonymous"),
+                result=result,
+                repository=params.get("name"),
+                tag=ref if ref and ":" not in ref else None,
+                digest=digest[:200] if digest else None,
+                client_addr=request.client.host if request.client else None,
+                user_agent=request.headers.get("user-agent"),
+                details={"status": status},
+            )
+        )
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -148,6 +197,7 @@ class RegistryAPI:
         method = request.method
         if path in ("/v2", "/v2/"):
             self._method(method, "base")
+            await self.policy.check_base(request)
             return _json({}, headers={})
         if path in ("/v2/_catalog", "/v2/_catalog/"):
             self._method(method, "catalog")
@@ -166,6 +216,7 @@ class RegistryAPI:
                     detail={"name": name[:300]},
                 )
             self._method(method, kind)
+            request.scope["moorage.route"] = (kind, params)
             handler: Callable[..., Awaitable[Response]] = getattr(self, f"{kind}_{method.lower()}")
             return await handler(request, **params)
         raise RegistryError("NAME_UNKNOWN", "no such endpoint", status=404)
@@ -261,7 +312,7 @@ class RegistryAPI:
         await self.policy.check(request, name, (PUSH,))
         limit = self.ctx.config.registry.max_manifest_size
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > limit:
             raise RegistryError(
                 "SIZE_INVALID", f"manifest exceeds the {limit}-byte limit", status=413
             )
@@ -381,6 +432,7 @@ class RegistryAPI:
 
     async def upload_get(self, request: Request, name: str, id: str) -> Response:
         await self.policy.check(request, name, (PUSH,))
+        _check_upload_id(id)
         status = await self.uploads.status(name, id)
         return Response(
             b"", status_code=204, headers=self._upload_headers(name, status.id, status.size)
@@ -388,6 +440,7 @@ class RegistryAPI:
 
     async def upload_patch(self, request: Request, name: str, id: str) -> Response:
         await self.policy.check(request, name, (PUSH,))
+        _check_upload_id(id)
         content_range = _content_range(request)
         status = await self.uploads.append(name, id, _body(request), content_range)
         return Response(
@@ -396,6 +449,7 @@ class RegistryAPI:
 
     async def upload_put(self, request: Request, name: str, id: str) -> Response:
         await self.policy.check(request, name, (PUSH,))
+        _check_upload_id(id)
         raw = request.query_params.get("digest")
         if raw is None:
             raise RegistryError("DIGEST_INVALID", "the digest query parameter is required")
@@ -406,6 +460,7 @@ class RegistryAPI:
 
     async def upload_delete(self, request: Request, name: str, id: str) -> Response:
         await self.policy.check(request, name, (PUSH,))
+        _check_upload_id(id)
         await self.uploads.cancel(name, id)
         return Response(b"", status_code=204)
 
@@ -415,12 +470,44 @@ class RegistryAPI:
         d = _parse_digest(digest)
         await self.policy.check(request, name, (PULL,))
         artifact_type = request.query_params.get("artifactType") or None
+        if artifact_type is not None and not MEDIA_TYPE_RE.match(artifact_type):
+            raise RegistryError("UNSUPPORTED", "artifactType must be a media type", status=400)
         descriptors = await self.manifests.referrers(name, d, artifact_type)
         headers = {}
         if artifact_type is not None:
             headers["OCI-Filters-Applied"] = "artifactType"
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
         return _json(index, headers=headers, media_type=mt.OCI_INDEX)
+
+
+def _audit_action(
+    kind: str, method: str, params: dict[str, str], query: Any, response: Response
+) -> str | None:
+    if kind == "manifest":
+        if method == "GET":
+            return Action.MANIFEST_PULL
+        if method == "PUT":
+            return Action.MANIFEST_PUSH
+        if method == "DELETE":
+            return Action.MANIFEST_DELETE if ":" in params.get("ref", "") else Action.TAG_DELETE
+    elif kind == "blob":
+        if method == "GET":
+            return Action.BLOB_PULL
+        if method == "DELETE":
+            return Action.BLOB_DELETE
+    elif kind == "uploads":
+        if "mount" in query and response.status_code == 201:
+            return Action.BLOB_MOUNT
+        if "digest" in query or response.status_code in (401, 403):
+            return Action.BLOB_PUSH
+    elif kind == "upload" and method == "PUT":
+        return Action.BLOB_PUSH
+    return None
+
+
+def _check_upload_id(upload_id: str) -> None:
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise RegistryError("BLOB_UPLOAD_UNKNOWN", "no such upload", status=404)
 
 
 def _body(request: Request) -> AsyncIterator[bytes]:
@@ -436,7 +523,7 @@ def _content_range(request: Request) -> ContentRange | None:
     except ValueError as exc:
         raise RegistryError("RANGE_INVALID", str(exc)) from None
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) != cr.length):
+    if length is not None and (not _DIGITS.fullmatch(length) or int(length) != cr.length):
         raise RegistryError(
             "RANGE_INVALID", "Content-Length does not match Content-Range", status=416
         )
@@ -459,12 +546,14 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if not sep:
         return None
     first, last = first.strip(), last.strip()
-    if first == "" and last.isdigit():  # suffix: the last N bytes
+    if (first and not _DIGITS.fullmatch(first)) or (last and not _DIGITS.fullmatch(last)):
+        return None
+    if first == "" and last:  # suffix: the last N bytes
         n = int(last)
         if n == 0 or size == 0:
             raise _unsatisfiable(size)
         return max(size - n, 0), size - 1
-    if not first.isdigit() or (last and not last.isdigit()):
+    if not first:
         return None
     start = int(first)
     end = int(last) if last else size - 1

@@ -126,6 +126,8 @@ def _start_registry(base: Path, database_url: str | None = None) -> Registry:
             str(port),
             "--data-dir",
             str(data_dir),
+            # Protocol compatibility of the clients; logins are tested in tests/auth.
+            "--no-auth",
         ]
         db_url = os.environ.get("MOORAGE_TEST_DATABASE_URL") or database_url
         if db_url:

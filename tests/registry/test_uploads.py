@@ -148,6 +148,7 @@ def own_server(backend: tuple[str, str | None]) -> object:
             Path(tmp) / "data",
             database_url=backend[1],
             env={"MOORAGE_REGISTRY_UPLOAD_LEASE_SECONDS": "2"},
+            extra_args=["--no-auth"],
         ).start()
         try:
             yield srv

@@ -1,0 +1,36 @@
+"""Tamper-evident audit log: who did what, from where, with what result.
+
+Callers build an :class:`AuditEvent` and hand it to the process's :class:`AuditLog`
+(``await audit.record(event)`` -- queued, no I/O -- or ``await audit.record_now(event)`` when
+the record must be durable first). Records form one hash chain across every process and node;
+``AuditLog.verify()`` / ``moorage audit verify`` walk it.
+"""
+
+from .config import AuditConfig
+from .events import (
+    PULL_ACTIONS,
+    Action,
+    AuditEvent,
+    AuditRecord,
+    VerifyResult,
+)
+from .export import iter_export, parse_csv, parse_jsonl, verify_export
+from .log import AuditLog
+from .store import AuditFilter, AuditPage, query_events
+
+__all__ = [
+    "PULL_ACTIONS",
+    "Action",
+    "AuditConfig",
+    "AuditEvent",
+    "AuditFilter",
+    "AuditLog",
+    "AuditPage",
+    "AuditRecord",
+    "VerifyResult",
+    "iter_export",
+    "parse_csv",
+    "parse_jsonl",
+    "query_events",
+    "verify_export",
+]

@@ -1,0 +1,53 @@
+"""Access-control settings (mounted at ``auth:`` in the configuration)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .ldap import LDAPConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenConfig(_Section):
+    issuer: str = Field("moorage", description="`iss` of issued tokens.")
+    service: str = Field(
+        "moorage", description="`aud` of issued tokens; the `service` clients ask for."
+    )
+    lifetime: int = Field(300, ge=30, le=86400, description="Access token lifetime, seconds.")
+    refresh_lifetime: int = Field(
+        604800, ge=300, description="Refresh (offline) token lifetime, seconds."
+    )
+    key_overlap: int = Field(
+        86400,
+        ge=0,
+        description="Seconds a superseded signing key keeps verifying after a rotation.",
+    )
+
+
+class LockoutConfig(_Section):
+    account_limit: int = Field(10, ge=1, description="Failed logins per account per window.")
+    address_limit: int = Field(50, ge=1, description="Failed logins per client address per window.")
+    window: int = Field(900, ge=1, description="Counting window, seconds.")
+    duration: int = Field(900, ge=1, description="Lockout once a limit is reached, seconds.")
+
+
+class AuthConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description="Require authentication (`moorage serve --no-auth` turns it off for local "
+        "development and benchmarks only).",
+    )
+    anonymous_access: bool = Field(
+        True, description="Anonymous clients may pull public repositories."
+    )
+    realm: str | None = Field(
+        None,
+        description="Token endpoint URL announced in WWW-Authenticate. Default: this "
+        "server's /auth/token as the client reached it.",
+    )
+    token: TokenConfig = Field(default_factory=TokenConfig)
+    lockout: LockoutConfig = Field(default_factory=LockoutConfig)
+    ldap: LDAPConfig = Field(default_factory=LDAPConfig)

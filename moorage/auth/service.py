@@ -1,0 +1,320 @@
+"""Who is calling, and what may they do: authentication, lockout and role resolution.
+
+This is the one place where access is decided. The registry protocol asks through
+:class:`moorage.auth.policy.RBACPolicy`; the token endpoint asks :meth:`AccessService.grant`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..db import access_queries as aq
+from ..db.queries import now
+from ..oci.names import namespace_of
+from .config import AuthConfig
+from .passwords import secret_matches, verify_password
+from .scopes import ADMIN, DELETE, PULL, PUSH, ROLE_ACTIONS, Scope
+from .tokens import InvalidToken, TokenClaims, TokenService
+
+log = logging.getLogger("moorage.auth")
+
+ALL_ACTIONS = frozenset({PULL, PUSH, DELETE, ADMIN})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: str  # anonymous | user | robot
+    name: str
+    id: int | None = None
+    is_admin: bool = False
+    robot_access: tuple[tuple[str, str, frozenset[str]], ...] = ()  # (kind, name, actions)
+    # Set when the caller presented a bearer token: what the token grants, nothing more.
+    token_scopes: tuple[Scope, ...] | None = None
+    token_id: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.kind == "anonymous"
+
+
+ANONYMOUS = Principal("anonymous", "anonymous")
+
+
+class AuthFailed(Exception):
+    """Credentials were presented and are wrong (one message for every reason)."""
+
+
+class LockedOut(Exception):
+    """Too many failures for this account or address; try later."""
+
+
+class Unavailable(Exception):
+    """The directory (LDAP) could not be reached."""
+
+
+class DirectoryIdentity(Protocol):
+    username: str
+    email: str | None
+    display_name: str | None
+    dn: str
+    teams: list[tuple[str, str]]
+
+
+class Directory(Protocol):
+    async def authenticate(self, username: str, password: str) -> DirectoryIdentity | None: ...
+
+
+@dataclass
+class LoginContext:
+    client: str = "-"
+    user_agent: str = "-"
+    request_id: str = "-"
+    events: list[dict[str, object]] = field(default_factory=list)
+
+
+class AccessService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        write_engine: AsyncEngine,
+        config: AuthConfig,
+        tokens: TokenService,
+        directory: Directory | None = None,
+    ) -> None:
+        self.engine = engine
+        self.write_engine = write_engine
+        self.config = config
+        self.tokens = tokens
+        self.directory = directory
+
+    # --- authentication ---------------------------------------------------------------------
+
+    async def from_authorization(self, header: str | None, client: str) -> Principal:
+        """Principal for an ``Authorization`` header (Basic or Bearer); anonymous when absent."""
+        if not header:
+            return ANONYMOUS
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            username, password = decode_basic(value)
+            return await self.login(username, password, client)
+        if scheme == "bearer":
+            return await self.from_token(value.strip())
+        raise AuthFailed("unsupported authorization scheme")
+
+    async def from_token(self, token: str) -> Principal:
+        try:
+            claims = await self.tokens.verify(token)
+        except InvalidToken as exc:
+            raise AuthFailed(f"invalid token: {exc}") from None
+        return await self.from_token_claims(claims)
+
+    async def from_token_claims(self, claims: TokenClaims) -> Principal:
+        """The principal behind verified claims, re-checked against the account's state."""
+        base = await self._current(claims.kind, claims.principal_id, claims.subject)
+        if base is None:
+            raise AuthFailed("the token's account is disabled, revoked or gone")
+        return Principal(
+            base.kind,
+            base.name,
+            base.id,
+            base.is_admin,
+            base.robot_access,
+            token_scopes=claims.access,
+            token_id=claims.jti,
+        )
+
+    async def _current(self, kind: str, pid: int | None, name: str) -> Principal | None:
+        """Re-read the account behind a token: revocations and disabling apply at once."""
+        if kind == "anonymous":
+            return ANONYMOUS
+        if pid is None:
+            return None
+        async with self.engine.connect() as conn:
+            if kind == "robot":
+                robot = await aq.robot_by_id(conn, pid)
+                if robot is None or robot.name != name or not robot.usable(now()):
+                    return None
+                return _robot_principal(robot)
+            user = await aq.user_by_id(conn, pid)
+        if user is None or user.disabled or user.username != name:
+            return None
+        return Principal("user", user.username, user.id, user.is_admin)
+
+    async def login(self, username: str, password: str, client: str) -> Principal:
+        """Check a username/password (or robot name/secret) with lockout; raise AuthFailed."""
+        username = username.strip()
+        if not username or not password or len(username) > 200:
+            raise AuthFailed("invalid credentials")
+        account_key, address_key = f"acct:{username.lower()}", f"addr:{client}"
+        await self._check_lockout(account_key, address_key)
+        principal = await self._check_credentials(username, password)
+        if principal is None:
+            await self._record_failure(account_key, address_key)
+            raise AuthFailed("invalid credentials")
+        async with self.write_engine.begin() as conn:
+            await aq.clear_failures(conn, account_key)
+            if principal.kind == "user" and principal.id is not None:
+                await aq.touch_login(conn, principal.id)
+        return principal
+
+    async def _check_lockout(self, *keys: str) -> None:
+        async with self.engine.connect() as conn:
+            for key in keys:
+                locked = await aq.failure_state(conn, key)
+                if locked is not None and locked > now():
+                    raise LockedOut("too many failed logins; try again later")
+
+    async def _record_failure(self, account_key: str, address_key: str) -> None:
+        lo = self.config.lockout
+        window, duration = timedelta(seconds=lo.window), timedelta(seconds=lo.duration)
+        async with self.write_engine.begin() as conn:
+            await aq.record_failure(conn, account_key, window, lo.account_limit, duration)
+            await aq.record_failure(conn, address_key, window, lo.address_limit, duration)
+
+    async def _check_credentials(self, username: str, password: str) -> Principal | None:
+        if "+" in username:
+            async with self.engine.connect() as conn:
+                robot = await aq.robot_by_name(conn, username)
+            ok = secret_matches(robot.secret_hash if robot else None, password)
+            if robot is None or not ok or not robot.usable(now()):
+                return None
+            return _robot_principal(robot)
+        async with self.engine.connect() as conn:
+            user = await aq.user_by_name(conn, username)
+        if user is not None and user.source == "local":
+            ok = await verify_password(user.password_hash, password, username)
+            if not ok or user.disabled:
+                return None
+            return Principal("user", user.username, user.id, user.is_admin)
+        if self.directory is not None:
+            return await self._directory_login(username, password)
+        await verify_password(None, password, username)  # same effort as a real check
+        return None
+
+    async def _directory_login(self, username: str, password: str) -> Principal | None:
+        assert self.directory is not None
+        from .ldap import LDAPUnavailable
+
+        try:
+            ident = await self.directory.authenticate(username, password)
+        except LDAPUnavailable as exc:
+            raise Unavailable("directory unavailable") from exc
+        if ident is None:
+            return None
+        async with self.write_engine.begin() as conn:
+            user = await aq.user_by_name(conn, ident.username)
+            if user is None:
+                uid = await aq.create_user(
+                    conn,
+                    ident.username,
+                    None,
+                    email=ident.email,
+                    source="ldap",
+                    external_id=ident.dn,
+                    display_name=ident.display_name,
+                )
+                user = await aq.user_by_id(conn, uid)
+                assert user is not None
+            elif user.source != "ldap" or user.disabled:
+                return None
+            await self._sync_directory_teams(conn, user.id, ident.teams)
+        return Principal("user", user.username, user.id, user.is_admin)
+
+    @staticmethod
+    async def _sync_directory_teams(
+        conn: AsyncConnection, user_id: int, teams: list[tuple[str, str]]
+    ) -> None:
+        """Directory-managed teams mirror the user's groups at each login."""
+        wanted: set[int] = set()
+        for org_name, team_name in teams:
+            org_id = await aq.org_by_name(conn, org_name)
+            if org_id is None:
+                log.warning("directory group maps to unknown organization %s", org_name)
+                continue
+            tid = await aq.team_id(conn, org_id, team_name)
+            if tid is None:
+                tid = await aq.create_team(conn, org_id, team_name, source="ldap")
+            wanted.add(tid)
+        current = await aq.user_team_ids(conn, user_id, source="ldap")
+        for tid in wanted - current:
+            await aq.add_team_member(conn, tid, user_id)
+        for tid in current - wanted:
+            await aq.remove_team_member(conn, tid, user_id)
+
+    # --- authorization ----------------------------------------------------------------------
+
+    async def allowed_actions(self, principal: Principal, repository: str) -> frozenset[str]:
+        """What *principal* may do on *repository* right now."""
+        if principal.token_scopes is not None:
+            granted: set[str] = set()
+            for s in principal.token_scopes:
+                if s.type == "repository" and s.name == repository:
+                    granted |= s.actions
+            return frozenset(granted)
+        return await self.role_actions(principal, repository)
+
+    async def role_actions(self, principal: Principal, repository: str) -> frozenset[str]:
+        """Actions from roles, robot scopes and visibility (ignores any token)."""
+        if principal.kind == "user" and principal.is_admin:
+            return ALL_ACTIONS
+        ns = namespace_of(repository)
+        actions: set[str] = set()
+        async with self.engine.connect() as conn:
+            visibility = await aq.repository_visibility(conn, repository)
+            if visibility == "public" and (not principal.anonymous or self.config.anonymous_access):
+                actions.add(PULL)
+            if principal.kind == "user" and principal.id is not None:
+                if ns and ns == principal.name:
+                    return ALL_ACTIONS
+                for role in await aq.roles_for_user(conn, principal.id, ns, repository):
+                    actions |= ROLE_ACTIONS.get(role, frozenset())
+        if principal.kind == "robot":
+            for kind, name, acts in principal.robot_access:
+                if (kind == "repository" and name == repository) or (
+                    kind == "organization" and ns and name == ns
+                ):
+                    actions |= acts
+        return frozenset(actions)
+
+    async def grant(self, principal: Principal, requested: list[Scope]) -> list[Scope]:
+        """The token grant: for each requested scope, requested ∩ allowed — never more."""
+        out: list[Scope] = []
+        for scope in requested:
+            if scope.type == "registry":
+                if not principal.anonymous:
+                    out.append(Scope("registry", "catalog", frozenset({"*"})))
+                continue
+            allowed = await self.role_actions(principal, scope.name)
+            granted = scope.actions & allowed
+            out.append(Scope("repository", scope.name, granted))
+        return out
+
+
+def _robot_principal(robot: aq.RobotRow) -> Principal:
+    access: list[tuple[str, str, frozenset[str]]] = []
+    for entry in robot.access:
+        acts = frozenset(a for a in entry.get("actions", []) if a in ALL_ACTIONS)
+        if entry.get("repository"):
+            access.append(("repository", str(entry["repository"]), acts))
+        elif entry.get("organization"):
+            access.append(("organization", str(entry["organization"]), acts))
+    return Principal("robot", robot.name, robot.id, False, tuple(access))
+
+
+def decode_basic(value: str) -> tuple[str, str]:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise AuthFailed("malformed basic credentials") from None
+    username, sep, password = raw.partition(":")
+    if not sep:
+        raise AuthFailed("malformed basic credentials")
+    return username, password

@@ -1,0 +1,222 @@
+"""Signed bearer tokens (the Docker registry token protocol) and their keys.
+
+Keys live in the database so that every node signs and verifies alike. At first start an ES256
+key is generated; ``moorage admin rotate-keys`` adds a new one and marks the old as superseded:
+it keeps verifying for ``auth.token.key_overlap`` seconds, so tokens issued just before a
+rotation stay valid until they expire.
+
+Verification pins everything: algorithm allow-list (ES256/RS256 only: ``none`` and HMAC are
+refused, whatever the header says), the key by ``kid``, issuer, audience, ``exp``/``nbf``/``iat``
+(with a small leeway), and a ``jti``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..db import access_queries as aq
+from ..db.queries import now
+from .scopes import Scope
+
+ALLOWED_ALGORITHMS = ["ES256", "RS256"]
+LEEWAY_SECONDS = 30
+KEY_REFRESH_SECONDS = 5
+
+
+class InvalidToken(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    subject: str
+    kind: str  # user | robot | anonymous
+    principal_id: int | None
+    access: tuple[Scope, ...]
+    jti: str
+    token_type: str = "access"  # access | refresh
+    expires_at: float = 0.0
+
+
+@dataclass
+class _KeySet:
+    signing_kid: str | None = None
+    signing_key: Any = None
+    verify: dict[str, Any] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+
+def generate_es256() -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+class TokenService:
+    def __init__(
+        self,
+        write_engine: AsyncEngine,
+        *,
+        issuer: str,
+        service: str,
+        lifetime: int,
+        refresh_lifetime: int,
+        key_overlap: int,
+    ) -> None:
+        self.engine = write_engine
+        self.issuer = issuer
+        self.service = service
+        self.lifetime = lifetime
+        self.refresh_lifetime = refresh_lifetime
+        self.key_overlap = key_overlap
+        self._keys = _KeySet()
+        self._lock = asyncio.Lock()
+
+    async def ensure_key(self) -> None:
+        """Create the first signing key if there is none (idempotent across nodes)."""
+        async with self.engine.begin() as conn:
+            if not await aq.signing_keys_all(conn):
+                private, public = generate_es256()
+                await aq.add_signing_key(conn, uuid.uuid4().hex[:16], "ES256", private, public)
+        await self._reload()
+
+    async def rotate(self) -> str:
+        kid = uuid.uuid4().hex[:16]
+        private, public = generate_es256()
+        async with self.engine.begin() as conn:
+            await aq.add_signing_key(conn, kid, "ES256", private, public)
+        await self._reload()
+        return kid
+
+    async def _reload(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = await aq.signing_keys_all(conn)
+        ks = _KeySet(loaded_at=time.monotonic())
+        cutoff = now() - timedelta(seconds=self.key_overlap)
+        for row in rows:
+            if row.superseded_at is None:
+                ks.signing_kid = row.kid
+                ks.signing_key = serialization.load_pem_private_key(row.private_pem.encode(), None)
+            if row.superseded_at is None or row.superseded_at > cutoff:
+                ks.verify[row.kid] = serialization.load_pem_public_key(row.public_pem.encode())
+        self._keys = ks
+
+    async def _keyset(self, kid: str | None = None) -> _KeySet:
+        ks = self._keys
+        # Another node (or `moorage admin rotate-keys`) may have rotated: look every few seconds.
+        stale = time.monotonic() - ks.loaded_at > KEY_REFRESH_SECONDS
+        if ks.signing_key is None or stale or (kid is not None and kid not in ks.verify):
+            async with self._lock:
+                # Another node may have rotated; an unknown kid triggers at most one reload
+                # per second so a flood of forged kids cannot hammer the database.
+                if time.monotonic() - self._keys.loaded_at > 1 or self._keys.signing_key is None:
+                    await self._reload()
+            ks = self._keys
+        return ks
+
+    async def issue(
+        self,
+        subject: str,
+        kind: str,
+        principal_id: int | None,
+        access: list[Scope],
+        token_type: str = "access",
+    ) -> tuple[str, int]:
+        ks = await self._keyset()
+        if ks.signing_key is None or ks.signing_kid is None:
+            raise RuntimeError("no signing key")
+        lifetime = self.lifetime if token_type == "access" else self.refresh_lifetime
+        issued = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "exp": issued + lifetime,
+            "nbf": issued - 1,
+            "iat": issued,
+            "jti": uuid.uuid4().hex,
+            "access": [s.to_claim() for s in access],
+            "moorage": {"kind": kind, "id": principal_id, "typ": token_type},
+        }
+        token = jwt.encode(
+            claims, ks.signing_key, algorithm="ES256", headers={"kid": ks.signing_kid}
+        )
+        return token, lifetime
+
+    async def verify(self, token: str, token_type: str = "access") -> TokenClaims:
+        if len(token) > 8192:
+            raise InvalidToken("token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token: {exc}") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALLOWED_ALGORITHMS or not isinstance(kid, str):
+            raise InvalidToken("token algorithm or key id not accepted")
+        ks = await self._keyset(kid)
+        key = ks.verify.get(kid)
+        if key is None:
+            raise InvalidToken("unknown or retired signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=ALLOWED_ALGORITHMS,
+                audience=self.service,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from None
+        meta = claims.get("moorage") or {}
+        if not isinstance(meta, dict) or meta.get("typ", "access") != token_type:
+            raise InvalidToken("wrong token type")
+        access: list[Scope] = []
+        for entry in claims.get("access") or []:
+            if not isinstance(entry, dict):
+                raise InvalidToken("malformed access claim")
+            actions = entry.get("actions") or []
+            if not isinstance(actions, list):
+                raise InvalidToken("malformed access claim")
+            access.append(
+                Scope(str(entry.get("type")), str(entry.get("name")), frozenset(map(str, actions)))
+            )
+        pid = meta.get("id")
+        return TokenClaims(
+            subject=str(claims["sub"]),
+            kind=str(meta.get("kind", "user")),
+            principal_id=pid if isinstance(pid, int) else None,
+            access=tuple(access),
+            jti=str(claims["jti"]),
+            token_type=token_type,
+            expires_at=float(claims["exp"]),
+        )
+
+    async def public_jwks(self) -> dict[str, Any]:
+        ks = await self._keyset()
+        keys = []
+        for kid, key in ks.verify.items():
+            jwk = jwt.algorithms.ECAlgorithm.to_jwk(key, as_dict=True)
+            jwk.update({"kid": kid, "use": "sig", "alg": "ES256"})
+            keys.append(jwk)
+        return {"keys": keys}

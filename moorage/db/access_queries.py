@@ -1,0 +1,411 @@
+"""SQL for identities and access: users, organizations, teams, permissions, robots, keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .queries import _aware, insert_ignore, now
+from .schema import (
+    auth_failures,
+    organizations,
+    permissions,
+    repositories,
+    robots,
+    signing_keys,
+    team_members,
+    teams,
+    users,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: int
+    username: str
+    email: str | None
+    password_hash: str | None
+    is_admin: bool
+    source: str
+    disabled: bool
+
+
+def _user(r: Any) -> UserRow:
+    return UserRow(
+        r.id, r.username, r.email, r.password_hash, bool(r.is_admin), r.source, bool(r.disabled)
+    )
+
+
+async def user_by_name(conn: AsyncConnection, username: str) -> UserRow | None:
+    r = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+    return _user(r) if r else None
+
+
+async def user_by_id(conn: AsyncConnection, user_id: int) -> UserRow | None:
+    r = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
+    return _user(r) if r else None
+
+
+async def count_users(conn: AsyncConnection) -> int:
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one())
+
+
+async def create_user(
+    conn: AsyncConnection,
+    username: str,
+    password_hash: str | None,
+    *,
+    is_admin: bool = False,
+    email: str | None = None,
+    source: str = "local",
+    external_id: str | None = None,
+    display_name: str | None = None,
+) -> int:
+    ts = now()
+    res = await conn.execute(
+        sa.insert(users)
+        .values(
+            username=username,
+            password_hash=password_hash,
+            is_admin=is_admin,
+            email=email,
+            source=source,
+            external_id=external_id,
+            display_name=display_name,
+            created_at=ts,
+            updated_at=ts,
+        )
+        .returning(users.c.id)
+    )
+    return int(res.scalar_one())
+
+
+async def update_user(conn: AsyncConnection, user_id: int, **values: Any) -> None:
+    await conn.execute(
+        sa.update(users).where(users.c.id == user_id).values(updated_at=now(), **values)
+    )
+
+
+async def touch_login(conn: AsyncConnection, user_id: int) -> None:
+    await conn.execute(sa.update(users).where(users.c.id == user_id).values(last_login_at=now()))
+
+
+async def org_by_name(conn: AsyncConnection, name: str) -> int | None:
+    return (
+        await conn.execute(sa.select(organizations.c.id).where(organizations.c.name == name))
+    ).scalar()
+
+
+async def create_org(conn: AsyncConnection, name: str, description: str = "") -> int:
+    res = await conn.execute(
+        sa.insert(organizations)
+        .values(name=name, description=description, created_at=now())
+        .returning(organizations.c.id)
+    )
+    return int(res.scalar_one())
+
+
+async def team_id(conn: AsyncConnection, org_id: int, name: str) -> int | None:
+    return (
+        await conn.execute(
+            sa.select(teams.c.id).where(teams.c.organization_id == org_id, teams.c.name == name)
+        )
+    ).scalar()
+
+
+async def create_team(
+    conn: AsyncConnection, org_id: int, name: str, source: str = "local", description: str = ""
+) -> int:
+    res = await conn.execute(
+        sa.insert(teams)
+        .values(
+            organization_id=org_id,
+            name=name,
+            source=source,
+            description=description,
+            created_at=now(),
+        )
+        .returning(teams.c.id)
+    )
+    return int(res.scalar_one())
+
+
+async def add_team_member(conn: AsyncConnection, team: int, user_id: int) -> None:
+    await insert_ignore(
+        conn,
+        team_members,
+        {"team_id": team, "user_id": user_id, "created_at": now()},
+        ["team_id", "user_id"],
+    )
+
+
+async def remove_team_member(conn: AsyncConnection, team: int, user_id: int) -> bool:
+    res = await conn.execute(
+        sa.delete(team_members).where(
+            team_members.c.team_id == team, team_members.c.user_id == user_id
+        )
+    )
+    return bool(res.rowcount)
+
+
+async def user_team_ids(conn: AsyncConnection, user_id: int, source: str | None = None) -> set[int]:
+    q = sa.select(team_members.c.team_id).where(team_members.c.user_id == user_id)
+    if source is not None:
+        q = q.join(teams, teams.c.id == team_members.c.team_id).where(teams.c.source == source)
+    return {r[0] for r in await conn.execute(q)}
+
+
+async def grant(
+    conn: AsyncConnection,
+    role: str,
+    *,
+    organization_id: int | None = None,
+    repository_id: int | None = None,
+    user_id: int | None = None,
+    team_id: int | None = None,
+) -> None:
+    """Set the role of a user or team on an organization or repository (replacing any other)."""
+    await revoke(
+        conn,
+        organization_id=organization_id,
+        repository_id=repository_id,
+        user_id=user_id,
+        team_id=team_id,
+    )
+    await conn.execute(
+        sa.insert(permissions).values(
+            role=role,
+            organization_id=organization_id,
+            repository_id=repository_id,
+            user_id=user_id,
+            team_id=team_id,
+            created_at=now(),
+        )
+    )
+
+
+async def revoke(
+    conn: AsyncConnection,
+    *,
+    organization_id: int | None = None,
+    repository_id: int | None = None,
+    user_id: int | None = None,
+    team_id: int | None = None,
+) -> bool:
+    cond = [
+        permissions.c.organization_id.is_(None)
+        if organization_id is None
+        else permissions.c.organization_id == organization_id,
+        permissions.c.repository_id.is_(None)
+        if repository_id is None
+        else permissions.c.repository_id == repository_id,
+        permissions.c.user_id.is_(None) if user_id is None else permissions.c.user_id == user_id,
+        permissions.c.team_id.is_(None) if team_id is None else permissions.c.team_id == team_id,
+    ]
+    res = await conn.execute(sa.delete(permissions).where(*cond))
+    return bool(res.rowcount)
+
+
+async def roles_for_user(
+    conn: AsyncConnection, user_id: int, namespace: str, repository: str
+) -> list[str]:
+    """Roles the user holds, directly or through teams, on the namespace's organization or on
+    the repository itself."""
+    my_teams = sa.select(team_members.c.team_id).where(team_members.c.user_id == user_id)
+    org_id = sa.select(organizations.c.id).where(organizations.c.name == namespace)
+    repo_id = sa.select(repositories.c.id).where(repositories.c.name == repository)
+    q = sa.select(permissions.c.role).where(
+        sa.or_(
+            permissions.c.organization_id == org_id.scalar_subquery(),
+            permissions.c.repository_id == repo_id.scalar_subquery(),
+        ),
+        sa.or_(permissions.c.user_id == user_id, permissions.c.team_id.in_(my_teams)),
+    )
+    return [r[0] for r in await conn.execute(q)]
+
+
+async def repository_visibility(conn: AsyncConnection, name: str) -> str | None:
+    return (
+        await conn.execute(sa.select(repositories.c.visibility).where(repositories.c.name == name))
+    ).scalar()
+
+
+async def set_visibility(conn: AsyncConnection, name: str, visibility: str) -> bool:
+    res = await conn.execute(
+        sa.update(repositories).where(repositories.c.name == name).values(visibility=visibility)
+    )
+    return bool(res.rowcount)
+
+
+# --- robots ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RobotRow:
+    id: int
+    name: str
+    namespace: str
+    secret_hash: str
+    access: list[dict[str, Any]]
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def usable(self, at: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
+
+
+def _robot(r: Any) -> RobotRow:
+    return RobotRow(
+        r.id,
+        r.name,
+        r.namespace,
+        r.secret_hash,
+        list(r.access or []),
+        _aware(r.expires_at),
+        _aware(r.revoked_at),
+    )
+
+
+async def robot_by_name(conn: AsyncConnection, name: str) -> RobotRow | None:
+    r = (await conn.execute(sa.select(robots).where(robots.c.name == name))).first()
+    return _robot(r) if r else None
+
+
+async def robot_by_id(conn: AsyncConnection, robot_id: int) -> RobotRow | None:
+    r = (await conn.execute(sa.select(robots).where(robots.c.id == robot_id))).first()
+    return _robot(r) if r else None
+
+
+async def create_robot(
+    conn: AsyncConnection,
+    name: str,
+    namespace: str,
+    secret_hash: str,
+    access: list[dict[str, Any]],
+    expires_at: datetime | None,
+    created_by: str | None,
+    description: str = "",
+) -> int:
+    res = await conn.execute(
+        sa.insert(robots)
+        .values(
+            name=name,
+            namespace=namespace,
+            secret_hash=secret_hash,
+            access=access,
+            expires_at=expires_at,
+            created_by=created_by,
+            description=description,
+            created_at=now(),
+        )
+        .returning(robots.c.id)
+    )
+    return int(res.scalar_one())
+
+
+async def revoke_robot(conn: AsyncConnection, name: str) -> bool:
+    res = await conn.execute(
+        sa.update(robots)
+        .where(robots.c.name == name, robots.c.revoked_at.is_(None))
+        .values(revoked_at=now())
+    )
+    return bool(res.rowcount)
+
+
+# --- signing keys ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    kid: str
+    algorithm: str
+    private_pem: str
+    public_pem: str
+    created_at: datetime
+    superseded_at: datetime | None
+
+
+async def signing_keys_all(conn: AsyncConnection) -> list[KeyRow]:
+    rows = await conn.execute(sa.select(signing_keys).order_by(signing_keys.c.id))
+    return [
+        KeyRow(
+            r.kid,
+            r.algorithm,
+            r.private_pem,
+            r.public_pem,
+            _aware(r.created_at) or now(),
+            _aware(r.superseded_at),
+        )
+        for r in rows
+    ]
+
+
+async def add_signing_key(
+    conn: AsyncConnection, kid: str, algorithm: str, private_pem: str, public_pem: str
+) -> None:
+    ts = now()
+    await conn.execute(
+        sa.update(signing_keys)
+        .where(signing_keys.c.superseded_at.is_(None))
+        .values(superseded_at=ts)
+    )
+    await conn.execute(
+        sa.insert(signing_keys).values(
+            kid=kid,
+            algorithm=algorithm,
+            private_pem=private_pem,
+            public_pem=public_pem,
+            created_at=ts,
+        )
+    )
+
+
+# --- failed logins --------------------------------------------------------------------------
+
+
+async def failure_state(conn: AsyncConnection, key: str) -> datetime | None:
+    r = (
+        await conn.execute(
+            sa.select(auth_failures.c.locked_until).where(auth_failures.c.key == key)
+        )
+    ).first()
+    return _aware(r.locked_until) if r else None
+
+
+async def record_failure(
+    conn: AsyncConnection, key: str, window: timedelta, limit: int, lockout: timedelta
+) -> None:
+    ts = now()
+    r = (
+        await conn.execute(
+            sa.select(auth_failures.c.window_start, auth_failures.c.count).where(
+                auth_failures.c.key == key
+            )
+        )
+    ).first()
+    if r is None or (_aware(r.window_start) or ts) < ts - window:
+        count, start = 1, ts
+    else:
+        count, start = int(r[1]) + 1, _aware(r.window_start) or ts
+    locked = ts + lockout if count >= limit else None
+    if r is None:
+        await insert_ignore(
+            conn,
+            auth_failures,
+            {"key": key, "window_start": start, "count": count, "locked_until": locked},
+            ["key"],
+        )
+    else:
+        await conn.execute(
+            sa.update(auth_failures)
+            .where(auth_failures.c.key == key)
+            .values(window_start=start, count=count, locked_until=locked)
+        )
+
+
+async def clear_failures(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(sa.delete(auth_failures).where(auth_failures.c.key == key))

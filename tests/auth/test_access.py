@@ -1,0 +1,211 @@
+"""Access control on /v2: challenges, Basic and Bearer, the role × action matrix, mounts, catalog.
+
+Every cell of the matrix is asserted against a real server (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_PASSWORD, MoorageServer, image_manifest, put_manifest, sha256
+
+PASSWORD = "correct-horse-battery"
+
+
+def admin_cli(server: MoorageServer, *args: str, stdin: str | None = None) -> str:
+    env = dict(os.environ)
+    if server.database_url:
+        env["MOORAGE_DATABASE_URL"] = server.database_url
+    r = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", "admin", *args, "--data-dir", str(server.data_dir)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+class World:
+    """Organizations, users, teams, robots and repositories for the matrix."""
+
+    def __init__(self, server: MoorageServer) -> None:
+        self.server = server
+        s = uuid.uuid4().hex[:6]
+        self.org, self.other_org = f"acme{s}", f"other{s}"
+        self.app, self.pub = f"{self.org}/app", f"{self.org}/pub"
+        self.users = {
+            k: f"{k}{s}" for k in ("reader", "writer", "repoadmin", "teamuser", "outsider")
+        }
+        for name in self.users.values():
+            admin_cli(server, "create-user", name, "--password-stdin", stdin=PASSWORD + "\n")
+        admin_cli(server, "create-org", self.org)
+        admin_cli(server, "create-org", self.other_org)
+        admin_cli(server, "create-team", self.org, "devs", "--member", self.users["teamuser"])
+        admin_cli(server, "create-team", self.other_org, "all", "--member", self.users["outsider"])
+        admin_cli(server, "grant", "admin", self.other_org, "--team", f"{self.other_org}/all")
+        admin_cli(server, "grant", "write", self.org, "--team", f"{self.org}/devs")
+        admin_cli(server, "grant", "read", self.app, "--user", self.users["reader"])
+        admin_cli(server, "grant", "write", self.app, "--user", self.users["writer"])
+        admin_cli(server, "grant", "admin", self.app, "--user", self.users["repoadmin"])
+        self.robots: dict[str, tuple[str, str]] = {}
+        for key, access in (
+            ("robot_ci", f"{self.app}=pull,push"),
+            ("robot_noscope", f"{self.org}/elsewhere=pull"),
+        ):
+            out = admin_cli(
+                server, "create-robot", self.org, key.replace("_", ""), "--access", access
+            )
+            lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+            self.robots[key] = (lines["name"], lines["secret"])
+        with self.admin() as c:
+            for repo in (self.app, self.pub):
+                assert put_manifest(c, repo, "base", image_manifest(c, repo)).status_code == 201
+        admin_cli(server, "set-visibility", self.pub, "public")
+
+    def creds(self, who: str) -> tuple[str, str] | None:
+        if who == "anonymous":
+            return None
+        if who == "sysadmin":
+            return ("admin", ADMIN_PASSWORD)
+        if who in self.robots:
+            return self.robots[who]
+        return (self.users[who], PASSWORD)
+
+    def client(self, who: str) -> httpx.Client:
+        return httpx.Client(base_url=self.server.url, auth=self.creds(who), timeout=60)
+
+    def admin(self) -> httpx.Client:
+        return self.client("sysadmin")
+
+
+@pytest.fixture(scope="module")
+def world(auth_server: MoorageServer) -> World:
+    return World(auth_server)
+
+
+SUBJECTS = [
+    "anonymous",
+    "reader",
+    "writer",
+    "repoadmin",
+    "teamuser",
+    "outsider",
+    "robot_ci",
+    "robot_noscope",
+    "sysadmin",
+]
+ROLE_ON_APP = {
+    "reader": "read",
+    "writer": "write",
+    "repoadmin": "admin",
+    "teamuser": "write",
+    "robot_ci": "write",
+    "sysadmin": "admin",
+}
+ROLE_ON_PUB = {"teamuser": "write", "sysadmin": "admin"}
+RANK = {None: 0, "read": 1, "write": 2, "admin": 3}
+
+
+def expected_role(who: str, repo_kind: str) -> str | None:
+    role = (ROLE_ON_APP if repo_kind == "app" else ROLE_ON_PUB).get(who)
+    if repo_kind == "pub" and role is None:
+        role = "read"  # public: anyone may pull, anonymous included
+    return role
+
+
+def denied_status(who: str) -> int:
+    return 401 if who == "anonymous" else 403
+
+
+@pytest.mark.parametrize("repo_kind", ["app", "pub"])
+@pytest.mark.parametrize("who", SUBJECTS)
+def test_matrix(world: World, who: str, repo_kind: str) -> None:
+    repo = world.app if repo_kind == "app" else world.pub
+    role = expected_role(who, repo_kind)
+    can_read, can_write, can_admin = (RANK[role] >= n for n in (1, 2, 3))
+    with world.admin() as adm:
+        doomed = image_manifest(adm, repo)
+        assert put_manifest(adm, repo, "doomed-tag", doomed).status_code == 201
+        doomed2 = image_manifest(adm, repo)
+        assert put_manifest(adm, repo, sha256(doomed2), doomed2).status_code == 201
+    with world.client(who) as c:
+        cells: dict[str, tuple[int, int]] = {}
+        r = c.get(f"/v2/{repo}/manifests/base")
+        cells["pull"] = (r.status_code, 200 if can_read else denied_status(who))
+        r = c.get(f"/v2/{repo}/tags/list")
+        cells["list tags"] = (r.status_code, 200 if can_read else denied_status(who))
+        r = c.post(f"/v2/{repo}/blobs/uploads/")
+        cells["push"] = (r.status_code, 202 if can_write else denied_status(who))
+        r = c.delete(f"/v2/{repo}/manifests/doomed-tag")
+        cells["delete tag"] = (r.status_code, 202 if can_admin else denied_status(who))
+        r = c.delete(f"/v2/{repo}/manifests/{sha256(doomed2)}")
+        cells["delete manifest"] = (r.status_code, 202 if can_admin else denied_status(who))
+        if who not in ("anonymous",) and not who.startswith("robot"):
+            # Mount into a repository the caller may write (its own namespace, or this one).
+            user = world.creds(who)[0]  # type: ignore[index]
+            target = f"{user}/mnt" if who != "sysadmin" else f"{world.org}/mnt"
+            blob = json.loads(world.admin().get(f"/v2/{repo}/manifests/base").content)["config"][
+                "digest"
+            ]
+            r = c.post(f"/v2/{target}/blobs/uploads/", params={"mount": blob, "from": repo})
+            cells["mount"] = (r.status_code, 201 if can_read else 202)
+        r = c.get("/v2/_catalog", params={"n": 1000})
+        if who == "anonymous":
+            listed = repo in r.json().get("repositories", []) if r.status_code == 200 else False
+        else:
+            assert r.status_code == 200
+            listed = repo in r.json()["repositories"]
+        cells["catalog lists it"] = (int(listed), int(can_read))
+    wrong = {k: v for k, v in cells.items() if v[0] != v[1]}
+    assert not wrong, f"{who} on {repo_kind}: (got, expected) {wrong}"
+
+
+def test_challenge_names_the_refused_scope(world: World) -> None:
+    r = httpx.get(f"{world.server.url}/v2/")
+    assert r.status_code == 401
+    challenge = r.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="') and '/auth/token"' in challenge
+    assert 'service="moorage"' in challenge
+    r = httpx.get(f"{world.server.url}/v2/{world.app}/manifests/base")
+    assert r.status_code == 401
+    assert f'scope="repository:{world.app}:pull"' in r.headers["WWW-Authenticate"]
+    assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_basic_credentials_directly_on_v2(world: World) -> None:
+    with world.client("reader") as c:
+        assert c.get("/v2/").status_code == 200
+        assert c.get(f"/v2/{world.app}/manifests/base").status_code == 200
+    with httpx.Client(
+        base_url=world.server.url, auth=(world.users["reader"], "wrong-password")
+    ) as c:
+        r = c.get(f"/v2/{world.app}/manifests/base")
+        assert r.status_code == 401 and r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_unknown_namespace_is_not_writable(world: World) -> None:
+    with world.client("writer") as c:
+        assert c.post("/v2/nobody-owns-this/app/blobs/uploads/").status_code == 403
+    with world.client("sysadmin") as c:
+        assert c.post("/v2/nobody-owns-this/app/blobs/uploads/").status_code == 202
+
+
+def test_personal_namespace(world: World) -> None:
+    user = world.users["outsider"]
+    with world.client("outsider") as c:
+        assert (
+            put_manifest(c, f"{user}/mine", "1", image_manifest(c, f"{user}/mine")).status_code
+            == 201
+        )
+    with world.client("reader") as c:
+        assert c.get(f"/v2/{user}/mine/manifests/1").status_code == 403
