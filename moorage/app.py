@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.requests import Request
 
 from . import __version__
+from .api.app import ManagementAPI
 from .audit import AuditEvent, AuditLog
 from .auth.endpoint import TokenEndpoint
 from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
@@ -53,6 +55,8 @@ class Moorage:
         self.access: AccessService | None = None
         self.token_endpoint: TokenEndpoint | None = None
         self.audit: AuditLog | None = None
+        self.api: ManagementAPI | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
         engine = create_engine(self.config.database_url, self.config.database.pool_size)
@@ -61,12 +65,16 @@ class Moorage:
         self.ctx = ServiceContext(self.config, engine, writer(engine), storage, hot)
         self.audit = AuditLog(self.ctx.write_engine, self.config.audit)
         await self.audit.start()
+        retention = self.config.audit.retention
+        if retention.max_age_days or retention.max_events:
+            self._background.append(asyncio.create_task(self._prune_audit_periodically()))
         policy: AccessPolicy = OpenAccess()
         if self.config.auth.enabled:
             self.access = build_access_service(self.config, self.ctx)
             await self.access.tokens.ensure_key()
             policy = RBACPolicy(self.access, self.config.auth, self._audit_v2_login_failure)
             self.token_endpoint = TokenEndpoint(self.access, self._audit_login)
+            self.api = ManagementAPI(self.ctx, self.access, self.audit)
         self.registry = RegistryAPI(self.ctx, policy, self.audit)
 
     async def _audit_v2_login_failure(self, request: Request) -> None:
@@ -96,7 +104,19 @@ class Moorage:
             )
         )
 
+    async def _prune_audit_periodically(self, every: float = 600.0) -> None:
+        """Audit retention. Safe on several nodes at once: pruning takes the chain's lock."""
+        while True:
+            try:
+                assert self.audit is not None
+                await self.audit.prune()
+            except Exception as exc:  # noqa: BLE001 - retried next round
+                log.warning("audit retention failed: %s", exc)
+            await asyncio.sleep(every)
+
     async def shutdown(self) -> None:
+        for task in self._background:
+            task.cancel()
         if self.audit is not None:
             await self.audit.stop()
         if self.ctx is not None:
@@ -158,6 +178,8 @@ class Moorage:
             await self.registry(scope, receive, send)  # type: ignore[arg-type]
         elif path in ("/auth/token", "/auth/jwks.json") and self.token_endpoint is not None:
             await self.token_endpoint(scope, receive, send)  # type: ignore[arg-type]
+        elif path.startswith("/api/v1/") and self.api is not None:
+            await self.api(scope, receive, send)
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})
         elif path == "/readyz":

@@ -53,6 +53,7 @@ class Forwarder:
         self._queue: deque[AuditRecord] = deque()
         self._ready: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
+        self._closing: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
         self._last_warning = 0.0
@@ -79,6 +80,7 @@ class Forwarder:
         if self._task is None:
             self._ready = asyncio.Event()
             self._idle = asyncio.Event()
+            self._closing = asyncio.Event()
             if self._queue:
                 self._ready.set()
             self._task = asyncio.create_task(self._run(), name=f"audit-forward-{self.name}")
@@ -87,13 +89,17 @@ class Forwarder:
         """Give queued records up to *grace* seconds to go out, then stop."""
         task, self._task = self._task, None
         if task is not None:
-            assert self._idle is not None
+            assert self._idle is not None and self._closing is not None
             if self._queue or not self._idle.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._idle.wait(), grace)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                    async with asyncio.timeout(grace):
+                        await self._idle.wait()
+            self._closing.set()  # the loop ends even if a cancellation below gets lost
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
         if self._queue:
             log.warning(
                 "audit %s forwarding stopped with %d record(s) undelivered",
@@ -103,9 +109,9 @@ class Forwarder:
         await self.aclose()
 
     async def _run(self) -> None:
-        assert self._ready is not None and self._idle is not None
+        assert self._ready is not None and self._idle is not None and self._closing is not None
         failures = 0
-        while True:
+        while not self._closing.is_set():
             if not self._queue:
                 self._idle.set()
                 self._ready.clear()
@@ -122,7 +128,10 @@ class Forwarder:
                 self._requeue(batch)
                 failures += 1
                 self._warn(exc)
-                await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2 ** min(failures - 1, 10)))
+                # Back off; close() ends the wait at once.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(_MAX_BACKOFF, 0.5 * 2 ** min(failures - 1, 10))):
+                        await self._closing.wait()
                 continue
             self.sent += len(batch)
             if failures:
@@ -264,7 +273,10 @@ class SyslogForwarder(Forwarder):
             self._sock, self._sock_addr = sock, addr
         try:
             for message in messages:
-                await loop.sock_sendto(self._sock, message, self._sock_addr)
+                # A datagram send on a non-blocking socket completes or fails at once (uvloop,
+                # the server's loop, has no sock_sendto). A full buffer raises BlockingIOError,
+                # an OSError: the batch is retried later.
+                self._sock.sendto(message, self._sock_addr)
         except OSError:
             self._close_udp()
             raise
@@ -280,15 +292,15 @@ class SyslogForwarder(Forwarder):
         writer = self._writer or await self._connect()
         try:
             writer.write(b"".join(octet_frame(m) for m in messages))
-            await asyncio.wait_for(writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await writer.drain()
         except (OSError, TimeoutError, ConnectionError):
             await self._close_tcp()
             raise
 
     async def _connect(self) -> asyncio.StreamWriter:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.timeout
-        )
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(self.host, self.port)
         self._reader, self._writer = reader, writer
         return writer
 
@@ -297,7 +309,8 @@ class SyslogForwarder(Forwarder):
         if writer is not None:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await writer.wait_closed()
 
     async def aclose(self) -> None:
         self._close_udp()

@@ -212,7 +212,8 @@ class AuditLog:
         while not self._stopping:
             delay = interval if not failures else min(10.0, interval * 2**failures)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 break

@@ -409,3 +409,24 @@ async def record_failure(
 
 async def clear_failures(conn: AsyncConnection, key: str) -> None:
     await conn.execute(sa.delete(auth_failures).where(auth_failures.c.key == key))
+
+
+async def repository_permissions(conn: AsyncConnection, repo: str) -> list[dict[str, Any]]:
+    """Who holds which role on *repo* (directly on the repository)."""
+    q = (
+        sa.select(permissions.c.role, users.c.username, teams.c.name, organizations.c.name)
+        .select_from(
+            permissions.join(repositories, repositories.c.id == permissions.c.repository_id)
+            .outerjoin(users, users.c.id == permissions.c.user_id)
+            .outerjoin(teams, teams.c.id == permissions.c.team_id)
+            .outerjoin(organizations, organizations.c.id == teams.c.organization_id)
+        )
+        .where(repositories.c.name == repo)
+    )
+    out: list[dict[str, Any]] = []
+    for role, username, team, org in await conn.execute(q):
+        if username is not None:
+            out.append({"user": username, "role": role})
+        else:
+            out.append({"team": f"{org}/{team}", "role": role})
+    return sorted(out, key=lambda d: (d.get("user") or "", d.get("team") or ""))

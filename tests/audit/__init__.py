@@ -25,8 +25,12 @@ from tests.conftest import BACKENDS, postgres_database
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+# Test modules import these (tests/audit has no conftest.py): ``from tests.audit import
+# db_url_fixture, engine_fixture``; the fixtures are named ``db_url`` and ``engine``.
+
+
+@pytest.fixture(name="db_url", params=BACKENDS)
+async def db_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "postgresql":
         with postgres_database() as url:
             await upgrade(url)
@@ -38,8 +42,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield url
 
 
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+@pytest.fixture(name="engine")
+async def engine_fixture(db_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(db_url)
     try:
         yield eng

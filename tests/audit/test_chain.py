@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from moorage.audit import store as audit_store
 from moorage.audit.events import GENESIS_HASH, chain_hash, seal
 from moorage.db.engine import create_engine
 from moorage.logs import request_id
-from tests.audit import ASYNC, all_records, db_url, engine, event, execute  # noqa: F401
+from tests.audit import ASYNC, all_records, db_url_fixture, engine_fixture, event, execute  # noqa: F401
 
 pytestmark = ASYNC
 
@@ -26,12 +27,17 @@ def config(**kw: object) -> AuditConfig:
 
 # --- what gets recorded ----------------------------------------------------------------------
 
-ACTIONS = [
+ACTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("login", "user", "success", {}),
     ("login.failed", "anonymous", "failure", {"reason": "bad password"}),
     ("token.issue", "robot", "success", {"scopes": ["repository:team/app:pull,push"]}),
     ("blob.push", "user", "success", {"size": 1234}),
-    ("manifest.push", "user", "success", {"media_type": "application/vnd.oci.image.manifest.v1+json"}),
+    (
+        "manifest.push",
+        "user",
+        "success",
+        {"media_type": "application/vnd.oci.image.manifest.v1+json"},
+    ),
     ("manifest.pull", "anonymous", "denied", {}),
     ("blob.pull", "robot", "success", {}),
     ("tag.delete", "user", "success", {}),
@@ -241,7 +247,9 @@ async def test_verify_names_an_edited_record(engine: AsyncEngine) -> None:
         ("prev_hash", "f" * 64),
     ],
 )
-async def test_verify_notices_any_edited_column(engine: AsyncEngine, column: str, value: object) -> None:
+async def test_verify_notices_any_edited_column(
+    engine: AsyncEngine, column: str, value: object
+) -> None:
     await _log_of(engine)
     if column == "occurred_at":
         new_time = datetime(2020, 1, 1, tzinfo=UTC)
@@ -305,7 +313,9 @@ async def test_verify_names_the_first_record_when_it_is_deleted(engine: AsyncEng
 
 
 async def _insert(engine: AsyncEngine, rec_id: int, prev_hash: str, valid_hash: bool) -> None:
-    forged = seal(AuditEvent("permission.grant", actor="mallory", actor_type="user"), rec_id, prev_hash)
+    forged = seal(
+        AuditEvent("permission.grant", actor="mallory", actor_type="user"), rec_id, prev_hash
+    )
     row = {
         "id": forged.id,
         "occurred_at": forged.time,

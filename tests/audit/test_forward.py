@@ -20,7 +20,7 @@ from moorage.audit import AuditConfig, AuditEvent, AuditLog
 from moorage.audit import store as audit_store
 from moorage.audit.events import AuditRecord, format_time, seal
 from moorage.audit.forward import UDP_MAX_MESSAGE, format_rfc5424, octet_frame
-from tests.audit import ASYNC, all_records, db_url, engine, event  # noqa: F401
+from tests.audit import ASYNC, all_records, db_url_fixture, engine_fixture, event  # noqa: F401
 from tests.conftest import free_port
 
 pytestmark = ASYNC
@@ -47,8 +47,8 @@ def audit_config(**kw: Any) -> AuditConfig:
     return AuditConfig.model_validate({"flush_interval_ms": 20, **kw})
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
@@ -88,14 +88,21 @@ async def udp_listener() -> AsyncIterator[tuple[int, _UDPSink]]:
 async def test_syslog_udp(engine: AsyncEngine, udp_listener: tuple[int, _UDPSink]) -> None:
     port, sink = udp_listener
     config = audit_config(
-        syslog={"address": f"127.0.0.1:{port}", "protocol": "udp", "app_name": "moorage-test", "facility": "local3"}
+        syslog={
+            "address": f"127.0.0.1:{port}",
+            "protocol": "udp",
+            "app_name": "moorage-test",
+            "facility": "local3",
+        }
     )
     audit = AuditLog(engine, config)
     await audit.start()
     try:
         await audit.record(event(1, action="login", result="success"))
         await audit.record(event(2, action="manifest.pull", result="denied"))
-        await audit.record_now(event(3, action="login.failed", result="failure", actor_type="anonymous", actor=""))
+        await audit.record_now(
+            event(3, action="login.failed", result="failure", actor_type="anonymous", actor="")
+        )
         await wait_for(lambda: len(sink.datagrams) >= 3)
     finally:
         await audit.stop()
@@ -181,10 +188,14 @@ async def test_syslog_tcp(engine: AsyncEngine, tcp_listener: tuple[int, _TCPSink
     assert sink.connections == 1  # one connection, kept open
 
 
-async def test_syslog_tcp_reconnects(engine: AsyncEngine, tcp_listener: tuple[int, _TCPSink]) -> None:
+async def test_syslog_tcp_reconnects(
+    engine: AsyncEngine, tcp_listener: tuple[int, _TCPSink]
+) -> None:
     port, sink = tcp_listener
     sink.close_after_first_frame = True
-    audit = AuditLog(engine, audit_config(syslog={"address": f"127.0.0.1:{port}", "protocol": "tcp"}))
+    audit = AuditLog(
+        engine, audit_config(syslog={"address": f"127.0.0.1:{port}", "protocol": "tcp"})
+    )
     await audit.start()
     try:
         await audit.record_now(event(1))

@@ -20,7 +20,7 @@ from moorage.audit import (
 )
 from moorage.audit import store as audit_store
 from moorage.audit.export import CSV_FIELDS, export_to
-from tests.audit import ASYNC, all_records, db_url, engine, event  # noqa: F401
+from tests.audit import ASYNC, all_records, db_url_fixture, engine_fixture, event  # noqa: F401
 
 pytestmark = ASYNC
 
@@ -30,7 +30,14 @@ T0 = datetime(2026, 5, 1, 8, 0, 0, tzinfo=UTC)
 async def _seed(engine: AsyncEngine) -> None:
     """24 events, one a minute from T0: actors alice/bob/robot, several actions and results."""
     events = []
-    actions = ["manifest.push", "manifest.pull", "blob.push", "team.create", "team.member.add", "login"]
+    actions = [
+        "manifest.push",
+        "manifest.pull",
+        "blob.push",
+        "team.create",
+        "team.member.add",
+        "login",
+    ]
     for i in range(24):
         events.append(
             AuditEvent(
@@ -72,9 +79,7 @@ async def test_query_filters(engine: AsyncEngine) -> None:
     # time range: since inclusive, until exclusive
     assert await ids(since=T0 + timedelta(minutes=20)) == [21, 22, 23, 24]
     assert await ids(until=T0 + timedelta(minutes=2)) == [1, 2]
-    assert await ids(
-        since=T0 + timedelta(minutes=3), until=T0 + timedelta(minutes=6)
-    ) == [4, 5, 6]
+    assert await ids(since=T0 + timedelta(minutes=3), until=T0 + timedelta(minutes=6)) == [4, 5, 6]
     # a non-UTC bound means the same instant
     cet = T0.astimezone(__import__("datetime").timezone(timedelta(hours=2)))
     assert await ids(since=cet + timedelta(minutes=22)) == [23, 24]
@@ -142,7 +147,7 @@ async def _tricky(engine: AsyncEngine) -> None:
                 actor='eve, "the" attacker',
                 user_agent='curl/8 "quoted", comma\nnew line\r\nand ünïcode ✓ \U0001f600',
                 client_addr="2001:db8::1",
-                details={"nested": {"list": [1, 2.5, None, True]}, "text": "a,b\n\"c\""},
+                details={"nested": {"list": [1, 2.5, None, True]}, "text": 'a,b\n"c"'},
             ),
             AuditEvent("system.start", actor="moorage", actor_type="system", request_id=None),
             AuditEvent(

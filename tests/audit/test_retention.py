@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from moorage.audit import AuditConfig, AuditLog
 from moorage.audit import store as audit_store
 from moorage.audit.events import GENESIS_HASH
-from tests.audit import ASYNC, all_records, db_url, engine, event, execute  # noqa: F401
+from tests.audit import ASYNC, all_records, db_url_fixture, engine_fixture, event, execute  # noqa: F401
 
 pytestmark = ASYNC
 
