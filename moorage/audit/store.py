@@ -197,7 +197,10 @@ async def _locked_anchor(conn: AsyncConnection) -> Anchor:
 
 
 async def append_in(conn: AsyncConnection, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-    """Chain and insert *events* inside the caller's write transaction."""
+    """Chain and insert *events* inside the caller's transaction, e.g. to commit an audit
+    record atomically with the change it describes. On SQLite the transaction must come from
+    ``writer(engine)`` (BEGIN IMMEDIATE). The chain lock is then held until that transaction
+    ends: keep it short."""
     if not events:
         return []
     await _lock_chain(conn)
@@ -365,23 +368,24 @@ async def prune(
     now = as_utc(now or utcnow())
     c = audit_events.c
     total = 0
-    through = 0
-    while True:
+    done = False
+    while not done:
         async with writer(engine).begin() as conn:
             await _lock_chain(conn)
             anchor = await _locked_anchor(conn)
-            target = anchor.pruned_through_id
+            goal = anchor.pruned_through_id
             if max_events > 0:
-                target = max(target, anchor.head_id - max_events)
+                goal = max(goal, anchor.head_id - max_events)
             if max_age_days > 0:
                 limit = now - timedelta(days=max_age_days)
                 young = (
                     await conn.execute(sa.select(sa.func.min(c.id)).where(c.occurred_at >= limit))
                 ).scalar()
-                target = max(target, anchor.head_id if young is None else int(young) - 1)
-            target = min(target, anchor.pruned_through_id + _PRUNE_SLICE, anchor.head_id)
-            if target <= anchor.pruned_through_id:
+                goal = max(goal, anchor.head_id if young is None else int(young) - 1)
+            goal = min(goal, anchor.head_id)
+            if goal <= anchor.pruned_through_id:
                 break
+            target = min(goal, anchor.pruned_through_id + _PRUNE_SLICE)
             last_hash = (await conn.execute(sa.select(c.hash).where(c.id == target))).scalar()
             if last_hash is None:  # a hole: verify will report it; do not paper over it
                 raise RuntimeError(f"audit record {target} is missing; run `moorage audit verify`")
@@ -397,23 +401,19 @@ async def prune(
                 )
             )
             total += int(deleted or 0)
-            through = target
-    if total:
-        await append(
-            engine,
-            [
-                AuditEvent(
+            done = target == goal
+            if done:  # the record of this pruning commits with its last slice
+                prune_event = AuditEvent(
                     Action.AUDIT_PRUNE,
                     actor="moorage",
                     actor_type="system",
                     request_id=None,
                     details={
                         "deleted": total,
-                        "through_id": through,
+                        "through_id": target,
                         "max_age_days": max_age_days,
                         "max_events": max_events,
                     },
                 )
-            ],
-        )
+                await append_in(conn, [prune_event])
     return total

@@ -123,6 +123,8 @@ class TokenEndpoint:
             if isinstance(result, Response):
                 return result
             principal = result
+        if principal.anonymous and not self.access.config.anonymous_access:
+            return _error(401, "UNAUTHORIZED", "anonymous access is disabled; log in")
         offline = request.query_params.get("offline_token", "").lower() == "true"
         return await self._issue(
             request,

@@ -260,3 +260,55 @@ def test_permission_api_validation(world: World) -> None:
             ).status_code
             == 204
         )
+
+
+def test_first_start_writes_the_admin_password_once(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No users and no MOORAGE_ADMIN_PASSWORD: a random password, in a 0600 file, announced."""
+    import stat
+    from pathlib import Path
+
+    data = Path(str(tmp_path)) / "data"
+    monkeypatch.delenv("MOORAGE_ADMIN_PASSWORD", raising=False)
+    srv = MoorageServer(data)
+    try:
+        srv.start()
+        secret = data / "initial-admin-password"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        password = secret.read_text().strip()
+        assert len(password) >= 16
+        assert "initial-admin-password" in srv.log()
+        assert password not in srv.log()
+        r = httpx.get(f"{srv.url}/v2/", auth=("admin", password))
+        assert r.status_code == 200
+        srv.restart()  # not regenerated
+        assert secret.read_text().strip() == password
+        assert httpx.get(f"{srv.url}/v2/", auth=("admin", password)).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_anonymous_access_can_be_switched_off(tmp_path: object) -> None:
+    from pathlib import Path
+
+    srv = MoorageServer(
+        Path(str(tmp_path)) / "data",
+        env={"MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD, "MOORAGE_AUTH_ANONYMOUS_ACCESS": "false"},
+    ).start()
+    try:
+        with httpx.Client(base_url=srv.url, auth=("admin", ADMIN_PASSWORD)) as c:
+            assert (
+                put_manifest(c, "admin/pub", "1", image_manifest(c, "admin/pub")).status_code == 201
+            )
+        admin_cli(srv, "set-visibility", "admin/pub", "public")
+        r = httpx.get(f"{srv.url}/v2/admin/pub/manifests/1")
+        assert r.status_code == 401
+        r = httpx.get(
+            f"{srv.url}/auth/token",
+            params={"service": "moorage", "scope": "repository:admin/pub:pull"},
+        )
+        assert r.status_code == 401
+        assert httpx.get(f"{srv.url}/v2/_catalog").status_code == 401
+    finally:
+        srv.stop()
