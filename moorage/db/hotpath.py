@@ -31,6 +31,7 @@ MANIFEST_BY_DIGEST = (
     "SELECT m.id, m.digest, m.media_type, m.payload FROM repositories r"
     " JOIN manifests m ON m.repository_id = r.id WHERE r.name = $1 AND m.digest = $2"
 )
+BLOB_EXISTS = "SELECT 1 FROM blobs WHERE digest = $1"
 BLOB_IN_REPOSITORY = (
     "SELECT b.id, b.digest, b.size FROM repositories r"
     " JOIN repository_blobs rb ON rb.repository_id = r.id JOIN blobs b ON b.id = rb.blob_id"
@@ -46,6 +47,7 @@ class HotReads(Protocol):
     async def manifest_by_tag(self, repo: str, tag: str) -> ManifestRow | None: ...
     async def manifest_by_digest(self, repo: str, digest: str) -> ManifestRow | None: ...
     async def blob_in_repository(self, repo: str, digest: str) -> BlobRow | None: ...
+    async def blob_exists(self, digest: str) -> bool: ...
     async def close(self) -> None: ...
 
 
@@ -94,6 +96,13 @@ class SQLiteHotReads:
         r = self._one(_SQLITE_BLOB, repo, digest)
         return BlobRow(r[0], r[1], r[2]) if r else None
 
+    async def blob_exists(self, digest: str) -> bool:
+        try:
+            return self._connection().execute(_SQLITE_BLOB_EXISTS, (digest,)).fetchone() is not None
+        except sqlite3.Error:
+            self._drop()
+            return self._connection().execute(_SQLITE_BLOB_EXISTS, (digest,)).fetchone() is not None
+
     async def close(self) -> None:
         self._drop()
 
@@ -101,6 +110,7 @@ class SQLiteHotReads:
 _SQLITE_BY_TAG = _qmark(MANIFEST_BY_TAG)
 _SQLITE_BY_DIGEST = _qmark(MANIFEST_BY_DIGEST)
 _SQLITE_BLOB = _qmark(BLOB_IN_REPOSITORY)
+_SQLITE_BLOB_EXISTS = _qmark(BLOB_EXISTS)
 
 
 class PostgresHotReads:
@@ -136,6 +146,10 @@ class PostgresHotReads:
     async def blob_in_repository(self, repo: str, digest: str) -> BlobRow | None:
         r = await self._one(BLOB_IN_REPOSITORY, repo, digest)
         return BlobRow(r[0], r[1], r[2]) if r else None
+
+    async def blob_exists(self, digest: str) -> bool:
+        pool = await self._get_pool()
+        return await pool.fetchval(BLOB_EXISTS, digest) is not None
 
     async def close(self) -> None:
         if self._pool is not None:

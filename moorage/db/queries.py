@@ -417,8 +417,10 @@ async def get_upload(conn: AsyncConnection, repo: str, upload_id: str) -> Upload
         .where(uploads.c.id == upload_id, repositories.c.name == repo)
     )
     r = (await conn.execute(q)).first()
-    if r is None:
-        return None
+    return _upload_row(r) if r is not None else None
+
+
+def _upload_row(r: Any) -> UploadRow:
     return UploadRow(
         r.id,
         r.repository_id,
@@ -438,19 +440,24 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts
 
 
-async def acquire_upload_lease(
-    conn: AsyncConnection, upload_id: str, token: str, expires_at: datetime
-) -> bool:
-    """Take the session for one request; a stale lease (its holder died) may be taken over."""
+async def claim_upload(
+    conn: AsyncConnection, repo: str, upload_id: str, token: str, expires_at: datetime
+) -> UploadRow | None:
+    """Take the session of *repo*'s upload for one request, in one statement; None when it is
+    unknown there or busy (see :func:`get_upload` to tell which)."""
+    repo_id = sa.select(repositories.c.id).where(repositories.c.name == repo).scalar_subquery()
     res = await conn.execute(
         sa.update(uploads)
         .where(
             uploads.c.id == upload_id,
+            uploads.c.repository_id == repo_id,
             sa.or_(uploads.c.lease_token.is_(None), uploads.c.lease_expires_at < now()),
         )
         .values(lease_token=token, lease_expires_at=expires_at)
+        .returning(*uploads.c)
     )
-    return bool(res.rowcount)
+    r = res.first()
+    return _upload_row(r) if r is not None else None
 
 
 async def renew_upload_lease(
@@ -471,19 +478,21 @@ async def save_upload_progress(
     size: int,
     hash_state: bytes | None,
     storage_state: dict[str, Any],
+    release: bool = True,
 ) -> bool:
-    """Record progress and release the lease; False when the lease was lost meanwhile."""
+    """Record progress (and release the lease); False when the lease was lost meanwhile."""
+    values: dict[str, Any] = {
+        "size": size,
+        "hash_state": hash_state,
+        "storage_state": storage_state,
+        "updated_at": now(),
+    }
+    if release:
+        values.update(lease_token=None, lease_expires_at=None)
     res = await conn.execute(
         sa.update(uploads)
         .where(uploads.c.id == upload_id, uploads.c.lease_token == token)
-        .values(
-            size=size,
-            hash_state=hash_state,
-            storage_state=storage_state,
-            lease_token=None,
-            lease_expires_at=None,
-            updated_at=now(),
-        )
+        .values(**values)
     )
     return bool(res.rowcount)
 

@@ -198,15 +198,16 @@ class UploadService:
         return row
 
     async def _open(self, repo: str, upload_id: str) -> _Session:
-        row = await self._row(repo, upload_id)
         token = uuid.uuid4().hex
         lease = self.ctx.config.registry.upload_lease_seconds
         async with self.ctx.write_engine.begin() as conn:
-            ok = await q.acquire_upload_lease(
-                conn, row.id, token, q.now() + timedelta(seconds=lease)
+            claimed = await q.claim_upload(
+                conn, repo, upload_id, token, q.now() + timedelta(seconds=lease)
             )
-        if not ok:
+        if claimed is None:
+            row = await self._row(repo, upload_id)  # unknown (404) or busy (416)?
             raise RangeInvalid("another request is writing to this upload", row.size)
+        row = claimed
         try:
             writer = await self.ctx.storage.resume_writer(row.id, row.storage_state)
         except PathNotFound:
@@ -232,9 +233,16 @@ class UploadService:
             await q.release_upload_lease(conn, upload_id, token)
 
     async def _append(
-        self, s: _Session, body: AsyncIterator[bytes], content_range: ContentRange | None
+        self,
+        s: _Session,
+        body: AsyncIterator[bytes],
+        content_range: ContentRange | None,
+        keep_lease: bool = False,
     ) -> None:
-        """Stream *body* into the session and save progress (also after a client abort)."""
+        """Stream *body* into the session and save progress (also after a client abort).
+
+        With *keep_lease* the request goes on holding the session (the final PUT, which must
+        own it until the commit) and nothing is saved when the body was empty."""
         limit = self._blob_limit
         if limit is not None:
             limit = max(0, limit - s.row.size)
@@ -255,7 +263,8 @@ class UploadService:
                     f"Content-Range declares {content_range.length} bytes, body had {written}",
                     s.row.size,
                 )
-            await self._save(s)
+            if not (keep_lease and written == 0):
+                await self._save(s, release=not keep_lease)
             saved = True
         except (OSError, StorageError) as exc:
             raise Unavailable(f"storage error: {exc}") from exc
@@ -272,7 +281,7 @@ class UploadService:
             if not saved:
                 await asyncio.shield(self._release_quietly(s))
 
-    async def _save(self, s: _Session) -> None:
+    async def _save(self, s: _Session, release: bool = True) -> None:
         await s.writer.flush()
         async with self.ctx.write_engine.begin() as conn:
             ok = await q.save_upload_progress(
@@ -282,6 +291,7 @@ class UploadService:
                 s.writer.size,
                 s.hasher.state(),
                 s.writer.state(),
+                release=release,
             )
         if not ok:
             raise RangeInvalid("the upload was taken over by another request", s.row.size)
@@ -324,16 +334,16 @@ class UploadService:
     ) -> None:
         s = await self._open(repo, upload_id)
         try:
-            await self._append(s, body, content_range)
-            await self._commit(s.writer, s.hasher, digest, repo)
+            # The session stays ours until the commit: no other request may touch the bytes
+            # between their verification and their move into place.
+            await self._append(s, body, content_range, keep_lease=True)
+            await self._commit(s.writer, s.hasher, digest, repo, s.row)
         except DigestInvalid:
             await self._discard(s)
             raise
         except BaseException:
-            await s.writer.close()
+            await asyncio.shield(self._release_quietly(s))
             raise
-        async with self.ctx.write_engine.begin() as conn:
-            await q.delete_upload(conn, s.row.id)
 
     async def _discard(self, s: _Session) -> None:
         """Cancel a session whose content failed verification (as Distribution does)."""
@@ -366,9 +376,15 @@ class UploadService:
             raise
 
     async def _commit(
-        self, writer: UploadWriter, hasher: Hasher, digest: Digest, repo: str
+        self,
+        writer: UploadWriter,
+        hasher: Hasher,
+        digest: Digest,
+        repo: str,
+        session: q.UploadRow | None = None,
     ) -> None:
-        """Verify, place the bytes, then record blob and link (the visibility point)."""
+        """Verify, place the bytes, then record blob and link (the visibility point) — and end
+        the *session*, in the same transaction."""
         if hasher.algorithm != digest.algorithm:
             hasher = new_hasher(digest.algorithm)
             async for chunk in writer.read_back():
@@ -382,9 +398,8 @@ class UploadService:
         size = writer.size
         path = blob_path(digest.algorithm, digest.hex)
         try:
-            async with self.ctx.engine.connect() as conn:
-                existing = await q.blob_by_digest(conn, str(digest))
-            stored = await self.ctx.storage.stat(path) if existing is not None else None
+            existing = await self.ctx.hot.blob_exists(str(digest))
+            stored = await self.ctx.storage.stat(path) if existing else None
             if stored is not None and stored.size == size:
                 await writer.cancel()  # deduplicated: the bytes are already stored
             else:
@@ -393,5 +408,9 @@ class UploadService:
             raise Unavailable(f"storage error: {exc}") from exc
         async with self.ctx.write_engine.begin() as conn:
             blob_id = await q.add_blob(conn, str(digest), size)
-            repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
+            if session is not None:
+                repo_id = session.repository_id
+                await q.delete_upload(conn, session.id)
+            else:
+                repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
             await q.link_blob(conn, repo_id, blob_id)
