@@ -83,9 +83,17 @@ class MoorageServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "moorage.cli", "serve",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), *self.extra_args,
+                sys.executable,
+                "-m",
+                "moorage.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra_args,
             ],
             env=env,
             stdout=log,
@@ -204,7 +212,11 @@ def image_manifest(
     **extra: object,
 ) -> bytes:
     """Push config and layers; return the bytes of an OCI image manifest referencing them."""
-    config = config if config is not None else json.dumps({"os": "linux", "architecture": "amd64", "n": uuid.uuid4().hex}).encode()
+    config = (
+        config
+        if config is not None
+        else json.dumps({"os": "linux", "architecture": "amd64", "n": uuid.uuid4().hex}).encode()
+    )
     layers = layers if layers is not None else [os.urandom(1000)]
     doc: dict[str, object] = {
         "schemaVersion": 2,
@@ -243,3 +255,28 @@ def error_code(r: httpx.Response) -> str:
     body = r.json()
     assert isinstance(body.get("errors"), list) and body["errors"], body
     return str(body["errors"][0]["code"])
+
+
+def moorage_cli(
+    server: MoorageServer, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``moorage ARGS --data-dir <the server's>`` against a server's database (as an
+    operator would while it runs)."""
+    env = dict(os.environ)
+    if server.database_url:
+        env["MOORAGE_DATABASE_URL"] = server.database_url
+    return subprocess.run(
+        [sys.executable, "-m", "moorage.cli", *args, "--data-dir", str(server.data_dir)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def admin_cli(server: MoorageServer, *args: str, stdin: str | None = None) -> str:
+    """``moorage admin ARGS``; fails the test on a non-zero exit; returns standard output."""
+    r = moorage_cli(server, "admin", *args, stdin=stdin)
+    assert r.returncode == 0, r.stderr
+    return r.stdout

@@ -21,8 +21,16 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so that the answer takes as long.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# Verified against when the account does not exist, so that the answer takes as long. Made on
+# first use: hashing costs 64 MiB and most of a second, which start-up need not pay.
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
 _CACHE_KEY = secrets.token_bytes(32)
 _CACHE_TTL = 60.0
 _cache: dict[bytes, tuple[str, float]] = {}
@@ -37,7 +45,7 @@ def hash_password(password: str) -> str:
 
 def _verify_sync(stored: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _hasher.verify(stored or _dummy(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

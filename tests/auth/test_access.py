@@ -6,33 +6,21 @@ Every cell of the matrix is asserted against a real server (SQLite and PostgreSQ
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, MoorageServer, image_manifest, put_manifest, sha256
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    MoorageServer,
+    admin_cli,
+    image_manifest,
+    put_manifest,
+    sha256,
+)
 
 PASSWORD = "correct-horse-battery"
-
-
-def admin_cli(server: MoorageServer, *args: str, stdin: str | None = None) -> str:
-    env = dict(os.environ)
-    if server.database_url:
-        env["MOORAGE_DATABASE_URL"] = server.database_url
-    r = subprocess.run(
-        [sys.executable, "-m", "moorage.cli", "admin", *args, "--data-dir", str(server.data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 class World:

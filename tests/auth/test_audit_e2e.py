@@ -4,31 +4,28 @@ it is caught — against a running server, through the operator's commands."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 
-from tests.auth.test_access import PASSWORD, admin_cli
-from tests.conftest import ADMIN_PASSWORD, MoorageServer, image_manifest, put_manifest, sha256
+from tests.auth.test_access import PASSWORD
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    MoorageServer,
+    admin_cli,
+    image_manifest,
+    moorage_cli,
+    put_manifest,
+    sha256,
+)
 
 
 def audit_cli(server: MoorageServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if server.database_url:
-        env["MOORAGE_DATABASE_URL"] = server.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "moorage.cli", "audit", *args, "--data-dir", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return moorage_cli(server, "audit", *args)
 
 
 def records(server: MoorageServer, **filters: str) -> list[dict[str, object]]:

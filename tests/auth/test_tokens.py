@@ -17,8 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.auth.test_access import PASSWORD, World, admin_cli
-from tests.conftest import ADMIN_PASSWORD, MoorageServer
+from tests.auth.test_access import PASSWORD, World
+from tests.conftest import ADMIN_PASSWORD, MoorageServer, admin_cli
 
 
 @pytest.fixture(scope="module")

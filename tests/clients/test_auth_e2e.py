@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, MoorageServer
+from tests.conftest import ADMIN_PASSWORD, MoorageServer, admin_cli
 
 from .harness import Engine, Skopeo
 from .ocigen import make_image, write_layout
@@ -23,22 +21,6 @@ from .test_podman import rootfs_tarball
 pytestmark = pytest.mark.clients
 TLS = "--tls-verify=false"
 PASSWORD = "e2e-password-123"
-
-
-def admin_cli(server: MoorageServer, *args: str, stdin: str | None = None) -> str:
-    env = dict(os.environ)
-    if server.database_url:
-        env["MOORAGE_DATABASE_URL"] = server.database_url
-    r = subprocess.run(
-        [sys.executable, "-m", "moorage.cli", "admin", *args, "--data-dir", str(server.data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 def token_requests(server: MoorageServer) -> int:
