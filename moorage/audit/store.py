@@ -232,6 +232,11 @@ async def append(engine: AsyncEngine, events: Sequence[AuditEvent]) -> list[Audi
 # --- reads ---------------------------------------------------------------------------------
 
 
+def _reader(engine: AsyncEngine) -> AsyncEngine:
+    """Reads never take SQLite's write lock, even when handed ``writer(engine)``."""
+    return engine.execution_options(moorage_write=False)
+
+
 async def _snapshot(conn: AsyncConnection) -> AsyncConnection:
     if conn.dialect.name == "postgresql":
         return await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -249,7 +254,7 @@ async def query(
     """One page of records matching *filters*: newest first by default (``order="asc"``:
     oldest first). ``cursor`` is the ``next_cursor`` of the previous page (the last id seen)."""
     limit = max(1, min(int(limit), MAX_PAGE))
-    async with engine.connect() as conn:
+    async with _reader(engine).connect() as conn:
         rows = await _page(conn, filters or AuditFilter(), cursor, limit + 1, order)
     more = len(rows) > limit
     events = rows[:limit]
@@ -301,7 +306,7 @@ async def iter_records(
 ) -> AsyncGenerator[AuditRecord, None]:
     """Every matching record, page by page inside one snapshot (constant memory)."""
     filters = filters or AuditFilter()
-    async with engine.connect() as conn:
+    async with _reader(engine).connect() as conn:
         conn = await _snapshot(conn)
         async with conn.begin():
             cursor: int | None = None
@@ -315,7 +320,7 @@ async def iter_records(
 
 
 async def count(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
+    async with _reader(engine).connect() as conn:
         return int(
             (await conn.execute(sa.select(sa.func.count()).select_from(audit_events))).scalar_one()
         )
@@ -326,7 +331,7 @@ async def count(engine: AsyncEngine) -> int:
 
 async def verify(engine: AsyncEngine) -> VerifyResult:
     """Walk the whole chain in id order, in one snapshot; report the first bad record."""
-    async with engine.connect() as conn:
+    async with _reader(engine).connect() as conn:
         conn = await _snapshot(conn)
         async with conn.begin():
             anchor = await read_anchor(conn)

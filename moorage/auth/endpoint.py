@@ -102,7 +102,9 @@ class TokenEndpoint:
                 "denied",
                 {"username": username[:200], "reason": "locked"},
             )
-            return _error(429, "TOOMANYREQUESTS", str(exc))
+            response = _error(429, "TOOMANYREQUESTS", str(exc))
+            response.headers["Retry-After"] = str(self.access.config.lockout.duration)
+            return response
         except Unavailable:
             return _error(503, "UNAVAILABLE", "the directory service is unavailable; retry")
         await self._event(request, principal, "login", "success", {})

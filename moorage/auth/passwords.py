@@ -31,6 +31,8 @@ def _dummy() -> str:
     if _dummy_hash is None:
         _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
     return _dummy_hash
+
+
 _CACHE_KEY = secrets.token_bytes(32)
 _CACHE_TTL = 60.0
 _cache: dict[bytes, tuple[str, float]] = {}
@@ -50,11 +52,23 @@ def _verify_sync(stored: str | None, password: str) -> bool:
         return False
 
 
+def _cache_key(username: str, password: str) -> bytes:
+    return hmac.new(_CACHE_KEY, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+
+
+def recently_verified(stored: str | None, password: str, username: str) -> bool:
+    """True when these exact credentials passed a full check against *stored* moments ago."""
+    if stored is None:
+        return False
+    hit = _cache.get(_cache_key(username, password))
+    return hit is not None and hit[1] > time.monotonic() and hmac.compare_digest(hit[0], stored)
+
+
 async def verify_password(stored: str | None, password: str, username: str) -> bool:
     """Constant-effort check: a missing account (``stored`` None) costs a full verification."""
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
-    key = hmac.new(_CACHE_KEY, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+    key = _cache_key(username, password)
     hit = _cache.get(key)
     now = time.monotonic()
     if hit is not None and stored is not None and hit[1] > now:

@@ -19,7 +19,7 @@ from ..db import access_queries as aq
 from ..db.queries import now
 from ..oci.names import namespace_of
 from .config import AuthConfig
-from .passwords import secret_matches, verify_password
+from .passwords import recently_verified, secret_matches, verify_password
 from .scopes import ADMIN, DELETE, PULL, PUSH, ROLE_ACTIONS, Scope
 from .tokens import InvalidToken, TokenClaims, TokenService
 
@@ -155,12 +155,24 @@ class AccessService:
             raise AuthFailed("invalid credentials")
         account_key, address_key = f"acct:{username.lower()}", f"addr:{client}"
         await self._check_lockout(account_key, address_key)
-        principal = await self._check_credentials(username, password)
+        known = await self._known_good(username, password)
+        if known is not None:
+            # Credentials that passed a full check moments ago (clients sending Basic on
+            # every request): no guess to count, no argon2, no write.
+            return known
+        # Every attempt is counted before the (slow) check, atomically: parallel guesses
+        # cannot all slip under the limit while the first ones are still being verified.
+        await self._charge(account_key, address_key)
+        try:
+            principal = await self._check_credentials(username, password)
+        except Unavailable:
+            await self._refund(account_key, address_key)  # the directory's fault, not theirs
+            raise
         if principal is None:
-            await self._record_failure(account_key, address_key)
             raise AuthFailed("invalid credentials")
         async with self.write_engine.begin() as conn:
             await aq.clear_failures(conn, account_key)
+            await aq.refund_attempt(conn, address_key)
             if principal.kind == "user" and principal.id is not None:
                 await aq.touch_login(conn, principal.id)
         return principal
@@ -172,12 +184,33 @@ class AccessService:
                 if locked is not None and locked > now():
                     raise LockedOut("too many failed logins; try again later")
 
-    async def _record_failure(self, account_key: str, address_key: str) -> None:
+    async def _charge(self, account_key: str, address_key: str) -> None:
         lo = self.config.lockout
         window, duration = timedelta(seconds=lo.window), timedelta(seconds=lo.duration)
         async with self.write_engine.begin() as conn:
-            await aq.record_failure(conn, account_key, window, lo.account_limit, duration)
-            await aq.record_failure(conn, address_key, window, lo.address_limit, duration)
+            acct = await aq.charge_attempt(conn, account_key, window, lo.account_limit, duration)
+            addr = await aq.charge_attempt(conn, address_key, window, lo.address_limit, duration)
+        if acct > lo.account_limit or addr > lo.address_limit:
+            raise LockedOut("too many failed logins; try again later")
+
+    async def _refund(self, account_key: str, address_key: str) -> None:
+        async with self.write_engine.begin() as conn:
+            await aq.refund_attempt(conn, account_key)
+            await aq.refund_attempt(conn, address_key)
+
+    async def _known_good(self, username: str, password: str) -> Principal | None:
+        if "+" in username:
+            return None
+        async with self.engine.connect() as conn:
+            user = await aq.user_by_name(conn, username)
+        if (
+            user is not None
+            and user.source == "local"
+            and not user.disabled
+            and recently_verified(user.password_hash, password, username)
+        ):
+            return Principal("user", user.username, user.id, user.is_admin)
+        return None
 
     async def _check_credentials(self, username: str, password: str) -> Principal | None:
         if "+" in username:
@@ -225,12 +258,23 @@ class AccessService:
                 assert user is not None
             elif user.source != "ldap" or user.disabled:
                 return None
-            await self._sync_directory_teams(conn, user.id, ident.teams)
+            await self._sync_directory_teams(conn, user.id, ident.teams, self._mapped_teams())
         return Principal("user", user.username, user.id, user.is_admin)
+
+    def _mapped_teams(self) -> list[tuple[str, str]]:
+        out = []
+        for value in self.config.ldap.group_team_map.values():
+            org, _, team = value.partition("/")
+            if org and team:
+                out.append((org, team))
+        return out
 
     @staticmethod
     async def _sync_directory_teams(
-        conn: AsyncConnection, user_id: int, teams: list[tuple[str, str]]
+        conn: AsyncConnection,
+        user_id: int,
+        teams: list[tuple[str, str]],
+        managed: list[tuple[str, str]],
     ) -> None:
         """Directory-managed teams mirror the user's groups at each login."""
         wanted: set[int] = set()
@@ -243,7 +287,14 @@ class AccessService:
             if tid is None:
                 tid = await aq.create_team(conn, org_id, team_name, source="ldap")
             wanted.add(tid)
+        # Teams the directory manages: those it created, and every team the group map names
+        # (an operator may create and grant a mapped team before anyone logs in).
         current = await aq.user_team_ids(conn, user_id, source="ldap")
+        for org_name, team_name in managed:
+            org_id = await aq.org_by_name(conn, org_name)
+            tid = await aq.team_id(conn, org_id, team_name) if org_id is not None else None
+            if tid is not None and tid in await aq.user_team_ids(conn, user_id):
+                current.add(tid)
         for tid in wanted - current:
             await aq.add_team_member(conn, tid, user_id)
         for tid in current - wanted:

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .queries import _aware, insert_ignore, now
+from .queries import _aware, _insert, insert_ignore, now
 from .schema import (
     auth_failures,
     organizations,
@@ -376,35 +376,40 @@ async def failure_state(conn: AsyncConnection, key: str) -> datetime | None:
     return _aware(r.locked_until) if r else None
 
 
-async def record_failure(
+async def charge_attempt(
     conn: AsyncConnection, key: str, window: timedelta, limit: int, lockout: timedelta
-) -> None:
+) -> int:
+    """Count one login attempt for *key* before its credentials are checked, atomically (an
+    upsert, so parallel attempts each get their own number); lock the key when the count
+    reaches *limit*. Returns the attempt's number within the current window."""
     ts = now()
-    r = (
-        await conn.execute(
-            sa.select(auth_failures.c.window_start, auth_failures.c.count).where(
-                auth_failures.c.key == key
-            )
-        )
-    ).first()
-    if r is None or (_aware(r.window_start) or ts) < ts - window:
-        count, start = 1, ts
-    else:
-        count, start = int(r[1]) + 1, _aware(r.window_start) or ts
-    locked = ts + lockout if count >= limit else None
-    if r is None:
-        await insert_ignore(
-            conn,
-            auth_failures,
-            {"key": key, "window_start": start, "count": count, "locked_until": locked},
-            ["key"],
-        )
-    else:
-        await conn.execute(
-            sa.update(auth_failures)
-            .where(auth_failures.c.key == key)
-            .values(window_start=start, count=count, locked_until=locked)
-        )
+    t = auth_failures
+    # A new window starts when the old one is over, or when a lockout has ended.
+    expired = sa.or_(
+        t.c.window_start < ts - window,
+        sa.and_(t.c.locked_until.is_not(None), t.c.locked_until <= ts),
+    )
+    stmt = _insert(conn, t).values(key=key, window_start=ts, count=1, locked_until=None)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            "count": sa.case((expired, 1), else_=t.c.count + 1),
+            "window_start": sa.case((expired, ts), else_=t.c.window_start),
+            "locked_until": sa.case((expired, None), else_=t.c.locked_until),
+        },
+    ).returning(t.c.count)
+    count = int((await conn.execute(stmt)).scalar_one())
+    if count >= limit:
+        await conn.execute(sa.update(t).where(t.c.key == key).values(locked_until=ts + lockout))
+    return count
+
+
+async def refund_attempt(conn: AsyncConnection, key: str) -> None:
+    """A successful login from an address: its attempt does not count against the address."""
+    t = auth_failures
+    await conn.execute(
+        sa.update(t).where(t.c.key == key, t.c.count > 0).values(count=t.c.count - 1)
+    )
 
 
 async def clear_failures(conn: AsyncConnection, key: str) -> None:

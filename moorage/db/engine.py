@@ -31,10 +31,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let the "begin" listener issue BEGIN itself (pysqlite's implicit BEGIN is DEFERRED).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # busy_timeout first: switching a fresh file to WAL takes a lock another connection may hold.
+    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
 
 

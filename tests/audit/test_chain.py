@@ -577,3 +577,16 @@ async def test_disabled_log_records_nothing(engine: AsyncEngine) -> None:
     await audit.record(event(1))
     await audit.record_now(event(2))
     assert await audit_store.count(engine) == 0
+
+
+async def test_reads_never_wait_for_writers(engine: AsyncEngine) -> None:
+    """The server builds its AuditLog on writer(engine); verify and query still only read."""
+    from moorage.db.engine import writer
+
+    audit = AuditLog(writer(engine), config())
+    await audit.record_now(event(1))
+    async with writer(engine).begin() as conn:  # a long write transaction elsewhere
+        await conn.execute(sa.text("UPDATE audit_anchor SET updated_at = updated_at"))
+        async with asyncio.timeout(5):  # SQLite's busy timeout is 10 s
+            assert (await audit.verify()).ok
+            assert [r.id for r in (await audit.query()).events] == [1]

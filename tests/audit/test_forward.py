@@ -343,3 +343,52 @@ async def test_unreachable_receivers_never_block_recording(engine: AsyncEngine) 
         await audit.stop(forward_grace=0.5)
         assert time.monotonic() - t < 5
     assert (await audit.verify()).ok
+
+
+# --- under uvloop, the server's event loop ---------------------------------------------------
+
+
+def test_forwarding_under_uvloop(tmp_path: Any, http_listener: tuple[str, _HTTPSink]) -> None:
+    """uvloop lacks some asyncio APIs (loop.sock_sendto): run every forwarder on it."""
+    uvloop = pytest.importorskip("uvloop")
+    from moorage.db.engine import create_engine, upgrade
+
+    url, http_sink = http_listener
+    http_sink.fail_first = 0
+
+    async def main() -> tuple[list[bytes], list[bytes], list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        udp, udp_sink = await loop.create_datagram_endpoint(_UDPSink, local_addr=("127.0.0.1", 0))
+        tcp_sink = _TCPSink()
+        tcp = await asyncio.start_server(tcp_sink.handle, "127.0.0.1", 0)
+        db = f"sqlite:///{tmp_path / 'uv.db'}"
+        await upgrade(db)
+        engine = create_engine(db)
+        logs = [
+            AuditLog(
+                engine,
+                audit_config(syslog={"address": f"127.0.0.1:{port}", "protocol": proto}, http=http),
+            )
+            for port, proto, http in [
+                (udp.get_extra_info("sockname")[1], "udp", {"url": url}),
+                (tcp.sockets[0].getsockname()[1], "tcp", {}),
+            ]
+        ]
+        try:
+            for log in logs:
+                await log.start()
+                await log.record_now(event(1))
+            await wait_for(lambda: len(udp_sink.datagrams) == 1 and len(tcp_sink.frames) == 1)
+            await wait_for(lambda: len(http_sink.bodies) == 1)
+        finally:
+            for log in logs:
+                await log.stop()
+            udp.close()
+            tcp.close()
+            await engine.dispose()
+        return udp_sink.datagrams, tcp_sink.frames, http_sink.bodies
+
+    datagrams, frames, bodies = uvloop.run(main())
+    assert parse_syslog(datagrams[0])["record"]["id"] == 1
+    assert parse_syslog(frames[0])["record"]["id"] == 2
+    assert [e["id"] for e in bodies[0]["events"]] == [1]

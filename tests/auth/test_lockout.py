@@ -19,6 +19,7 @@ import base64
 import contextlib
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ import pytest
 from tests.auth.test_access import PASSWORD, admin_cli
 from tests.conftest import ADMIN_PASSWORD, MoorageServer, postgres_database
 
-DURATION = 3  # seconds a lockout lasts on these servers
+DURATION = 5  # seconds a lockout lasts on these servers
 ACCOUNT_LIMIT = 3
 ADDRESS_LIMIT = 5
 TOKEN_QUERY = {"service": "moorage", "scope": "repository:nobody/x:pull"}
@@ -235,6 +236,32 @@ def test_unknown_account_is_locked_out_identically(account_server: MoorageServer
     assert token_get(account_server, user, PASSWORD).status_code == 200
     r = token_get(account_server, ghost, PASSWORD)
     assert r.status_code == 401 and code_of(r) == "UNAUTHORIZED"
+
+
+def test_concurrent_attempts_do_not_exceed_the_limit(account_server: MoorageServer) -> None:
+    user = new_user(account_server)
+    attempts = 4 * ACCOUNT_LIMIT
+    barrier = threading.Barrier(attempts)
+    statuses: list[int] = []
+
+    def attempt(i: int) -> None:
+        with httpx.Client(base_url=account_server.url, timeout=120) as c:
+            c.get("/healthz")  # connect first, so that the guesses leave together
+            barrier.wait(timeout=60)
+            r = c.get("/auth/token", params=TOKEN_QUERY, headers=basic(user, f"guess-{i}"))
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(attempts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    if sorted(set(statuses)) not in ([401], [401, 429]) or len(statuses) != attempts:
+        pytest.fail(f"unexpected answers: {statuses}")  # not the bug this test is about
+    checked = statuses.count(401)  # each 401 is a password that was really tried
+    assert checked <= ACCOUNT_LIMIT, (
+        f"{checked} of {attempts} concurrent guesses were checked; the limit is {ACCOUNT_LIMIT}"
+    )
 
 
 # --- address lockout -----------------------------------------------------------------------
