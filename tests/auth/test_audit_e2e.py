@@ -220,3 +220,41 @@ def test_syslog_forwarding_and_retention_from_a_running_server(tmp_path: Path) -
     finally:
         srv.stop()
         sock.close()
+
+
+def test_administrative_changes_are_recorded(auth_server: MoorageServer) -> None:
+    """Organization, team, permission, robot, visibility and key changes: one record each."""
+    s = uuid.uuid4().hex[:6]
+    org = f"adm{s}"
+    admin_cli(auth_server, "create-user", f"u{s}", "--password-stdin", stdin=PASSWORD + "\n")
+    admin_cli(auth_server, "create-org", org)
+    admin_cli(auth_server, "create-team", org, "devs", "--member", f"u{s}")
+    admin_cli(auth_server, "grant", "write", org, "--team", f"{org}/devs")
+    out = admin_cli(auth_server, "create-robot", org, "ci", "--access", f"{org}/app=pull")
+    robot = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)["name"]
+    admin_cli(auth_server, "revoke-robot", robot)
+    admin_cli(auth_server, "set-visibility", f"{org}/app", "public")
+    with httpx.Client(base_url=auth_server.url, auth=("admin", ADMIN_PASSWORD)) as c:
+        r = c.put(f"/api/v1/repositories/{org}/app/permissions/users/u{s}", json={"role": "read"})
+        assert r.status_code == 204
+        assert c.delete(f"/api/v1/repositories/{org}/app/permissions/users/u{s}").status_code == 204
+    expected = {
+        "user.create": f"u{s}",
+        "organization.create": org,
+        "team.create": f"{org}",
+        "permission.grant": org,
+        "robot.create": robot,
+        "robot.revoke": robot,
+        "policy.change": f"{org}/app",
+    }
+    for action, needle in expected.items():
+        got = [r for r in records(auth_server, action=action) if needle in json.dumps(r)]
+        assert len(got) >= 1, action
+        assert all(r["actor_type"] in ("system", "user") for r in got)
+    api = [
+        r
+        for r in records(auth_server, repository=f"{org}/app")
+        if r["action"].startswith("permission.")
+    ]
+    assert [r["action"] for r in api] == ["permission.grant", "permission.revoke"]
+    assert api[0]["actor"] == "admin" and api[0]["details"]["subject"] == f"user:u{s}"
