@@ -84,12 +84,6 @@ async def create_user(
     return int(res.scalar_one())
 
 
-async def update_user(conn: AsyncConnection, user_id: int, **values: Any) -> None:
-    await conn.execute(
-        sa.update(users).where(users.c.id == user_id).values(updated_at=now(), **values)
-    )
-
-
 async def touch_login(conn: AsyncConnection, user_id: int) -> None:
     await conn.execute(sa.update(users).where(users.c.id == user_id).values(last_login_at=now()))
 
