@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let the "begin" listener issue BEGIN itself (pysqlite's implicit BEGIN is DEFERRED).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    # busy_timeout first: switching a fresh file to WAL takes a lock another connection may hold.
     cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # WAL is a property of the file, set once. Asking for it again on every new connection is
+    # not free: the pragma wants a lock that a busy writer holds, and SQLite answers "database
+    # is locked" without waiting (seen with two pools appending at once).
+    # (`moorage db upgrade` and the start-up migration switch a new file to WAL first.)
+    for attempt in range(50):
+        cur.execute("PRAGMA journal_mode")
+        if str(cur.fetchone()[0]).lower() == "wal":
+            break
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)  # another connection is switching it right now
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
@@ -100,6 +114,9 @@ async def upgrade(url: str, revision: str = "head") -> None:
             try:
                 await conn.run_sync(_run_upgrade, url, revision)
                 await conn.commit()
+                if not is_pg:
+                    # WAL belongs to the file: set it once here, before any server connects.
+                    await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             finally:
                 if is_pg:
                     await conn.execute(
