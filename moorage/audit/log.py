@@ -98,6 +98,7 @@ class AuditLog:
         self.written = 0
         self._unreported_drops = 0
         self._buffer: deque[AuditEvent] = deque()
+        self._in_flight = 0
         self._aggregates: dict[_AggKey, _Aggregate] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -197,11 +198,14 @@ class AuditLog:
             while self._buffer:
                 size = min(len(self._buffer), self.config.batch_size)
                 batch = [self._buffer.popleft() for _ in range(size)]
+                self._in_flight = len(batch)
                 try:
                     records = await store.append(self.engine, batch)
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))
                     raise
+                finally:
+                    self._in_flight = 0
                 self.written += len(records)
                 for fwd in self.forwarders:
                     fwd.submit(records)
@@ -270,7 +274,8 @@ class AuditLog:
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        """Events not yet durable: queued, or in a batch being written right now."""
+        return len(self._buffer) + self._in_flight
 
     # --- reading and maintenance -------------------------------------------------------------
 
