@@ -69,13 +69,13 @@ class SQLiteHotReads:
             self._conn = conn
         return self._conn
 
-    def _one(self, sql: str, a: str, b: str) -> Any:
+    def _one(self, sql: str, *params: str) -> Any:
         try:
-            return self._connection().execute(sql, (a, b)).fetchone()
+            return self._connection().execute(sql, params).fetchone()
         except sqlite3.Error:
             # A broken connection (file replaced, I/O error): reopen once.
             self._drop()
-            return self._connection().execute(sql, (a, b)).fetchone()
+            return self._connection().execute(sql, params).fetchone()
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -97,11 +97,7 @@ class SQLiteHotReads:
         return BlobRow(r[0], r[1], r[2]) if r else None
 
     async def blob_exists(self, digest: str) -> bool:
-        try:
-            return self._connection().execute(_SQLITE_BLOB_EXISTS, (digest,)).fetchone() is not None
-        except sqlite3.Error:
-            self._drop()
-            return self._connection().execute(_SQLITE_BLOB_EXISTS, (digest,)).fetchone() is not None
+        return self._one(_SQLITE_BLOB_EXISTS, digest) is not None
 
     async def close(self) -> None:
         self._drop()
@@ -131,9 +127,9 @@ class PostgresHotReads:
                     )
         return self._pool
 
-    async def _one(self, sql: str, a: str, b: str) -> Any:
+    async def _one(self, sql: str, *params: str) -> Any:
         pool = await self._get_pool()
-        return await pool.fetchrow(sql, a, b)
+        return await pool.fetchrow(sql, *params)
 
     async def manifest_by_tag(self, repo: str, tag: str) -> ManifestRow | None:
         r = await self._one(MANIFEST_BY_TAG, repo, tag)
@@ -148,8 +144,7 @@ class PostgresHotReads:
         return BlobRow(r[0], r[1], r[2]) if r else None
 
     async def blob_exists(self, digest: str) -> bool:
-        pool = await self._get_pool()
-        return await pool.fetchval(BLOB_EXISTS, digest) is not None
+        return await self._one(BLOB_EXISTS, digest) is not None
 
     async def close(self) -> None:
         if self._pool is not None:
