@@ -55,6 +55,21 @@ def postgres_database() -> Iterator[str]:
             _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15
+) -> int:
+    """Stop a process this test run started (by its PID): *sig*, then SIGKILL after *timeout*.
+    Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return int(proc.returncode)
+
+
 @dataclass
 class MoorageServer:
     data_dir: Path
@@ -117,14 +132,7 @@ class MoorageServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        code = self.proc.returncode
+        code = stop_process(self.proc, sig, timeout)
         self.proc = None
         return code
 

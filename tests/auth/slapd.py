@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -50,6 +49,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.conftest import stop_process
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 MODULE_DIR = Path("/usr/lib/ldap")
@@ -412,14 +413,7 @@ class Slapd:
         """Stop the slapd we started (by its PID). Returns its exit status."""
         code: int | None = None
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(10)
-            code = self.proc.returncode
+            code = stop_process(self.proc, timeout=timeout)
             self.proc = None
         return code
 

@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import stop_process
 
 from .harness import BearerAuth, ClientEnv, Engine, Registry, Skopeo
 
@@ -177,14 +178,7 @@ def _start_registry(base: Path, database_url: str | None = None) -> Registry:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=15)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")
