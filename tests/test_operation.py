@@ -42,7 +42,9 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg.write_text("http:\n  port: not-a-port\n")
     r = subprocess.run(
         [sys.executable, "-m", "moorage.cli", "config", "--config", str(cfg)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 2 and "http.port" in r.stderr and "Traceback" not in r.stderr
 
@@ -50,7 +52,9 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 def test_db_upgrade_command(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "moorage.cli", "db", "upgrade", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "moorage.db").exists()
@@ -59,10 +63,27 @@ def test_db_upgrade_command(tmp_path: Path) -> None:
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
     cert, key = tmp / "tls.crt", tmp / "tls.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 
@@ -81,7 +102,11 @@ def test_tls_workers_and_json_logs(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                r = httpx.get(f"https://127.0.0.1:{srv.port}/v2/", verify=ssl.create_default_context(cafile=str(cert)), timeout=2)
+                r = httpx.get(
+                    f"https://127.0.0.1:{srv.port}/v2/",
+                    verify=ssl.create_default_context(cafile=str(cert)),
+                    timeout=2,
+                )
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
@@ -89,15 +114,27 @@ def test_tls_workers_and_json_logs(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert r.status_code == 200
         data = os.urandom(1000)
-        with httpx.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=ssl.create_default_context(cafile=str(cert))) as c:
+        with httpx.Client(
+            base_url=f"https://127.0.0.1:{srv.port}",
+            verify=ssl.create_default_context(cafile=str(cert)),
+        ) as c:
             for _ in range(6):  # spread across both workers
-                assert c.post("/v2/tls/app/blobs/uploads/", params={"digest": sha256(data)}, content=data).status_code == 201
+                assert (
+                    c.post(
+                        "/v2/tls/app/blobs/uploads/", params={"digest": sha256(data)}, content=data
+                    ).status_code
+                    == 201
+                )
             rid = c.get(f"/v2/tls/app/blobs/{sha256(data)}", headers={"X-Request-ID": "abc123"})
             assert rid.headers["X-Request-ID"] == "abc123"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    lines = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "log").read_text().splitlines()
+        if line.startswith("{")
+    ]
     access = [entry for entry in lines if entry.get("logger") == "moorage.access"]
     assert access and all({"request_id", "method", "path", "status"} <= e.keys() for e in access)
     assert any(e["request_id"] == "abc123" and e["status"] == 200 for e in access)
@@ -114,9 +151,22 @@ def _start_raw(srv: MoorageServer) -> subprocess.Popen[bytes]:
     env.update(srv.env)
     log = open(srv.data_dir.parent / "log", "wb")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "moorage.cli", "serve", "--host", "127.0.0.1", "--port",
-         str(srv.port), "--data-dir", str(srv.data_dir), *srv.extra_args],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "moorage.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(srv.port),
+            "--data-dir",
+            str(srv.data_dir),
+            *srv.extra_args,
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -151,7 +201,9 @@ def test_graceful_shutdown_lets_inflight_requests_finish(tmp_path: Path) -> None
 
     def push() -> None:
         with httpx.Client(base_url=srv.url, timeout=60) as c:
-            r = c.post("/v2/drain/app/blobs/uploads/", params={"digest": sha256(data)}, content=slow_body())
+            r = c.post(
+                "/v2/drain/app/blobs/uploads/", params={"digest": sha256(data)}, content=slow_body()
+            )
             result["status"] = r.status_code
 
     t = threading.Thread(target=push)

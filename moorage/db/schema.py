@@ -30,6 +30,11 @@ repositories = sa.Table(
     sa.Column("visibility", sa.String(16), nullable=False, server_default="private"),
     sa.Column("description", sa.Text(), nullable=False, server_default=""),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Activity counters, bumped in batches off the request path (never one write per pull).
+    sa.Column("pull_count", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("push_count", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_push_at", Timestamp, nullable=True),
+    sa.Column("last_pull_at", Timestamp, nullable=True),
 )
 
 blobs = sa.Table(
@@ -257,6 +262,65 @@ auth_failures = sa.Table(
     sa.Column("window_start", Timestamp, nullable=False),
     sa.Column("count", sa.Integer(), nullable=False),
     sa.Column("locked_until", Timestamp, nullable=True),
+)
+
+# Browser sessions for the web UI. ``id`` is the SHA-256 of the cookie value (a stolen database
+# does not yield live cookies); every node reads the same table.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_seen_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("client_addr", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(512), nullable=True),
+    sa.Index("ix_web_sessions_user_id", "user_id"),
+    sa.Index("ix_web_sessions_expires_at", "expires_at"),
+)
+
+# Personal access tokens for the REST API and the registry (``moorage_pat_<prefix>_<secret>``):
+# shown once, stored hashed, found by their public prefix.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(128), nullable=False),
+    sa.Column("scopes", sa.JSON(), nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_used_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("user_id", "name"),
+)
+
+# Background work shared by every node: claimed with SELECT ... FOR UPDATE SKIP LOCKED on
+# PostgreSQL (BEGIN IMMEDIATE on SQLite); a running job whose heartbeat goes stale is re-queued.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("dedupe_key", sa.String(255), nullable=True),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    # queued | running | succeeded | failed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("run_after", Timestamp, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer(), nullable=False, server_default="5"),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("heartbeat_at", Timestamp, nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("result", sa.JSON(), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Index("ix_jobs_state_run_after", "state", "run_after"),
+    sa.Index("ix_jobs_kind_dedupe_key", "kind", "dedupe_key"),
 )
 
 from . import audit_schema as _audit_schema  # noqa: E402,F401

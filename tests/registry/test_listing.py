@@ -62,7 +62,11 @@ def test_catalog_pagination(client: httpx.Client, repo: str) -> None:
 def test_referrers(client: httpx.Client, repo: str) -> None:
     subject = image_manifest(client, repo)
     assert put_manifest(client, repo, "app", subject).status_code == 201
-    subject_desc = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(subject), "size": len(subject)}
+    subject_desc = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha256(subject),
+        "size": len(subject),
+    }
     empty = push_blob(client, repo, b"{}")
     referrers = {}
     for kind in ("application/vnd.example.sbom", "application/vnd.example.signature"):
@@ -71,8 +75,18 @@ def test_referrers(client: httpx.Client, repo: str) -> None:
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "artifactType": kind,
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
-            "layers": [{"mediaType": "application/octet-stream", "digest": push_blob(client, repo, body), "size": 100}],
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": empty,
+                "size": 2,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/octet-stream",
+                    "digest": push_blob(client, repo, body),
+                    "size": 100,
+                }
+            ],
             "subject": subject_desc,
             "annotations": {"kind": kind},
         }
@@ -85,15 +99,23 @@ def test_referrers(client: httpx.Client, repo: str) -> None:
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
     index = r.json()
-    assert index["schemaVersion"] == 2 and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert (
+        index["schemaVersion"] == 2
+        and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    )
     got = {d["digest"]: d for d in index["manifests"]}
     for kind, payload in referrers.items():
         d = got[sha256(payload)]
         assert d["artifactType"] == kind and d["size"] == len(payload)
         assert d["annotations"] == {"kind": kind}
-    r = client.get(f"/v2/{repo}/referrers/{sha256(subject)}", params={"artifactType": "application/vnd.example.sbom"})
+    r = client.get(
+        f"/v2/{repo}/referrers/{sha256(subject)}",
+        params={"artifactType": "application/vnd.example.sbom"},
+    )
     assert r.headers["OCI-Filters-Applied"] == "artifactType"
-    assert [d["digest"] for d in r.json()["manifests"]] == [sha256(referrers["application/vnd.example.sbom"])]
+    assert [d["digest"] for d in r.json()["manifests"]] == [
+        sha256(referrers["application/vnd.example.sbom"])
+    ]
     # Unknown subject: an empty index, not an error.
     r = client.get(f"/v2/{repo}/referrers/{sha256(b'nothing')}")
     assert r.status_code == 200 and r.json()["manifests"] == []
@@ -107,7 +129,11 @@ def test_referrer_may_be_pushed_before_its_subject(client: httpx.Client, repo: s
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.example.config", "digest": empty, "size": 2},
         "layers": [],
-        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": ghost, "size": 20},
+        "subject": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": ghost,
+            "size": 20,
+        },
     }
     payload = json.dumps(doc).encode()
     r = put_manifest(client, repo, sha256(payload), payload)

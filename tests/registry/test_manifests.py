@@ -57,24 +57,43 @@ def test_docker_schema2_and_manifest_list(client: httpx.Client, repo: str) -> No
         doc = {
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": push_blob(client, repo, cfg), "size": len(cfg)},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": push_blob(client, repo, layer), "size": len(layer)}],
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": push_blob(client, repo, cfg),
+                "size": len(cfg),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "digest": push_blob(client, repo, layer),
+                    "size": len(layer),
+                }
+            ],
         }
         payload = json.dumps(doc).encode()
-        assert put_manifest(client, repo, sha256(payload), payload, DOCKER_MANIFEST).status_code == 201
+        assert (
+            put_manifest(client, repo, sha256(payload), payload, DOCKER_MANIFEST).status_code == 201
+        )
         children.append((arch, payload))
     index = {
         "schemaVersion": 2,
         "mediaType": DOCKER_LIST,
         "manifests": [
-            {"mediaType": DOCKER_MANIFEST, "digest": sha256(p), "size": len(p), "platform": {"os": "linux", "architecture": a}}
+            {
+                "mediaType": DOCKER_MANIFEST,
+                "digest": sha256(p),
+                "size": len(p),
+                "platform": {"os": "linux", "architecture": a},
+            }
             for a, p in children
         ],
     }
     payload = json.dumps(index).encode()
     r = put_manifest(client, repo, "multi", payload, DOCKER_LIST)
     assert r.status_code == 201, r.text
-    got = client.get(f"/v2/{repo}/manifests/multi", headers={"Accept": f"{DOCKER_LIST}, {DOCKER_MANIFEST}"})
+    got = client.get(
+        f"/v2/{repo}/manifests/multi", headers={"Accept": f"{DOCKER_LIST}, {DOCKER_MANIFEST}"}
+    )
     assert got.headers["Content-Type"] == DOCKER_LIST and got.content == payload
     # A client that cannot read a list gets the linux/amd64 image (Distribution's behaviour).
     got = client.get(f"/v2/{repo}/manifests/multi", headers={"Accept": DOCKER_MANIFEST})
@@ -104,8 +123,18 @@ def test_missing_blob_is_refused(client: httpx.Client, repo: str) -> None:
     doc = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": push_blob(client, repo, cfg), "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(b"missing"), "size": 7}],
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": push_blob(client, repo, cfg),
+            "size": 2,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": sha256(b"missing"),
+                "size": 7,
+            }
+        ],
     }
     r = put_manifest(client, repo, "x", json.dumps(doc).encode())
     assert r.status_code == 400 and error_code(r) == "MANIFEST_BLOB_UNKNOWN"
@@ -117,7 +146,11 @@ def test_descriptor_size_must_match(client: httpx.Client, repo: str) -> None:
     doc = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": push_blob(client, repo, cfg), "size": 3},
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": push_blob(client, repo, cfg),
+            "size": 3,
+        },
         "layers": [],
     }
     r = put_manifest(client, repo, "x", json.dumps(doc).encode())
@@ -133,7 +166,13 @@ def test_artifact_manifest_with_any_types(client: httpx.Client, repo: str) -> No
         "mediaType": OCI_MANIFEST,
         "artifactType": "application/vnd.cncf.helm.chart.v1",
         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
-        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": push_blob(client, repo, chart), "size": len(chart)}],
+        "layers": [
+            {
+                "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                "digest": push_blob(client, repo, chart),
+                "size": len(chart),
+            }
+        ],
         "annotations": {"org.opencontainers.image.title": "chart"},
     }
     payload = json.dumps(doc).encode()
@@ -141,8 +180,18 @@ def test_artifact_manifest_with_any_types(client: httpx.Client, repo: str) -> No
     helm_cfg = b'{"name":"mychart","version":"0.1.0"}'
     doc2 = {
         "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": push_blob(client, repo, helm_cfg), "size": len(helm_cfg)},
-        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": push_blob(client, repo, chart), "size": len(chart)}],
+        "config": {
+            "mediaType": "application/vnd.cncf.helm.config.v1+json",
+            "digest": push_blob(client, repo, helm_cfg),
+            "size": len(helm_cfg),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                "digest": push_blob(client, repo, chart),
+                "size": len(chart),
+            }
+        ],
     }
     payload2 = json.dumps(doc2).encode()  # no mediaType field: allowed for OCI
     assert put_manifest(client, repo, "0.2.0", payload2).status_code == 201
@@ -151,7 +200,13 @@ def test_artifact_manifest_with_any_types(client: httpx.Client, repo: str) -> No
 
 def test_schema1_is_refused(client: httpx.Client, repo: str) -> None:
     doc = {"schemaVersion": 1, "name": repo, "tag": "x", "fsLayers": [], "history": []}
-    r = put_manifest(client, repo, "x", json.dumps(doc).encode(), "application/vnd.docker.distribution.manifest.v1+prettyjws")
+    r = put_manifest(
+        client,
+        repo,
+        "x",
+        json.dumps(doc).encode(),
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    )
     assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID"
     assert "schema 1" in r.json()["errors"][0]["message"]
 
@@ -197,7 +252,9 @@ def test_manifest_is_readable_as_blob(client: httpx.Client, repo: str) -> None:
     assert r.status_code == 200 and r.content == payload
 
 
-def test_concurrent_pushes_of_one_tag_end_consistent(client: httpx.Client, repo: str, server: object) -> None:
+def test_concurrent_pushes_of_one_tag_end_consistent(
+    client: httpx.Client, repo: str, server: object
+) -> None:
     import concurrent.futures
 
     payloads = [image_manifest(client, repo) for _ in range(6)]

@@ -124,7 +124,9 @@ def test_sha512_digest(client: httpx.Client, repo: str) -> None:
     assert r.status_code == 201
 
 
-def test_concurrent_pushes_of_the_same_blob(client: httpx.Client, server: MoorageServer, repo: str) -> None:
+def test_concurrent_pushes_of_the_same_blob(
+    client: httpx.Client, server: MoorageServer, repo: str
+) -> None:
     data = os.urandom(1_000_000)
     digest = sha256(data)
 
@@ -188,7 +190,8 @@ def test_killed_server_leaves_nothing_partial(own_server: MoorageServer) -> None
     sock = socket.create_connection(("127.0.0.1", own_server.port))
     sock.sendall(
         f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Range: 1000000-3999999\r\n"
-        f"Content-Length: 3000000\r\n\r\n".encode() + data[1_000_000:2_500_000]
+        f"Content-Length: 3000000\r\n\r\n".encode()
+        + data[1_000_000:2_500_000]
     )
     time.sleep(0.5)
     own_server.stop(signal.SIGKILL)
