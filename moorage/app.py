@@ -25,6 +25,8 @@ from .auth.tokens import TokenService
 from .config import Config, load_config
 from .db.engine import create_engine, writer
 from .db.hotpath import hot_reads_for
+from .jobs.runner import JobRunner
+from .jobs.tasks import register_standard_jobs
 from .logs import request_id, setup_logging
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
@@ -56,6 +58,7 @@ class Moorage:
         self.token_endpoint: TokenEndpoint | None = None
         self.audit: AuditLog | None = None
         self.api: ManagementAPI | None = None
+        self.jobs: JobRunner | None = None
         self._background: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
@@ -65,9 +68,10 @@ class Moorage:
         self.ctx = ServiceContext(self.config, engine, writer(engine), storage, hot)
         self.audit = AuditLog(self.ctx.write_engine, self.config.audit)
         await self.audit.start()
-        retention = self.config.audit.retention
-        if retention.max_age_days or retention.max_events:
-            self._background.append(asyncio.create_task(self._prune_audit_periodically()))
+        self.jobs = JobRunner(self.ctx.write_engine, self.config.jobs)
+        register_standard_jobs(self.jobs, self.ctx, self.audit)
+        if self.config.jobs.enabled:
+            self.jobs.start()
         policy: AccessPolicy = OpenAccess()
         if self.config.auth.enabled:
             self.access = build_access_service(self.config, self.ctx)
@@ -104,19 +108,11 @@ class Moorage:
             )
         )
 
-    async def _prune_audit_periodically(self, every: float = 600.0) -> None:
-        """Audit retention. Safe on several nodes at once: pruning takes the chain's lock."""
-        while True:
-            try:
-                assert self.audit is not None
-                await self.audit.prune()
-            except Exception as exc:  # noqa: BLE001 - retried next round
-                log.warning("audit retention failed: %s", exc)
-            await asyncio.sleep(every)
-
     async def shutdown(self) -> None:
         for task in self._background:
             task.cancel()
+        if self.jobs is not None:
+            await self.jobs.stop()
         if self.audit is not None:
             await self.audit.stop()
         if self.ctx is not None:

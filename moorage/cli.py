@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_audit(sub)
 
+    from .cli_jobs import register as register_jobs
+
+    register_jobs(sub)
+
     cfg = sub.add_parser("config", help="print the effective configuration")
     _common(cfg)
     cfg.set_defaults(func=cmd_config)

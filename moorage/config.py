@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .audit.config import AuditConfig
 from .auth.config import AuthConfig
+from .jobs.config import JobsConfig
 
 
 class _Section(BaseModel):
@@ -81,6 +82,12 @@ class RegistryConfig(_Section):
         description="How long a request may hold an upload session without progress before "
         "another request (or node) may take it over.",
     )
+    upload_expiry_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Upload sessions without progress for this long are cancelled and their "
+        "partial data deleted (by the background job uploads.purge_stale).",
+    )
     catalog_max_entries: int = Field(
         1000, ge=1, description="Largest page of _catalog and tags/list."
     )
@@ -103,6 +110,7 @@ class Config(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
 
     @property
     def database_url(self) -> str:

@@ -357,6 +357,24 @@ class UploadService:
         s = await self._open(repo, upload_id)
         await self._discard(s)
 
+    async def purge_stale(self, idle: timedelta, limit: int = 500) -> int:
+        """Cancel sessions without progress for *idle* (clients that gave up): their partial
+        data is deleted and their URLs answer BLOB_UPLOAD_UNKNOWN. Returns how many went."""
+        async with self.ctx.engine.connect() as conn:
+            stale = await q.stale_uploads(conn, q.now() - idle, limit)
+        purged = 0
+        for upload_id, repo in stale:
+            try:
+                await self.cancel(repo, upload_id)
+            except RangeInvalid:
+                continue  # a request took it up just now: not abandoned after all
+            except UploadUnknown:
+                # Its data is already gone (or another node purged it): drop the row.
+                async with self.ctx.write_engine.begin() as conn:
+                    await q.delete_upload(conn, upload_id)
+            purged += 1
+        return purged
+
     async def monolithic(self, repo: str, digest: Digest, body: AsyncIterator[bytes]) -> None:
         """POST ?digest=: the whole blob in one request, no session row."""
         upload_id = str(uuid.uuid4())

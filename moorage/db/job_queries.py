@@ -1,0 +1,222 @@
+"""SQL for the background job table shared by every node.
+
+Claiming is one statement: on PostgreSQL ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+LOCKED) RETURNING``, so nodes polling together never wait on each other and never take the same
+row; on SQLite the writer engine's ``BEGIN IMMEDIATE`` serializes writers, which gives the same
+guarantee for the processes of one machine.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .queries import _aware, now
+from .schema import jobs
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    kind: str
+    dedupe_key: str | None
+    payload: dict[str, Any]
+    state: str
+    run_after: datetime
+    attempts: int
+    max_attempts: int
+    claimed_by: str | None
+    heartbeat_at: datetime | None
+    last_error: str | None
+    result: Any
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _job(r: Any) -> JobRow:
+    return JobRow(
+        id=int(r.id),
+        kind=r.kind,
+        dedupe_key=r.dedupe_key,
+        payload=dict(r.payload or {}),
+        state=r.state,
+        run_after=_aware(r.run_after) or now(),
+        attempts=int(r.attempts),
+        max_attempts=int(r.max_attempts),
+        claimed_by=r.claimed_by,
+        heartbeat_at=_aware(r.heartbeat_at),
+        last_error=r.last_error,
+        result=r.result,
+        created_at=_aware(r.created_at) or now(),
+        finished_at=_aware(r.finished_at),
+    )
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    run_after: datetime | None = None,
+    dedupe_key: str | None = None,
+    dedupe_any_state: bool = False,
+    max_attempts: int = 5,
+) -> int | None:
+    """Insert a job; with *dedupe_key*, only when no job of the same kind and key is queued or
+    running (or exists at all, with *dedupe_any_state* — how a schedule makes one job per slot).
+    Returns the new id, or None when an equal job was already there."""
+    if dedupe_key is not None:
+        if conn.dialect.name == "postgresql":
+            # Two nodes enqueueing the same key at once: the second waits for the first's commit.
+            lock = zlib.crc32(f"{kind}\0{dedupe_key}".encode())
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
+        cond = [jobs.c.kind == kind, jobs.c.dedupe_key == dedupe_key]
+        if not dedupe_any_state:
+            cond.append(jobs.c.state.in_(ACTIVE))
+        existing = await conn.scalar(sa.select(jobs.c.id).where(*cond).limit(1))
+        if existing is not None:
+            return None
+    ts = now()
+    result = await conn.execute(
+        sa.insert(jobs)
+        .values(
+            kind=kind,
+            dedupe_key=dedupe_key,
+            payload=payload,
+            state="queued",
+            run_after=run_after or ts,
+            attempts=0,
+            max_attempts=max_attempts,
+            created_at=ts,
+        )
+        .returning(jobs.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def claim(
+    conn: AsyncConnection, worker: str, kinds: list[str], limit: int = 1
+) -> list[JobRow]:
+    """Take up to *limit* due jobs of *kinds* for *worker* (state running, attempts + 1)."""
+    if not kinds:
+        return []
+    ts = now()
+    due = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.state == "queued", jobs.c.run_after <= ts, jobs.c.kind.in_(kinds))
+        .order_by(jobs.c.run_after, jobs.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.state == "queued")
+        .values(state="running", claimed_by=worker, heartbeat_at=ts, attempts=jobs.c.attempts + 1)
+        .returning(*jobs.c)
+    )
+    return sorted((_job(r) for r in result), key=lambda j: (j.run_after, j.id))
+
+
+async def heartbeat(conn: AsyncConnection, worker: str, ids: list[int]) -> None:
+    if ids:
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(ids), jobs.c.claimed_by == worker, jobs.c.state == "running")
+            .values(heartbeat_at=now())
+        )
+
+
+async def finish(conn: AsyncConnection, worker: str, job_id: int, result: Any) -> bool:
+    """Mark a job succeeded. False when the job is no longer ours (it went stale and another
+    node took it over): the caller's result is then dropped, the new owner's counts."""
+    res = await conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.claimed_by == worker, jobs.c.state == "running")
+        .values(state="succeeded", result=result, finished_at=now(), last_error=None)
+    )
+    return bool(res.rowcount)
+
+
+async def fail(
+    conn: AsyncConnection, worker: str, job: JobRow, error: str, retry_in: timedelta
+) -> str | None:
+    """Record a failure: queued again after *retry_in* while attempts remain, else failed.
+    Returns the new state, or None when the job is no longer ours."""
+    final = job.attempts >= job.max_attempts
+    ts = now()
+    values: dict[str, Any] = {"last_error": error[:4000], "claimed_by": None}
+    if final:
+        values.update(state="failed", finished_at=ts)
+    else:
+        values.update(state="queued", run_after=ts + retry_in)
+    res = await conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job.id, jobs.c.claimed_by == worker, jobs.c.state == "running")
+        .values(**values)
+    )
+    return str(values["state"]) if res.rowcount else None
+
+
+async def requeue_stale(conn: AsyncConnection, stale_before: datetime) -> int:
+    """Running jobs whose node stopped heart-beating: queued again (or failed once their
+    attempts are used up). Any node may do this; the statement is idempotent."""
+    stale = sa.and_(jobs.c.state == "running", jobs.c.heartbeat_at < stale_before)
+    res_failed = await conn.execute(
+        sa.update(jobs)
+        .where(stale, jobs.c.attempts >= jobs.c.max_attempts)
+        .values(
+            state="failed",
+            finished_at=now(),
+            last_error="the node running it stopped; no attempts left",
+        )
+    )
+    res = await conn.execute(
+        sa.update(jobs)
+        .where(stale)
+        .values(
+            state="queued",
+            claimed_by=None,
+            last_error="the node running it stopped responding; run again",
+        )
+    )
+    return int(res.rowcount or 0) + int(res_failed.rowcount or 0)
+
+
+async def prune_finished(conn: AsyncConnection, older_than: datetime) -> int:
+    res = await conn.execute(
+        sa.delete(jobs).where(
+            jobs.c.state.in_(("succeeded", "failed")), jobs.c.finished_at < older_than
+        )
+    )
+    return int(res.rowcount or 0)
+
+
+async def list_jobs(
+    conn: AsyncConnection,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[JobRow]:
+    q = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+    if state:
+        q = q.where(jobs.c.state == state)
+    if kind:
+        q = q.where(jobs.c.kind == kind)
+    if before_id is not None:
+        q = q.where(jobs.c.id < before_id)
+    return [_job(r) for r in await conn.execute(q)]
+
+
+async def get_job(conn: AsyncConnection, job_id: int) -> JobRow | None:
+    r = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+    return _job(r) if r else None

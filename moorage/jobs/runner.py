@@ -1,0 +1,225 @@
+"""Background work, coordinated across nodes through the ``jobs`` table.
+
+Every node runs a :class:`JobRunner`. It polls for due jobs of the kinds it knows, claims them
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL — exactly one node gets each job), runs them while
+heart-beating, and records the outcome. A node that dies stops heart-beating; after
+``jobs.stale_seconds`` any other node re-queues its jobs. Failures are retried with exponential
+backoff up to the job's ``max_attempts``.
+
+Periodic work is a :class:`Schedule`: each node, each poll, offers to enqueue the job for the
+current time slot with ``dedupe_key=<slot>``; the database lets exactly one such row exist, so a
+schedule runs once per period however many nodes there are, and still runs when nodes die.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..db import job_queries as q
+from .config import JobsConfig
+
+log = logging.getLogger("moorage.jobs")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    kind: str
+    every: timedelta
+    payload: dict[str, Any] | None = None
+
+    def slot(self, at: datetime) -> str:
+        seconds = max(1, int(self.every.total_seconds()))
+        return str(int(at.timestamp()) // seconds)
+
+
+def node_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class JobRunner:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config: JobsConfig,
+        *,
+        worker: str | None = None,
+    ) -> None:
+        self.engine = engine  # the writer engine (BEGIN IMMEDIATE on SQLite)
+        self.config = config
+        self.worker = worker or node_name()
+        self.handlers: dict[str, Handler] = {}
+        self.schedules: list[Schedule] = []
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # --- registration -------------------------------------------------------------------
+
+    def register(self, kind: str, handler: Handler) -> None:
+        self.handlers[kind] = handler
+
+    def schedule(self, kind: str, every: timedelta, payload: dict[str, Any] | None = None) -> None:
+        if kind not in self.handlers:
+            raise ValueError(f"no handler for scheduled job kind {kind!r}")
+        self.schedules.append(Schedule(kind, every, payload))
+
+    # --- the queue ----------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        delay: timedelta = timedelta(0),
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> int | None:
+        async with self.engine.begin() as conn:
+            job_id = await q.enqueue(
+                conn,
+                kind,
+                payload or {},
+                run_after=datetime.now(UTC) + delay,
+                dedupe_key=dedupe_key,
+                max_attempts=max_attempts or self.config.max_attempts,
+            )
+        self._wake.set()
+        return job_id
+
+    async def _offer_schedules(self) -> None:
+        ts = datetime.now(UTC)
+        for sched in self.schedules:
+            async with self.engine.begin() as conn:
+                await q.enqueue(
+                    conn,
+                    sched.kind,
+                    sched.payload or {},
+                    run_after=ts,
+                    dedupe_key=f"schedule:{sched.slot(ts)}",
+                    dedupe_any_state=True,
+                    max_attempts=1,  # the next slot is the retry
+                )
+
+    async def run_once(self) -> int:
+        """One poll: re-queue stale jobs, offer schedules, claim and start due jobs.
+        Returns how many jobs were started."""
+        stale_before = datetime.now(UTC) - timedelta(seconds=self.config.stale_seconds)
+        async with self.engine.begin() as conn:
+            requeued = await q.requeue_stale(conn, stale_before)
+        if requeued:
+            log.warning("re-queued %d job(s) whose node stopped heart-beating", requeued)
+        await self._offer_schedules()
+        free = self.config.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        async with self.engine.begin() as conn:
+            claimed = await q.claim(conn, self.worker, list(self.handlers), free)
+        for job in claimed:
+            self._running[job.id] = asyncio.create_task(self._run(job))
+        return len(claimed)
+
+    async def _run(self, job: q.JobRow) -> None:
+        handler = self.handlers[job.kind]
+        try:
+            try:
+                result = await handler(job.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded on the job and retried
+                await self._record_failure(job, exc)
+                return
+            async with self.engine.begin() as conn:
+                if not await q.finish(conn, self.worker, job.id, _jsonable(result)):
+                    log.warning("job %d (%s) finished after another node took it", job.id, job.kind)
+        finally:
+            self._running.pop(job.id, None)
+
+    async def _record_failure(self, job: q.JobRow, exc: Exception) -> None:
+        backoff = min(
+            self.config.retry_max_seconds,
+            self.config.retry_base_seconds * 2 ** max(0, job.attempts - 1),
+        )
+        backoff *= 1 + random.random() * 0.2  # noqa: S311 - jitter, not security
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        async with self.engine.begin() as conn:
+            state = await q.fail(conn, self.worker, job, error, timedelta(seconds=backoff))
+        log.warning(
+            "job %d (%s) attempt %d failed: %s%s",
+            job.id,
+            job.kind,
+            job.attempts,
+            error,
+            "; giving up" if state == "failed" else f"; retry in {backoff:.0f}s",
+        )
+
+    async def _heartbeat(self) -> None:
+        ids = list(self._running)
+        if ids:
+            async with self.engine.begin() as conn:
+                await q.heartbeat(conn, self.worker, ids)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_beat = loop.time()
+        while not self._stopping:
+            try:
+                await self.run_once()
+                if loop.time() - last_beat >= self.config.heartbeat_seconds:
+                    await self._heartbeat()
+                    last_beat = loop.time()
+            except Exception as exc:  # noqa: BLE001 - database away: try again next poll
+                log.warning("job runner poll failed: %s", exc)
+            self._wake.clear()
+            wait = min(self.config.poll_seconds, self.config.heartbeat_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait * (0.8 + random.random() * 0.4))  # noqa: S311
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="moorage-jobs")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop polling; give running jobs *grace* seconds, then cancel them (they are re-queued
+        by another node once their heartbeat goes stale)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return str(value)

@@ -1,0 +1,53 @@
+"""The background jobs every node knows, and their schedules.
+
+Handlers are small: each calls one service. Later features (garbage collection, scans,
+replication) register their own kinds here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..audit.log import AuditLog
+from ..db import job_queries
+from ..services.context import ServiceContext
+from ..services.uploads import UploadService
+from .runner import JobRunner
+
+PURGE_UPLOADS = "uploads.purge_stale"
+PRUNE_AUDIT = "audit.prune"
+PRUNE_JOBS = "jobs.prune"
+KNOWN_KINDS = frozenset({PURGE_UPLOADS, PRUNE_AUDIT, PRUNE_JOBS})
+
+
+def register_standard_jobs(runner: JobRunner, ctx: ServiceContext, audit: AuditLog | None) -> None:
+    config = ctx.config
+    uploads = UploadService(ctx)
+
+    async def purge_uploads(payload: dict[str, Any]) -> dict[str, int]:
+        idle = timedelta(
+            hours=float(payload.get("idle_hours", config.registry.upload_expiry_hours))
+        )
+        return {"purged": await uploads.purge_stale(idle)}
+
+    async def prune_jobs(payload: dict[str, Any]) -> dict[str, int]:
+        before = datetime.now(UTC) - timedelta(days=config.jobs.keep_finished_days)
+        async with ctx.write_engine.begin() as conn:
+            return {"deleted": await job_queries.prune_finished(conn, before)}
+
+    runner.register(PURGE_UPLOADS, purge_uploads)
+    runner.schedule(PURGE_UPLOADS, timedelta(minutes=15))
+    runner.register(PRUNE_JOBS, prune_jobs)
+    runner.schedule(PRUNE_JOBS, timedelta(hours=1))
+
+    if audit is not None:
+        audit_log = audit
+
+        async def prune_audit(_payload: dict[str, Any]) -> dict[str, int]:
+            return {"pruned": await audit_log.prune()}
+
+        runner.register(PRUNE_AUDIT, prune_audit)
+        retention = config.audit.retention
+        if retention.max_age_days or retention.max_events:
+            runner.schedule(PRUNE_AUDIT, timedelta(minutes=10))

@@ -1,0 +1,176 @@
+"""The job queue across real processes and in one: exactly one node runs each job, a dead
+node's job is run again by another, schedules run once per period, failures are retried."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from moorage.db import job_queries
+from moorage.db.engine import create_engine, upgrade, writer
+from moorage.db.schema import jobs
+from moorage.jobs.config import JobsConfig
+from moorage.jobs.runner import JobRunner
+from tests.conftest import postgres_database, stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = JobsConfig(
+    poll_seconds=0.05, heartbeat_seconds=0.2, stale_seconds=1.5, retry_base_seconds=0.05
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@contextlib.asynccontextmanager
+async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
+    await upgrade(url)
+    engine = create_engine(url, 4)
+    try:
+        yield writer(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _wait(engine: AsyncEngine, done: Any, within: float = 60) -> list[job_queries.JobRow]:
+    deadline = time.monotonic() + within
+    while True:
+        async with engine.connect() as conn:
+            rows = await job_queries.list_jobs(conn, limit=10_000)
+        if done(rows):
+            return rows
+        assert time.monotonic() < deadline, Counter(r.state for r in rows)
+        await asyncio.sleep(0.1)
+
+
+def _start_worker(url: str, out: Path, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.jobs.worker", url, str(out), name, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+async def test_three_nodes_run_each_job_exactly_once(db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "runs.txt"
+    async with _engine(db_url) as engine:
+        nodes = [_start_worker(db_url, out, f"node{i}") for i in range(3)]
+        try:
+            for n in range(150):
+                async with engine.begin() as conn:
+                    await job_queries.enqueue(conn, "test.record", {"n": n})
+            rows = await _wait(engine, lambda rs: all(r.state == "succeeded" for r in rs))
+        finally:
+            for p in nodes:
+                stop_process(p)
+    runs = [line.split() for line in out.read_text().splitlines()]
+    assert sorted(int(n) for _, n, _ in runs) == list(range(150))  # each once, none lost
+    assert {r.attempts for r in rows} == {1}
+    assert sorted(r.result for r in rows) == list(range(150))
+    by_node = Counter(node for _, _, node in runs)
+    assert len(by_node) >= 2, by_node  # the work was shared, not serialized on one node
+
+
+async def test_a_dead_nodes_job_is_run_again_by_another(db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "runs.txt"
+    async with _engine(db_url) as engine:
+        doomed = _start_worker(db_url, out, "doomed", "--hang")
+        try:
+            async with engine.begin() as conn:
+                job_id = await job_queries.enqueue(conn, "test.slow", {"n": 7})
+            deadline = time.monotonic() + 30
+            while "test.slow-start 7 doomed" not in (out.read_text() if out.exists() else ""):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            stop_process(doomed, sig=9)
+        survivor = _start_worker(db_url, out, "survivor")
+        try:
+            rows = await _wait(engine, lambda rs: rs and rs[0].state == "succeeded")
+        finally:
+            stop_process(survivor)
+    job = rows[0]
+    assert (job.id, job.attempts, job.claimed_by, job.result) == (job_id, 2, "survivor", "survivor")
+    assert "test.slow 7 survivor" in out.read_text()
+
+
+async def test_a_schedule_runs_once_per_period_whatever_the_number_of_nodes(db_url: str) -> None:
+    async with _engine(db_url) as engine:
+        runs: list[str] = []
+        runners = []
+        for i in range(3):
+            r = JobRunner(engine, FAST, worker=f"n{i}")
+
+            async def tick(_p: dict[str, Any], name: str = f"n{i}") -> None:
+                runs.append(name)
+
+            r.register("test.tick", tick)
+            r.schedule("test.tick", timedelta(hours=1))
+            runners.append(r)
+        for _ in range(4):
+            await asyncio.gather(*(r.run_once() for r in runners))
+        await _wait(engine, lambda rs: rs and all(r.state == "succeeded" for r in rs))
+        async with engine.connect() as conn:
+            count = await conn.scalar(sa.select(sa.func.count()).select_from(jobs))
+    assert count == 1
+    assert len(runs) == 1
+
+
+async def test_failures_are_retried_then_given_up(db_url: str) -> None:
+    async with _engine(db_url) as engine:
+        attempts: Counter[str] = Counter()
+        runner = JobRunner(engine, FAST, worker="w")
+
+        async def flaky(p: dict[str, Any]) -> str:
+            attempts[p["name"]] += 1
+            if p["name"] == "never" or attempts[p["name"]] < 3:
+                raise RuntimeError(f"boom {attempts[p['name']]}")
+            return "ok"
+
+        runner.register("test.flaky", flaky)
+        ok = await runner.enqueue("test.flaky", {"name": "third-time"}, max_attempts=5)
+        bad = await runner.enqueue("test.flaky", {"name": "never"}, max_attempts=2)
+        runner.start()
+        try:
+            rows = await _wait(
+                engine, lambda rs: {r.state for r in rs} <= {"succeeded", "failed"}, within=30
+            )
+        finally:
+            await runner.stop()
+    by_id = {r.id: r for r in rows}
+    assert (by_id[ok].state, by_id[ok].attempts, by_id[ok].result) == ("succeeded", 3, "ok")
+    assert (by_id[bad].state, by_id[bad].attempts) == ("failed", 2)
+    assert "RuntimeError: boom 2" in (by_id[bad].last_error or "")
+
+
+async def test_dedupe_key_keeps_one_active_job(db_url: str) -> None:
+    async with _engine(db_url) as engine:
+        runner = JobRunner(engine, FAST)
+        first = await runner.enqueue("test.x", {}, dedupe_key="repo/a")
+        assert first is not None
+        assert await runner.enqueue("test.x", {}, dedupe_key="repo/a") is None
+        assert await runner.enqueue("test.x", {}, dedupe_key="repo/b") is not None
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(jobs).where(jobs.c.id == first).values(state="succeeded"))
+        assert await runner.enqueue("test.x", {}, dedupe_key="repo/a") is not None
