@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,30 +13,8 @@ import pytest
 
 from moorage.storage.base import PathNotFound, StorageDriver, StorageError, blob_path
 from moorage.storage.filesystem import FilesystemDriver
-from moorage.storage.s3 import S3Driver, S3Settings
-from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
-
-MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-def make_s3(moto: MotoServer, bucket: str, prefix: str = "", **kw: object) -> S3Driver:
-    settings = S3Settings(
-        bucket=bucket,
-        region=REGION,
-        endpoint=moto.endpoint,
-        access_key_id=ACCESS_KEY,
-        secret_access_key=SECRET_KEY,
-        prefix=prefix,
-        path_style=True,
-        **kw,  # type: ignore[arg-type]
-    )
-    return S3Driver(settings)
+from tests.s3server import MotoServer
+from tests.storage.conftest import MiB, make_s3
 
 
 class Stores:
