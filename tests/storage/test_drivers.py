@@ -14,7 +14,7 @@ import pytest
 from moorage.storage.base import PathNotFound, StorageDriver, StorageError, blob_path
 from moorage.storage.filesystem import FilesystemDriver
 from tests.s3server import MotoServer
-from tests.storage.conftest import MiB, make_s3
+from tests.storage.s3util import MiB, make_s3
 
 
 class Stores:

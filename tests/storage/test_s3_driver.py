@@ -19,7 +19,7 @@ from moorage.config import ConfigError, load_config
 from moorage.storage.base import PathNotFound, StorageError, blob_path
 from moorage.storage.s3 import MIN_PART, S3Driver
 from tests.s3server import MotoServer
-from tests.storage.conftest import MiB, make_s3
+from tests.storage.s3util import MiB, make_s3
 
 
 @pytest.fixture

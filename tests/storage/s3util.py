@@ -1,21 +1,11 @@
-"""Storage test fixtures: one moto S3 server for the session (see tests/s3server.py)."""
+"""Helpers for S3 driver tests (the session's moto server is the `moto` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
 
 from moorage.storage.s3 import S3Driver, S3Settings
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
 
 
 def make_s3(moto: MotoServer, bucket: str, prefix: str = "", **kw: object) -> S3Driver:
