@@ -465,7 +465,8 @@ class S3Driver(StorageDriver):
         ]
         await self._delete_keys(stale)
         removed += len(stale)
-        params = {"uploads": "", "prefix": self._prefix + "/" if self._prefix else ""}
+        # Only at our blob keys (where commits create them): never another tenant's uploads.
+        params = {"uploads": "", "prefix": self.key("blobs") + "/"}
         while True:
             _, body = await self._send("GET", None, params=params)
             doc = _parse_xml(body)
