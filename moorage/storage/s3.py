@@ -201,36 +201,6 @@ class S3Driver(StorageDriver):
             )
         return self._client
 
-    def _request(
-        self,
-        method: str,
-        key: str | None,
-        params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        body: Body | None = None,
-        sign_body: bool = True,
-    ) -> httpx.Request:
-        params = params or {}
-        headers = dict(headers or {})
-        path = self._bucket_path + "/" + (uri_encode(key, keep_slash=True) if key else "")
-        content: bytes | AsyncIterator[bytes] | None = None
-        if body is None:
-            payload = EMPTY_SHA256
-        elif isinstance(body, bytes):
-            payload = hashlib.sha256(body).hexdigest() if sign_body else UNSIGNED
-            content = body
-        else:
-            # Chunks as they came (~1 MiB each): no 8 MiB joins, so memory stays flat.
-            payload = UNSIGNED
-            headers["Content-Length"] = str(sum(len(c) for c in body))
-            content = _aiter(body)
-        headers.update(
-            self._signer.sign_headers(method, self._host, path, params, headers, payload)
-        )
-        query = canonical_query(params)
-        url = self._base + path + (f"?{query}" if query else "")
-        return self.client.build_request(method, url, headers=headers, content=content)
-
     async def _send(
         self,
         method: str,
@@ -245,11 +215,32 @@ class S3Driver(StorageDriver):
         """One S3 call, retried (re-signed) on connection errors, 5xx and SlowDown.
 
         With *stream* the successful response is returned unread (the caller closes it)."""
+        params = params or {}
+        path = self._bucket_path + "/" + (uri_encode(key, keep_slash=True) if key else "")
+        query = canonical_query(params)
+        url = self._base + path + (f"?{query}" if query else "")
+
+        def build() -> httpx.Request:  # signed afresh for every attempt (x-amz-date)
+            hdrs = dict(headers or {})
+            content: bytes | AsyncIterator[bytes] | None = None
+            if body is None:
+                payload = EMPTY_SHA256
+            elif isinstance(body, bytes):
+                payload = hashlib.sha256(body).hexdigest() if sign_body else UNSIGNED
+                content = body
+            else:
+                # Chunks as they came (~1 MiB each): no 8 MiB joins, so memory stays flat.
+                payload = UNSIGNED
+                hdrs["Content-Length"] = str(sum(len(c) for c in body))
+                content = _aiter(body)
+            hdrs.update(self._signer.sign_headers(method, self._host, path, params, hdrs, payload))
+            return self.client.build_request(method, url, headers=hdrs, content=content)
+
         attempt = 0
         while True:
             attempt += 1
             try:
-                req = self._request(method, key, params, headers, body, sign_body)
+                req = build()
                 resp = await self.client.send(req, stream=True)
                 try:
                     if resp.status_code in ok:
