@@ -267,12 +267,13 @@ class S3Driver(StorageDriver):
 
     @staticmethod
     async def _read_capped(resp: httpx.Response, cap: int = MAX_XML) -> bytes:
+        """At most *cap* + one network read of a body (callers refuse what is too long)."""
         out = bytearray()
         async for chunk in resp.aiter_bytes():
             out += chunk
             if len(out) > cap:
                 break
-        return bytes(out[:cap]) if len(out) > cap and cap < MAX_XML else bytes(out)
+        return bytes(out)
 
     # --- objects ------------------------------------------------------------------------
 
@@ -298,16 +299,23 @@ class S3Driver(StorageDriver):
         try:
             if offset and resp.status_code == 200:
                 raise StorageError("S3 ignored the Range header")
+            # Never more than asked for, whatever the server sends.
+            budget = length if length is not None else -1
             # Re-chunk network reads (64 KiB) to *chunk_size* with one join: ~25% faster than
             # httpx's aiter_bytes(chunk_size) on a 64 MiB object.
             pending: list[bytes] = []
             held = 0
             async for piece in resp.aiter_raw():
+                if budget >= 0:
+                    piece = piece[:budget]
+                    budget -= len(piece)
                 pending.append(piece)
                 held += len(piece)
-                if held >= chunk_size:
+                if held >= chunk_size or budget == 0:
                     yield b"".join(pending)
                     pending, held = [], 0
+                if budget == 0:
+                    return
             if pending:
                 yield b"".join(pending)
         except httpx.HTTPError as exc:
@@ -425,14 +433,14 @@ class S3Driver(StorageDriver):
         if tail_key is not None:
             if not isinstance(tail_key, str) or not re.fullmatch(r"tail-[0-9a-f]{32}", tail_key):
                 raise StorageError("corrupt S3 upload state")
-            resp, _ = await self._send("GET", f"{base}/{tail_key}", stream=True)
+            pieces = self.reader(self._unkey(f"{base}/{tail_key}"), 0, tail_size)
             try:
-                tail = await resp.aread()
-            finally:
-                await resp.aclose()
+                tail = b"".join([chunk async for chunk in pieces])
+            except PathNotFound:
+                raise PathNotFound(upload_prefix(upload_id)) from None
             if len(tail) < tail_size:
                 raise PathNotFound(upload_prefix(upload_id))
-            tail = tail[:tail_size]  # bytes a dead request added after this state are dropped
+            # (Bytes a dead request added after this state are past tail_size: not read.)
         elif tail_size:
             raise StorageError("inconsistent S3 upload state")
         elif parts and await self.stat(self._unkey(f"{base}/p/{len(parts):05d}")) is None:
