@@ -505,26 +505,19 @@ async def release_upload_lease(conn: AsyncConnection, upload_id: str, token: str
     )
 
 
-async def stale_uploads(
-    conn: AsyncConnection, idle_before: datetime, limit: int
-) -> list[tuple[str, str]]:
-    """(upload id, repository name) of sessions without progress since *idle_before* that no
-    request holds."""
-    rows = await conn.execute(
-        sa.select(uploads.c.id, repositories.c.name)
-        .select_from(uploads.join(repositories, repositories.c.id == uploads.c.repository_id))
-        .where(
-            uploads.c.updated_at < idle_before,
-            sa.or_(uploads.c.lease_token.is_(None), uploads.c.lease_expires_at < now()),
-        )
-        .order_by(uploads.c.updated_at)
-        .limit(limit)
-    )
-    return [(r.id, r.name) for r in rows]
-
-
 async def delete_upload(conn: AsyncConnection, upload_id: str) -> None:
     await conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+
+
+async def delete_stale_uploads(conn: AsyncConnection, before: datetime) -> int:
+    """Drop upload sessions without progress since *before* that no live request holds."""
+    result = await conn.execute(
+        sa.delete(uploads).where(
+            uploads.c.updated_at < before,
+            sa.or_(uploads.c.lease_token.is_(None), uploads.c.lease_expires_at < now()),
+        )
+    )
+    return int(result.rowcount or 0)
 
 
 async def blob_sizes(conn: AsyncConnection, digests: Sequence[str]) -> dict[str, int]:

@@ -29,7 +29,8 @@ def register_standard_jobs(runner: JobRunner, ctx: ServiceContext, audit: AuditL
         idle = timedelta(
             hours=float(payload.get("idle_hours", config.registry.upload_expiry_hours))
         )
-        return {"purged": await uploads.purge_stale(idle)}
+        sessions, items = await uploads.purge_abandoned(idle)
+        return {"sessions": sessions, "storage_items": items}
 
     async def prune_jobs(payload: dict[str, Any]) -> dict[str, int]:
         before = datetime.now(UTC) - timedelta(days=config.jobs.keep_finished_days)

@@ -357,23 +357,17 @@ class UploadService:
         s = await self._open(repo, upload_id)
         await self._discard(s)
 
-    async def purge_stale(self, idle: timedelta, limit: int = 500) -> int:
-        """Cancel sessions without progress for *idle* (clients that gave up): their partial
-        data is deleted and their URLs answer BLOB_UPLOAD_UNKNOWN. Returns how many went."""
-        async with self.ctx.engine.connect() as conn:
-            stale = await q.stale_uploads(conn, q.now() - idle, limit)
-        purged = 0
-        for upload_id, repo in stale:
-            try:
-                await self.cancel(repo, upload_id)
-            except RangeInvalid:
-                continue  # a request took it up just now: not abandoned after all
-            except UploadUnknown:
-                # Its data is already gone (or another node purged it): drop the row.
-                async with self.ctx.write_engine.begin() as conn:
-                    await q.delete_upload(conn, upload_id)
-            purged += 1
-        return purged
+    async def purge_abandoned(self, older_than: timedelta) -> tuple[int, int]:
+        """Forget sessions without progress for *older_than*, then remove what such sessions
+        left in the store (on S3: staging objects and unfinished multipart uploads). For a
+        periodic job; returns (sessions dropped, storage items removed)."""
+        async with self.ctx.write_engine.begin() as conn:
+            sessions = await q.delete_stale_uploads(conn, q.now() - older_than)
+        try:
+            items = await self.ctx.storage.cleanup_abandoned(older_than)
+        except StorageError as exc:
+            raise Unavailable(f"storage error: {exc}") from exc
+        return sessions, items
 
     async def monolithic(self, repo: str, digest: Digest, body: AsyncIterator[bytes]) -> None:
         """POST ?digest=: the whole blob in one request, no session row."""

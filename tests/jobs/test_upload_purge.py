@@ -19,7 +19,6 @@ def purging_server(tmp_path: Path) -> Iterator[MoorageServer]:
         tmp_path / "data",
         extra_args=["--no-auth"],
         env={
-            "MOORAGE_REGISTRY_UPLOAD_EXPIRY_HOURS": str(2 / 3600),  # two seconds
             "MOORAGE_JOBS_POLL_SECONDS": "0.2",
         },
     ).start()
@@ -49,17 +48,26 @@ def test_stale_uploads_are_purged_and_live_ones_spared(purging_server: MoorageSe
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         stale = c.post("/v2/jobs/purge/blobs/uploads/").headers["location"]
         assert c.patch(stale, content=b"x" * 1000).status_code == 202
-        time.sleep(3)
+        time.sleep(12)
         live = c.post("/v2/jobs/purge/blobs/uploads/").headers["location"]
         assert c.patch(live, content=b"y" * 10).status_code == 202
 
         upload_dirs = list((srv.data_dir / "storage" / "uploads").iterdir())
         assert len(upload_dirs) == 2
-        r = moorage_cli(srv, "jobs", "run", "uploads.purge_stale")
+        # Idle for 6 s: the stale session (12 s) goes, the live one must still be fresh when the
+        # job runs (a CLI start and one poll later).
+        r = moorage_cli(
+            srv,
+            "jobs",
+            "run",
+            "uploads.purge_stale",
+            "--payload",
+            '{"idle_hours": %r}' % (6 / 3600),
+        )
         assert r.returncode == 0, r.stderr
         line = _wait_for_job(srv, r.stdout.split()[2])
 
-        assert '"purged": 1' in line, line
+        assert '"sessions": 1' in line and '"storage_items": 1' in line, line
         gone = c.get(stale)
         assert gone.status_code == 404 and error_code(gone) == "BLOB_UPLOAD_UNKNOWN"
         assert c.get(live).status_code == 204
