@@ -87,7 +87,9 @@ class Moorage:
             self.resolver = PrincipalResolver(self.access, self.sessions)
             self.catalog = CatalogService(self.ctx, self.access)
             self.management = ManagementService(self.ctx, self.access, self.audit, self.sessions)
-            self.api = ManagementAPI(self.ctx, self.access, self.audit)
+            self.api = ManagementAPI(
+                self.ctx, self.access, self.audit, self.resolver, self.catalog, self.management
+            )
             self._background.append(asyncio.create_task(self._purge_sessions_periodically()))
         self.registry = RegistryAPI(self.ctx, policy, self.audit)
 
@@ -202,7 +204,7 @@ class Moorage:
             await self.registry(scope, receive, send)  # type: ignore[arg-type]
         elif path in ("/auth/token", "/auth/jwks.json") and self.token_endpoint is not None:
             await self.token_endpoint(scope, receive, send)  # type: ignore[arg-type]
-        elif path.startswith("/api/v1/") and self.api is not None:
+        elif (path == "/api/v1" or path.startswith("/api/v1/")) and self.api is not None:
             await self.api(scope, receive, send)
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})

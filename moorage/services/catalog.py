@@ -1,7 +1,7 @@
 """Read models for the REST API and the web UI: repositories, tags, images, statistics.
 
-Every read is filtered by what the caller may pull (AccessService: the registry's rules). A
-repository the caller may not read is reported as missing, so that private names do not leak.
+Every read is filtered by what the caller may pull (AccessService: the registry's rules). As on
+/v2, a refusal (Denied) comes before the existence check, so it does not reveal private names.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..oci.digest import Digest
 from ..oci.names import valid_name, valid_tag
 from ..storage.base import blob_path
 from .context import ServiceContext
-from .errors import Invalid, Missing
+from .errors import Denied, Invalid, Missing
 from .models import (
     Dashboard,
     DayActivity,
@@ -144,12 +144,13 @@ class CatalogService:
     # --- authorization ----------------------------------------------------------------------
 
     async def readable(self, p: Principal, name: str) -> frozenset[str]:
-        """The caller's actions on a repository they may pull; Missing otherwise."""
+        """The caller's actions on a repository they may pull; Denied otherwise."""
         if not valid_name(name):
             raise Invalid("repository", f"invalid repository name {name[:300]!r}")
         actions = await self.access.allowed_actions(p, name)
         if PULL not in actions:
-            raise Missing(f"no repository {name}")
+            # As on /v2: refused before existence is checked, so a refusal reveals nothing.
+            raise Denied(f"pulling from {name} is not allowed")
         return actions
 
     async def _repo(self, p: Principal, name: str) -> tuple[cq.RepositoryRow, frozenset[str]]:

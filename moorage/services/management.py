@@ -18,7 +18,7 @@ from ..audit import AuditEvent, AuditLog
 from ..auth import admin
 from ..auth.passwords import hash_password, hash_secret, new_secret, verify_password
 from ..auth.pat import PAT_SCOPES, expiry
-from ..auth.scopes import ADMIN, DELETE, PULL
+from ..auth.scopes import ADMIN, DELETE
 from ..auth.service import AccessService, Principal
 from ..auth.sessions import SessionStore
 from ..db import access_queries as aq
@@ -111,8 +111,6 @@ class ManagementService:
     async def _repo_action(self, c: Caller, repo: str, action: str) -> None:
         admin.validate_repository(repo)
         actions = await self.access.allowed_actions(c.principal, repo)
-        if PULL not in actions and action not in actions:
-            raise Missing(f"no repository {repo}")
         if action not in actions:
             raise Denied(f"this needs the {action} right on {repo}")
 
