@@ -25,7 +25,7 @@ from ..audit.store import AuditFilter, query_events
 from ..auth.resolver import CSRFRejected, PrincipalResolver, client_addr
 from ..auth.service import AccessService, AuthFailed, LockedOut
 from ..auth.service import Unavailable as AuthUnavailable
-from ..services.catalog import CatalogService, check_limit, decode_cursor, page_of
+from ..services.catalog import CatalogService, check_limit, decode_cursor, page_of, valid_digest
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, NotFound, ServiceError
 from ..services.management import Caller, ManagementService
@@ -346,7 +346,12 @@ class ManagementAPI:
         return await self.catalog.image(c.principal, c.path["repository"], c.path["reference"])
 
     async def delete_manifest(self, c: Call) -> None:
-        await self.m.delete_manifest(c.caller, c.path["repository"], c.path["reference"])
+        ref = c.path["reference"]
+        if not valid_digest(ref):
+            raise APIError(
+                400, "INVALID", "delete a manifest by digest (tags: /-/tags/)", "reference"
+            )
+        await self.m.delete_manifest(c.caller, c.path["repository"], ref)
 
     async def referrers(self, c: Call) -> Any:
         q: s.ReferrerQuery = c.query
