@@ -127,26 +127,6 @@ async def namespace_has_repositories(conn: AsyncConnection, namespace: str) -> b
     return (await conn.execute(q)).first() is not None
 
 
-async def org_permissions(conn: AsyncConnection, org_id: int) -> list[dict[str, Any]]:
-    team_org = organizations.alias("team_org")
-    q = (
-        sa.select(permissions.c.role, users.c.username, teams.c.name, team_org.c.name)
-        .select_from(
-            permissions.outerjoin(users, users.c.id == permissions.c.user_id)
-            .outerjoin(teams, teams.c.id == permissions.c.team_id)
-            .outerjoin(team_org, team_org.c.id == teams.c.organization_id)
-        )
-        .where(permissions.c.organization_id == org_id)
-    )
-    out: list[dict[str, Any]] = []
-    for role, username, team, org in await conn.execute(q):
-        if username is not None:
-            out.append({"user": username, "role": role})
-        else:
-            out.append({"team": f"{org}/{team}", "role": role})
-    return sorted(out, key=lambda d: (d.get("user") or "", d.get("team") or ""))
-
-
 # --- teams ----------------------------------------------------------------------------------
 
 

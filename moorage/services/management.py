@@ -273,7 +273,7 @@ class ManagementService:
     async def organization_permissions(self, c: Caller, org: str) -> list[Grant]:
         await self._existing_org_admin(c, org)
         async with self.ctx.engine.connect() as conn:
-            rows = await mq.org_permissions(conn, await admin.org_id_in(conn, org))
+            rows = await aq.organization_permissions(conn, await admin.org_id_in(conn, org))
         return [Grant(**r) for r in rows]
 
     async def set_organization_permission(
