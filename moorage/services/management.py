@@ -267,7 +267,7 @@ class ManagementService:
             org_id = await admin.org_id_in(conn, org)
             if await mq.namespace_has_repositories(conn, org):
                 raise Conflict(f"organization {org} still has repositories; delete them first")
-            await mq.delete_org(conn, org_id)
+            await mq.delete_org(conn, org_id, org)
         await self._audit(c, "organization.delete", details={"organization": org})
 
     async def organization_permissions(self, c: Caller, org: str) -> list[Grant]:
@@ -499,7 +499,9 @@ class ManagementService:
             row = await admin.user_in(conn, username)
             if row.id == c.principal.id:
                 raise Conflict("you cannot delete your own account")
-            await mq.delete_user(conn, row.id)
+            if await mq.namespace_has_repositories(conn, username):
+                raise Conflict(f"{username} still has repositories; delete them first")
+            await mq.delete_user(conn, row.id, username)
         await self._audit(c, "user.delete", details={"user": username})
 
     # --- robots -----------------------------------------------------------------------------
