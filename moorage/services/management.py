@@ -19,8 +19,8 @@ from ..auth import admin
 from ..auth.passwords import hash_password, hash_secret, new_secret, verify_password
 from ..auth.pat import PAT_SCOPES, expiry
 from ..auth.scopes import ADMIN, DELETE
-from ..auth.service import AccessService, Principal
-from ..auth.sessions import SessionStore
+from ..auth.service import ANONYMOUS, AccessService, AuthFailed, Principal
+from ..auth.sessions import Session, SessionStore
 from ..db import access_queries as aq
 from ..db import catalog_queries as cq
 from ..db import management_queries as mq
@@ -128,6 +128,40 @@ class ManagementService:
                 if org in await mq.user_org_names(conn, p.id):
                     return
         raise Denied(f"organization {org} is visible to its members only")
+
+    # --- web sessions (the UI's login form) -------------------------------------------------
+
+    async def login(
+        self, username: str, password: str, client_addr: str, user_agent: str | None
+    ) -> tuple[str, Session]:
+        """Check a user's password (with the registry's lockout) and open a web session:
+        (cookie value for SESSION_COOKIE, session). Robots and tokens cannot open sessions.
+        Raises AuthFailed / LockedOut / Unavailable (moorage.auth.service). Audited."""
+        from ..auth.pat import looks_like_pat
+
+        anonymous = Caller(ANONYMOUS, client_addr, user_agent)
+        try:
+            if "+" in username or looks_like_pat(password):
+                raise AuthFailed("web sessions are for users and their passwords")
+            principal = await self.access.login(username, password, client_addr)
+        except AuthFailed:
+            await self._audit(
+                anonymous,
+                "login.failed",
+                result="failure",
+                details={"username": username[:200], "via": "web"},
+            )
+            raise
+        assert principal.id is not None
+        cookie, session = await self.sessions.create(principal.id, client_addr, user_agent)
+        await self._audit(
+            Caller(principal, client_addr, user_agent), "login", details={"via": "web"}
+        )
+        return cookie, session
+
+    async def logout(self, c: Caller, cookie_value: str) -> None:
+        if await self.sessions.delete(cookie_value):
+            await self._audit(c, "logout", details={"via": "web"})
 
     # --- repositories -----------------------------------------------------------------------
 

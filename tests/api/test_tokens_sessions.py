@@ -282,3 +282,33 @@ def test_skopeo_pushes_and_pulls_with_a_token(
         timeout=120,
     )
     assert refused.returncode != 0
+
+
+def test_login_and_logout_over_the_api(world: World, admin: httpx.Client) -> None:
+    user = world.users["repoadmin"]
+    with httpx.Client(base_url=world.server.url) as c:
+        err(c.post(f"{API}/session", json={"username": user, "password": "wrong-password"}), 401)
+        err(
+            c.post(f"{API}/session", json={"username": world.robot[0], "password": world.robot[1]}),
+            401,
+        )
+        err(c.post(f"{API}/session", json={"username": user}), 422, "password")
+        r = c.post(f"{API}/session", json={"username": user, "password": PASSWORD})
+        info = ok(r, 201)
+        cookie = r.headers["set-cookie"]
+        assert "moorage_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert "Secure" not in cookie  # plain HTTP here; set on TLS
+        assert ok(c.get(f"{API}/user"))["username"] == user and info["username"] == user
+        err(c.delete(f"{API}/session"), 403)  # a change: needs the CSRF token
+        ok(c.delete(f"{API}/session", headers={"X-CSRF-Token": info["csrf_token"]}), 204)
+        err(c.get(f"{API}/user"), 401)
+    with world.client("reader") as c:
+        err(c.delete(f"{API}/session"), 401)  # Basic callers have no session to end
+    events = ok(admin.get(f"{API}/audit", params={"actor": user, "limit": 1000}))["events"]
+    assert {"login", "logout"} <= {e["action"] for e in events}
+    failed = ok(admin.get(f"{API}/audit", params={"action": "login.failed", "limit": 1000}))[
+        "events"
+    ]
+    assert any(
+        e["details"].get("username") == user and e["details"].get("via") == "web" for e in failed
+    )
