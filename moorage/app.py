@@ -21,7 +21,9 @@ from .api.app import ManagementAPI
 from .audit import AuditEvent, AuditLog
 from .auth.endpoint import TokenEndpoint
 from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
+from .auth.resolver import PrincipalResolver
 from .auth.service import AccessService, Principal
+from .auth.sessions import SessionStore
 from .auth.tokens import TokenService
 from .config import Config, load_config
 from .db.engine import create_engine, writer
@@ -31,7 +33,9 @@ from .jobs.tasks import register_standard_jobs
 from .logs import request_id, setup_logging
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
+from .services.catalog import CatalogService
 from .services.context import ServiceContext
+from .services.management import ManagementService
 from .storage.base import StorageDriver, StorageError
 from .storage.filesystem import FilesystemDriver
 
@@ -77,6 +81,11 @@ class Moorage:
         self.audit: AuditLog | None = None
         self.api: ManagementAPI | None = None
         self.jobs: JobRunner | None = None
+        # Shared by the REST API and the web UI (set when access control is on).
+        self.sessions: SessionStore | None = None
+        self.resolver: PrincipalResolver | None = None
+        self.catalog: CatalogService | None = None
+        self.management: ManagementService | None = None
         self._background: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
@@ -86,18 +95,24 @@ class Moorage:
         self.ctx = ServiceContext(self.config, engine, writer(engine), storage, hot)
         self.audit = AuditLog(self.ctx.write_engine, self.config.audit)
         await self.audit.start()
-        self.jobs = JobRunner(self.ctx.write_engine, self.config.jobs)
-        register_standard_jobs(self.jobs, self.ctx, self.audit)
-        if self.config.jobs.enabled:
-            self.jobs.start()
         policy: AccessPolicy = OpenAccess()
         if self.config.auth.enabled:
             self.access = build_access_service(self.config, self.ctx)
             await self.access.tokens.ensure_key()
             policy = RBACPolicy(self.access, self.config.auth, self._audit_v2_login_failure)
             self.token_endpoint = TokenEndpoint(self.access, self._audit_login)
-            self.api = ManagementAPI(self.ctx, self.access, self.audit)
+            self.sessions = SessionStore(self.ctx.write_engine, self.config.auth.session)
+            self.resolver = PrincipalResolver(self.access, self.sessions)
+            self.catalog = CatalogService(self.ctx, self.access)
+            self.management = ManagementService(self.ctx, self.access, self.audit, self.sessions)
+            self.api = ManagementAPI(
+                self.ctx, self.access, self.audit, self.resolver, self.catalog, self.management
+            )
         self.registry = RegistryAPI(self.ctx, policy, self.audit)
+        self.jobs = JobRunner(self.ctx.write_engine, self.config.jobs)
+        register_standard_jobs(self.jobs, self.ctx, self.audit, self.sessions)
+        if self.config.jobs.enabled:
+            self.jobs.start()
 
     async def _audit_v2_login_failure(self, request: Request) -> None:
         """Bad Basic credentials or a refused token presented directly on /v2."""
@@ -164,7 +179,8 @@ class Moorage:
             await self._route(scope, receive, send_wrapper)
         except Exception as exc:  # last resort: never a traceback to the client
             if status_holder[0] == 0:
-                await _send_error(send_wrapper, _unexpected(exc, scope))
+                api = str(scope["path"]).startswith("/api/")
+                await _send_error(send_wrapper, _unexpected(exc, scope), api)
             else:
                 log.error("error after response started: %s", exc)
         finally:
@@ -192,7 +208,7 @@ class Moorage:
             await self.registry(scope, receive, send)  # type: ignore[arg-type]
         elif path in ("/auth/token", "/auth/jwks.json") and self.token_endpoint is not None:
             await self.token_endpoint(scope, receive, send)  # type: ignore[arg-type]
-        elif path.startswith("/api/v1/") and self.api is not None:
+        elif (path == "/api/v1" or path.startswith("/api/v1/")) and self.api is not None:
             await self.api(scope, receive, send)
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})
@@ -262,12 +278,18 @@ def _unexpected(exc: Exception, scope: Scope) -> RegistryError:
     return RegistryError("UNKNOWN", "internal error; see the server log for this request id")
 
 
-async def _send_error(send: Send, err: RegistryError) -> None:
+async def _send_error(send: Send, err: RegistryError, api: bool = False) -> None:
+    """The last-resort answer, in the format of the API the client called (/v2's errors list,
+    or /api/v1's ``{"error": {...}}``)."""
     headers = [
         (b"content-type", b"application/json"),
         (API_VERSION_HEADER[0].lower().encode(), API_VERSION_HEADER[1].encode()),
     ] + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-    body = err.body()
+    body = (
+        json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
+        if api
+        else err.body()
+    )
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

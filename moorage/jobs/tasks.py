@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..audit.log import AuditLog
+from ..auth.sessions import SessionStore
 from ..db import job_queries
 from ..services.context import ServiceContext
 from ..services.uploads import UploadService
@@ -18,10 +19,16 @@ from .runner import JobRunner
 PURGE_UPLOADS = "uploads.purge_stale"
 PRUNE_AUDIT = "audit.prune"
 PRUNE_JOBS = "jobs.prune"
-KNOWN_KINDS = frozenset({PURGE_UPLOADS, PRUNE_AUDIT, PRUNE_JOBS})
+PURGE_SESSIONS = "sessions.purge_expired"
+KNOWN_KINDS = frozenset({PURGE_UPLOADS, PRUNE_AUDIT, PRUNE_JOBS, PURGE_SESSIONS})
 
 
-def register_standard_jobs(runner: JobRunner, ctx: ServiceContext, audit: AuditLog | None) -> None:
+def register_standard_jobs(
+    runner: JobRunner,
+    ctx: ServiceContext,
+    audit: AuditLog | None,
+    sessions: SessionStore | None = None,
+) -> None:
     config = ctx.config
     uploads = UploadService(ctx)
 
@@ -52,3 +59,13 @@ def register_standard_jobs(runner: JobRunner, ctx: ServiceContext, audit: AuditL
         retention = config.audit.retention
         if retention.max_age_days or retention.max_events:
             runner.schedule(PRUNE_AUDIT, timedelta(minutes=10))
+
+    if sessions is not None:
+        session_store = sessions
+
+        async def purge_sessions(_payload: dict[str, Any]) -> dict[str, int]:
+            # Expired sessions are refused on lookup already; this keeps the table small.
+            return {"deleted": await session_store.purge_expired()}
+
+        runner.register(PURGE_SESSIONS, purge_sessions)
+        runner.schedule(PURGE_SESSIONS, timedelta(minutes=15))
