@@ -141,10 +141,15 @@ def when(value: datetime | str | None) -> str:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return value
+            return str(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``3 tags``, ``1 tag``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def short_digest(digest: str | None) -> str:
@@ -176,6 +181,7 @@ def make_templates(static: StaticFiles) -> Environment:
     env.filters["size"] = human_size
     env.filters["when"] = when
     env.filters["short"] = short_digest
+    env.filters["count"] = count
     env.globals["static"] = static.url
     env.globals["query"] = query
     return env

@@ -1,0 +1,200 @@
+"""The web UI over plain HTTP: headers, redirects, CSRF refusals, escaping, sessions, 404s."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_PASSWORD, MoorageServer
+
+from .conftest import csrf_from, login_http
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+
+
+def assert_secure_headers(r: httpx.Response) -> None:
+    assert r.headers.get("content-security-policy") == CSP, r.headers
+    assert r.headers.get("x-content-type-options") == "nosniff"
+    assert r.headers.get("referrer-policy") == "same-origin"
+
+
+@pytest.fixture
+def anon(ui_server: MoorageServer) -> httpx.Client:
+    with httpx.Client(base_url=ui_server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(ui_server: MoorageServer) -> httpx.Client:
+    with login_http(ui_server) as c:
+        yield c
+
+
+def test_anonymous_visitors_are_sent_to_the_login_form(anon: httpx.Client) -> None:
+    r = anon.get("/")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert_secure_headers(r)
+    r = anon.get("/ui/repositories?q=x")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login?next=/ui/repositories%3Fq%3Dx"
+    page = anon.get("/login")
+    assert page.status_code == 200
+    assert_secure_headers(page)
+    assert 'name="username"' in page.text and 'name="password"' in page.text
+    cookie = page.headers["set-cookie"].lower()
+    assert "moorage_login_csrf=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_basic_credentials_do_not_sign_in_to_the_ui(anon: httpx.Client) -> None:
+    """Browsers replay cached Basic credentials on forged cross-site posts: the UI ignores them."""
+    basic = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+    r = anon.get("/", headers={"Authorization": f"Basic {basic}"})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+def test_login_needs_the_form_token(anon: httpx.Client) -> None:
+    creds = {"username": "admin", "password": ADMIN_PASSWORD}
+    assert anon.post("/login", data=creds).status_code == 403
+    form = anon.get("/login")
+    token = csrf_from(form.text)
+    r = anon.post("/login", data={**creds, "csrf_token": token[:-2] + "xx"})
+    assert r.status_code == 403 and "moorage_session" not in anon.cookies
+    # The right value in the field but a cookie the server never signed: refused too.
+    anon.cookies.set("moorage_login_csrf", "forged.0000", path="/login")
+    r = anon.post("/login", data={**creds, "csrf_token": "forged.0000"})
+    assert r.status_code == 403 and "moorage_session" not in anon.cookies
+
+
+def test_login_errors_do_not_say_whether_the_user_exists(anon: httpx.Client) -> None:
+    bodies = []
+    for username in ("admin", "no-such-user-anywhere"):
+        token = csrf_from(anon.get("/login").text)
+        r = anon.post(
+            "/login", data={"username": username, "password": "wrong-pw", "csrf_token": token}
+        )
+        assert r.status_code == 401
+        assert "Wrong username or password." in r.text
+        bodies.append(r.text.replace(username, "NAME").replace(token, ""))
+    strip = [b.split('name="csrf_token" value="')[0] for b in bodies]
+    assert strip[0] == strip[1]
+
+
+def test_session_cookie_flags_and_logout_ends_the_session(ui_server: MoorageServer) -> None:
+    c = httpx.Client(base_url=ui_server.url, timeout=60)
+    form = c.get("/login")
+    r = c.post(
+        "/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": csrf_from(form.text)},
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    set_cookie = [v for k, v in r.headers.multi_items() if k == "set-cookie"]
+    session = next(v for v in set_cookie if v.startswith("moorage_session="))
+    assert "httponly" in session.lower() and "samesite=lax" in session.lower()
+    assert "secure" not in session.lower()  # plain HTTP here; Secure is set over TLS
+    value = c.cookies["moorage_session"]
+    home = c.get("/")
+    assert home.status_code == 200 and "Dashboard" in home.text
+    # Logout without the token is refused and the session lives on.
+    assert c.post("/logout", data={}).status_code == 403
+    assert c.get("/").status_code == 200
+    r = c.post("/logout", data={"csrf_token": csrf_from(home.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    # The old cookie value is dead on the server, not just dropped by this client.
+    with httpx.Client(base_url=ui_server.url, cookies={"moorage_session": value}) as replay:
+        assert replay.get("/").status_code == 303
+    c.close()
+
+
+def test_login_redirects_only_to_our_own_pages(anon: httpx.Client) -> None:
+    for target, expected in (
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/ui/audit", "/ui/audit"),
+    ):
+        anon.cookies.clear()
+        token = csrf_from(anon.get("/login").text)
+        r = anon.post(
+            "/login",
+            data={
+                "username": "admin",
+                "password": ADMIN_PASSWORD,
+                "csrf_token": token,
+                "next": target,
+            },
+        )
+        assert r.status_code == 303 and r.headers["location"] == expected, target
+
+
+def test_signed_in_forms_refuse_missing_or_wrong_tokens(admin: httpx.Client, unique: str) -> None:
+    name = f"csrf{unique}"
+    token = csrf_from(admin.get("/ui/organizations").text)
+    for data in ({"name": name}, {"name": name, "csrf_token": "wrong" + token[5:]}):
+        r = admin.post("/ui/organizations", data=data)
+        assert r.status_code == 403, r.text
+        assert_secure_headers(r)
+    assert admin.get(f"/ui/organizations/{name}").status_code == 404
+    r = admin.post("/ui/organizations", data={"name": name, "csrf_token": token})
+    assert r.status_code == 303
+    assert admin.get(f"/ui/organizations/{name}").status_code == 200
+
+
+def test_values_are_escaped(admin: httpx.Client, unique: str) -> None:
+    org = f"esc{unique}"
+    token = csrf_from(admin.get("/ui/organizations").text)
+    evil = '<script>alert("org")</script>'
+    r = admin.post(
+        "/ui/organizations", data={"name": org, "description": evil, "csrf_token": token}
+    )
+    assert r.status_code == 303
+    page = admin.get(f"/ui/organizations/{org}")
+    assert "&lt;script&gt;alert(&#34;org&#34;)&lt;/script&gt;" in page.text
+    assert evil not in page.text
+    # Hostile text in a query string is escaped in the filter form too.
+    r = admin.get("/ui/repositories", params={"q": '"><img src=x onerror=alert(1)>'})
+    assert r.status_code == 200
+    assert "<img src=x" not in r.text and "&lt;img src=x onerror=alert(1)&gt;" in r.text
+
+
+def test_unknown_pages_are_404_pages(admin: httpx.Client, anon: httpx.Client) -> None:
+    for path in ("/ui/no-such-page", "/ui/repositories/no/such/repo", "/ui/organizations/nope0"):
+        r = admin.get(path)
+        assert r.status_code == 404, path
+        assert "text/html" in r.headers["content-type"]
+        assert_secure_headers(r)
+    r = admin.get("/ui/repositories/x/manifests/sha256:" + "0" * 64)
+    assert r.status_code == 404
+
+
+def test_static_files_are_cached_and_typed(anon: httpx.Client) -> None:
+    page = anon.get("/login").text
+    href = page.split('<link rel="stylesheet" href="')[1].split('"')[0]
+    r = anon.get(href)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/css")
+    assert "immutable" in r.headers["cache-control"]
+    assert_secure_headers(r)
+    assert anon.get(href, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    js = anon.get("/static/ui/ui.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert anon.get("/static/ui/../app.py").status_code == 404
+    assert anon.get("/static/ui/nothing.css").status_code == 404
+    # No inline script or style anywhere in a page: the CSP forbids them.
+    assert "<script>" not in page and "style=" not in page and "<style" not in page
+
+
+def test_non_admins_cannot_open_admin_pages(ui_server: MoorageServer, unique: str) -> None:
+    from tests.conftest import admin_cli
+
+    name = f"plain{unique}"
+    admin_cli(ui_server, "create-user", name, "--password-stdin", stdin="plain-password-1\n")
+    with login_http(ui_server, name, "plain-password-1") as c:
+        for path in ("/ui/audit", "/ui/users"):
+            assert c.get(path).status_code == 403, path
+        token = csrf_from(c.get("/").text)
+        r = c.post("/ui/organizations", data={"name": f"x{unique}", "csrf_token": token})
+        assert r.status_code == 403
