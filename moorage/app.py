@@ -20,7 +20,9 @@ from .api.app import ManagementAPI
 from .audit import AuditEvent, AuditLog
 from .auth.endpoint import TokenEndpoint
 from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
+from .auth.resolver import PrincipalResolver
 from .auth.service import AccessService, Principal
+from .auth.sessions import SessionStore
 from .auth.tokens import TokenService
 from .config import Config, load_config
 from .db.engine import create_engine, writer
@@ -28,7 +30,9 @@ from .db.hotpath import hot_reads_for
 from .logs import request_id, setup_logging
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
+from .services.catalog import CatalogService
 from .services.context import ServiceContext
+from .services.management import ManagementService
 from .storage.base import StorageDriver, StorageError
 from .storage.filesystem import FilesystemDriver
 
@@ -56,6 +60,11 @@ class Moorage:
         self.token_endpoint: TokenEndpoint | None = None
         self.audit: AuditLog | None = None
         self.api: ManagementAPI | None = None
+        # Shared by the REST API and the web UI (set when access control is on).
+        self.sessions: SessionStore | None = None
+        self.resolver: PrincipalResolver | None = None
+        self.catalog: CatalogService | None = None
+        self.management: ManagementService | None = None
         self._background: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
@@ -74,7 +83,14 @@ class Moorage:
             await self.access.tokens.ensure_key()
             policy = RBACPolicy(self.access, self.config.auth, self._audit_v2_login_failure)
             self.token_endpoint = TokenEndpoint(self.access, self._audit_login)
-            self.api = ManagementAPI(self.ctx, self.access, self.audit)
+            self.sessions = SessionStore(self.ctx.write_engine, self.config.auth.session)
+            self.resolver = PrincipalResolver(self.access, self.sessions)
+            self.catalog = CatalogService(self.ctx, self.access)
+            self.management = ManagementService(self.ctx, self.access, self.audit, self.sessions)
+            self.api = ManagementAPI(
+                self.ctx, self.access, self.audit, self.resolver, self.catalog, self.management
+            )
+            self._background.append(asyncio.create_task(self._purge_sessions_periodically()))
         self.registry = RegistryAPI(self.ctx, policy, self.audit)
 
     async def _audit_v2_login_failure(self, request: Request) -> None:
@@ -112,6 +128,16 @@ class Moorage:
                 await self.audit.prune()
             except Exception as exc:  # noqa: BLE001 - retried next round
                 log.warning("audit retention failed: %s", exc)
+            await asyncio.sleep(every)
+
+    async def _purge_sessions_periodically(self, every: float = 900.0) -> None:
+        """Expired web sessions are refused on lookup; this only keeps the table small."""
+        while True:
+            try:
+                assert self.sessions is not None
+                await self.sessions.purge_expired()
+            except Exception as exc:  # noqa: BLE001 - retried next round
+                log.warning("session purge failed: %s", exc)
             await asyncio.sleep(every)
 
     async def shutdown(self) -> None:
@@ -178,7 +204,7 @@ class Moorage:
             await self.registry(scope, receive, send)  # type: ignore[arg-type]
         elif path in ("/auth/token", "/auth/jwks.json") and self.token_endpoint is not None:
             await self.token_endpoint(scope, receive, send)  # type: ignore[arg-type]
-        elif path.startswith("/api/v1/") and self.api is not None:
+        elif (path == "/api/v1" or path.startswith("/api/v1/")) and self.api is not None:
             await self.api(scope, receive, send)
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})

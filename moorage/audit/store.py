@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db.audit_schema import audit_anchor, audit_events
+from ..db.catalog_queries import bump_counters
 from ..db.engine import writer
 from .events import (
     GENESIS_HASH,
@@ -222,11 +223,41 @@ async def append_in(conn: AsyncConnection, events: Sequence[AuditEvent]) -> list
 
 
 async def append(engine: AsyncEngine, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-    """Append *events* in one transaction; returns the records as stored."""
+    """Append *events* in one transaction; returns the records as stored. The same transaction
+    adds the batch's successful manifest pulls and pushes to the repositories' activity
+    counters, so that counting costs no write on the request path."""
     if not events:
         return []
     async with writer(engine).begin() as conn:
-        return await append_in(conn, events)
+        records = await append_in(conn, events)
+        pulls, pushes = activity(events)
+        if pulls or pushes:
+            await bump_counters(conn, pulls, pushes)
+        return records
+
+
+Counts = dict[str, tuple[int, datetime]]
+
+
+def activity(events: Sequence[AuditEvent]) -> tuple[Counts, Counts]:
+    """Successful manifest pulls and pushes per repository: (count, latest time). An aggregated
+    pull record carries its count (audit.pull_events=aggregate); with sampling, only the
+    recorded share is counted."""
+    pulls: Counts = {}
+    pushes: Counts = {}
+    for e in events:
+        if e.result != "success" or not e.repository:
+            continue
+        if e.action == Action.MANIFEST_PULL:
+            target, n = pulls, e.details.get("count", 1)
+        elif e.action == Action.MANIFEST_PUSH:
+            target, n = pushes, 1
+        else:
+            continue
+        n = n if isinstance(n, int) and n > 0 else 1
+        count, at = target.get(e.repository, (0, e.time))
+        target[e.repository] = (count + n, max(at, e.time))
+    return pulls, pushes
 
 
 # --- reads ---------------------------------------------------------------------------------

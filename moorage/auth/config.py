@@ -34,6 +34,18 @@ class LockoutConfig(_Section):
     duration: int = Field(900, ge=1, description="Lockout once a limit is reached, seconds.")
 
 
+class SessionConfig(_Section):
+    idle_minutes: int = Field(
+        60, ge=1, le=10080, description="A web session ends after this many idle minutes."
+    )
+    max_hours: int = Field(
+        12,
+        ge=1,
+        le=720,
+        description="A web session ends this many hours after login, in use or not.",
+    )
+
+
 class AuthConfig(_Section):
     enabled: bool = Field(
         True,
@@ -51,3 +63,4 @@ class AuthConfig(_Section):
     token: TokenConfig = Field(default_factory=TokenConfig)
     lockout: LockoutConfig = Field(default_factory=LockoutConfig)
     ldap: LDAPConfig = Field(default_factory=LDAPConfig)
+    session: SessionConfig = Field(default_factory=SessionConfig)

@@ -16,10 +16,13 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db import access_queries as aq
+from ..db import catalog_queries as cq
+from ..db.catalog_queries import ReadScope
 from ..db.queries import now
 from ..oci.names import namespace_of
 from .config import AuthConfig
 from .passwords import recently_verified, secret_matches, verify_password
+from .pat import PersonalTokens, looks_like_pat
 from .scopes import ADMIN, DELETE, PULL, PUSH, ROLE_ACTIONS, Scope
 from .tokens import InvalidToken, TokenClaims, TokenService
 
@@ -38,6 +41,14 @@ class Principal:
     # Set when the caller presented a bearer token: what the token grants, nothing more.
     token_scopes: tuple[Scope, ...] | None = None
     token_id: str | None = None
+    # Set when the caller presented a personal access token: its scopes (moorage.auth.pat).
+    pat_scopes: frozenset[str] | None = None
+
+    def may_use_api(self, write: bool) -> bool:
+        """Whether a personal access token's scopes allow this REST call (others: yes)."""
+        if self.pat_scopes is None:
+            return True
+        return ("api:write" if write else "api:read") in self.pat_scopes
 
     @property
     def anonymous(self) -> bool:
@@ -93,6 +104,7 @@ class AccessService:
         self.config = config
         self.tokens = tokens
         self.directory = directory
+        self.pats = PersonalTokens(write_engine)
 
     # --- authentication ---------------------------------------------------------------------
 
@@ -106,8 +118,20 @@ class AccessService:
             username, password = decode_basic(value)
             return await self.login(username, password, client)
         if scheme == "bearer":
+            if looks_like_pat(value.strip()):
+                return await self.from_pat(value.strip())
             return await self.from_token(value.strip())
         raise AuthFailed("unsupported authorization scheme")
+
+    async def from_pat(self, token: str, username: str | None = None) -> Principal:
+        """A personal access token (Bearer, or the password of Basic with its owner's name).
+        No lockout counting: a 256-bit secret cannot be guessed, and a miss costs one read."""
+        owner = await self.pats.verify(token)
+        if owner is None or (username is not None and username.strip() != owner.username):
+            raise AuthFailed("invalid credentials")
+        return Principal(
+            "user", owner.username, owner.user_id, owner.is_admin, pat_scopes=owner.scopes
+        )
 
     async def from_token(self, token: str) -> Principal:
         try:
@@ -149,7 +173,10 @@ class AccessService:
         return Principal("user", user.username, user.id, user.is_admin)
 
     async def login(self, username: str, password: str, client: str) -> Principal:
-        """Check a username/password (or robot name/secret) with lockout; raise AuthFailed."""
+        """Check a username/password (or robot name/secret, or username/personal access
+        token) with lockout; raise AuthFailed."""
+        if looks_like_pat(password):
+            return await self.from_pat(password, username)
         username = username.strip()
         if not username or not password or len(username) > 200:
             raise AuthFailed("invalid credentials")
@@ -313,7 +340,17 @@ class AccessService:
         return await self.role_actions(principal, repository)
 
     async def role_actions(self, principal: Principal, repository: str) -> frozenset[str]:
-        """Actions from roles, robot scopes and visibility (ignores any token)."""
+        """Actions from roles, robot scopes and visibility (ignores any bearer JWT), limited by
+        a personal access token's scopes."""
+        actions = await self._role_actions(principal, repository)
+        if principal.pat_scopes is None:
+            return actions
+        allowed = {a for a in (PULL, PUSH, DELETE) if f"registry:{a}" in principal.pat_scopes}
+        if "api:write" in principal.pat_scopes:
+            allowed.add(ADMIN)
+        return actions & frozenset(allowed)
+
+    async def _role_actions(self, principal: Principal, repository: str) -> frozenset[str]:
         if principal.kind == "user" and principal.is_admin:
             return ALL_ACTIONS
         ns = namespace_of(repository)
@@ -334,6 +371,50 @@ class AccessService:
                 ):
                     actions |= acts
         return frozenset(actions)
+
+    async def organization_actions(self, principal: Principal, org: str) -> frozenset[str]:
+        """Actions on an organization itself (its teams, members, robots, permissions):
+        system admins and holders of a role on it; robots and bearer JWTs none."""
+        if principal.token_scopes is not None or principal.kind != "user":
+            return frozenset()
+        if principal.is_admin:
+            actions: frozenset[str] = ALL_ACTIONS
+        else:
+            assert principal.id is not None
+            got: set[str] = set()
+            async with self.engine.connect() as conn:
+                for role in await aq.org_roles_for_user(conn, principal.id, org):
+                    got |= ROLE_ACTIONS.get(role, frozenset())
+            actions = frozenset(got)
+        if principal.pat_scopes is not None and "api:write" not in principal.pat_scopes:
+            actions &= frozenset({PULL})
+        return actions
+
+    async def read_scope(self, principal: Principal) -> ReadScope:
+        """The repositories *principal* may pull, as a filter for listings (the same rules as
+        ``allowed_actions``: admin, personal namespace, roles, robot access, visibility)."""
+        public = not principal.anonymous or self.config.anonymous_access
+        if principal.token_scopes is not None:
+            names = {
+                s.name
+                for s in principal.token_scopes
+                if s.type == "repository" and PULL in s.actions
+            }
+            return ReadScope(repositories=frozenset(names))
+        if principal.pat_scopes is not None and "registry:pull" not in principal.pat_scopes:
+            return ReadScope()  # as role_actions: reading content needs registry:pull
+        if principal.kind == "user" and principal.is_admin:
+            return ReadScope(all=True)
+        if principal.kind == "robot":
+            ns = {n for k, n, a in principal.robot_access if k == "organization" and PULL in a}
+            repos = {n for k, n, a in principal.robot_access if k == "repository" and PULL in a}
+            return ReadScope(False, public, frozenset(ns), frozenset(repos))
+        if principal.kind == "user" and principal.id is not None:
+            async with self.engine.connect() as conn:
+                orgs, repos = await cq.user_grant_targets(conn, principal.id)
+            orgs.add(principal.name)
+            return ReadScope(False, public, frozenset(orgs), frozenset(repos))
+        return ReadScope(public=public)
 
     async def grant(self, principal: Principal, requested: list[Scope]) -> list[Scope]:
         """The token grant: for each requested scope, requested ∩ allowed — never more."""

@@ -222,6 +222,17 @@ async def roles_for_user(
     return [r[0] for r in await conn.execute(q)]
 
 
+async def org_roles_for_user(conn: AsyncConnection, user_id: int, org: str) -> list[str]:
+    """Roles the user holds on the organization itself, directly or through teams."""
+    my_teams = sa.select(team_members.c.team_id).where(team_members.c.user_id == user_id)
+    org_id = sa.select(organizations.c.id).where(organizations.c.name == org)
+    q = sa.select(permissions.c.role).where(
+        permissions.c.organization_id == org_id.scalar_subquery(),
+        sa.or_(permissions.c.user_id == user_id, permissions.c.team_id.in_(my_teams)),
+    )
+    return [r[0] for r in await conn.execute(q)]
+
+
 async def repository_visibility(conn: AsyncConnection, name: str) -> str | None:
     return (
         await conn.execute(sa.select(repositories.c.visibility).where(repositories.c.name == name))

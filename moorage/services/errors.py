@@ -70,3 +70,34 @@ class Unavailable(ServiceError):
     """A dependency (database, store) failed; the client should retry."""
 
     code = "UNAVAILABLE"
+
+
+# --- management (REST API and web UI) -------------------------------------------------------
+
+
+class Denied(ServiceError):
+    """The caller is authenticated but may not do this."""
+
+    code = "DENIED"
+
+
+class Conflict(ServiceError, ValueError):
+    """The change collides with existing state (a name taken, a last admin, ...)."""
+
+    code = "CONFLICT"
+
+
+class Invalid(ServiceError, ValueError):
+    """A field is malformed or out of range; ``field`` names it."""
+
+    code = "INVALID"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, field)
+        self.field = field
+
+
+class Missing(NotFound, ValueError):
+    """A named user, organization, team, robot, token or repository does not exist."""
+
+    code = "NOT_FOUND"

@@ -204,47 +204,47 @@ def test_manage_permissions(world: World, who: str) -> None:
     """The matrix's last column: granting a role on a repository needs its admin role."""
     can = RANK[expected_role(who, "app")] >= 3
     target = world.users["outsider"]
-    url = f"/api/v1/repositories/{world.app}/permissions/users/{target}"
+    url = f"/api/v1/repositories/{world.app}/-/permissions/users/{target}"
     with world.client(who) as c:
         r = c.put(url, json={"role": "read"})
         assert r.status_code == (204 if can else denied_status(who)), r.text
-        listed = c.get(f"/api/v1/repositories/{world.app}/permissions")
+        listed = c.get(f"/api/v1/repositories/{world.app}/-/permissions")
         assert listed.status_code == (200 if can else denied_status(who))
         if can:
-            assert {"user": target, "role": "read"} in listed.json()["permissions"]
+            assert {"user": target, "team": None, "role": "read"} in listed.json()["items"]
     with world.admin() as adm:
         assert adm.delete(url).status_code == 204
-        assert {"user": target, "role": "read"} not in adm.get(
-            f"/api/v1/repositories/{world.app}/permissions"
-        ).json()["permissions"]
+        assert {"user": target, "team": None, "role": "read"} not in adm.get(
+            f"/api/v1/repositories/{world.app}/-/permissions"
+        ).json()["items"]
     with world.client("outsider") as c:
         assert c.get(f"/v2/{world.app}/manifests/base").status_code == 403
 
 
 def test_permission_api_validation(world: World) -> None:
-    url = f"/api/v1/repositories/{world.app}/permissions/users/{world.users['outsider']}"
+    url = f"/api/v1/repositories/{world.app}/-/permissions/users/{world.users['outsider']}"
     with world.admin() as c:
-        assert c.put(url, json={"role": "owner"}).status_code == 400
+        assert c.put(url, json={"role": "owner"}).status_code == 422
         assert c.put(url, content=b"not json").status_code == 400
         assert (
             c.put(
-                f"/api/v1/repositories/{world.app}/permissions/users/nobody-here",
+                f"/api/v1/repositories/{world.app}/-/permissions/users/nobody-here",
                 json={"role": "read"},
             ).status_code
             == 404
         )
         assert c.put(
-            f"/api/v1/repositories/{world.org}/permissions/teams/{world.org}/nosuch",
+            f"/api/v1/repositories/{world.org}/-/permissions/teams/{world.org}/nosuch",
             json={"role": "read"},
         ).status_code in (400, 404)
         r = c.put(
-            f"/api/v1/repositories/{world.app}/permissions/teams/{world.org}/devs",
+            f"/api/v1/repositories/{world.app}/-/permissions/teams/{world.org}/devs",
             json={"role": "admin"},
         )
         assert r.status_code == 204
         assert (
             c.delete(
-                f"/api/v1/repositories/{world.app}/permissions/teams/{world.org}/devs"
+                f"/api/v1/repositories/{world.app}/-/permissions/teams/{world.org}/devs"
             ).status_code
             == 204
         )

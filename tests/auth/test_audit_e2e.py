@@ -235,9 +235,11 @@ def test_administrative_changes_are_recorded(auth_server: MoorageServer) -> None
     admin_cli(auth_server, "revoke-robot", robot)
     admin_cli(auth_server, "set-visibility", f"{org}/app", "public")
     with httpx.Client(base_url=auth_server.url, auth=("admin", ADMIN_PASSWORD)) as c:
-        r = c.put(f"/api/v1/repositories/{org}/app/permissions/users/u{s}", json={"role": "read"})
+        r = c.put(f"/api/v1/repositories/{org}/app/-/permissions/users/u{s}", json={"role": "read"})
         assert r.status_code == 204
-        assert c.delete(f"/api/v1/repositories/{org}/app/permissions/users/u{s}").status_code == 204
+        assert (
+            c.delete(f"/api/v1/repositories/{org}/app/-/permissions/users/u{s}").status_code == 204
+        )
     expected = {
         "user.create": f"u{s}",
         "organization.create": org,

@@ -1,0 +1,214 @@
+"""SQL for the management layer's lists and edits of identities (users, organizations, teams,
+robots, grants). Creation and grants are in access_queries (shared with the command line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .queries import _aware, now
+from .schema import (
+    organizations,
+    permissions,
+    repositories,
+    robots,
+    team_members,
+    teams,
+    users,
+)
+
+
+def _after(col: Any, after: str | None) -> Any:
+    return col > after if after else sa.true()
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+async def list_users(
+    conn: AsyncConnection, query: str | None, after: str | None, limit: int
+) -> list[Any]:
+    q = sa.select(users).where(_after(users.c.username, after))
+    if query:
+        q = q.where(users.c.username.contains(query, autoescape=True))
+    return list(await conn.execute(q.order_by(users.c.username).limit(limit)))
+
+
+async def user_full(conn: AsyncConnection, username: str) -> Any:
+    return (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+
+
+async def update_user(conn: AsyncConnection, user_id: int, values: dict[str, Any]) -> None:
+    await conn.execute(
+        sa.update(users).where(users.c.id == user_id).values(**values, updated_at=now())
+    )
+
+
+async def delete_user(conn: AsyncConnection, user_id: int) -> None:
+    await conn.execute(sa.delete(permissions).where(permissions.c.user_id == user_id))
+    await conn.execute(sa.delete(team_members).where(team_members.c.user_id == user_id))
+    await conn.execute(sa.delete(users).where(users.c.id == user_id))
+
+
+async def count_admins(conn: AsyncConnection) -> int:
+    q = sa.select(sa.func.count()).where(users.c.is_admin.is_(True), users.c.disabled.is_(False))
+    return int((await conn.execute(q)).scalar_one())
+
+
+# --- organizations --------------------------------------------------------------------------
+
+
+def _org_select() -> Any:
+    team_count = (
+        sa.select(sa.func.count())
+        .where(teams.c.organization_id == organizations.c.id)
+        .scalar_subquery()
+    )
+    repo_count = (
+        sa.select(sa.func.count())
+        .where(repositories.c.namespace == organizations.c.name)
+        .scalar_subquery()
+    )
+    return sa.select(
+        organizations, team_count.label("team_count"), repo_count.label("repository_count")
+    )
+
+
+async def list_orgs(
+    conn: AsyncConnection, names: frozenset[str] | None, after: str | None, limit: int
+) -> list[Any]:
+    """Organizations (only *names* unless None), by name."""
+    q = _org_select().where(_after(organizations.c.name, after))
+    if names is not None:
+        q = q.where(organizations.c.name.in_(sorted(names)))
+    return list(await conn.execute(q.order_by(organizations.c.name).limit(limit)))
+
+
+async def org_full(conn: AsyncConnection, name: str) -> Any:
+    return (await conn.execute(_org_select().where(organizations.c.name == name))).first()
+
+
+async def user_org_names(conn: AsyncConnection, user_id: int) -> frozenset[str]:
+    """Organizations the user belongs to: a team member there, or holding a role on it."""
+    via_team = (
+        sa.select(organizations.c.name)
+        .join(teams, teams.c.organization_id == organizations.c.id)
+        .join(team_members, team_members.c.team_id == teams.c.id)
+        .where(team_members.c.user_id == user_id)
+    )
+    direct = (
+        sa.select(organizations.c.name)
+        .join(permissions, permissions.c.organization_id == organizations.c.id)
+        .where(permissions.c.user_id == user_id)
+    )
+    rows = await conn.execute(sa.union(via_team, direct))
+    return frozenset(r[0] for r in rows)
+
+
+async def update_org(conn: AsyncConnection, org_id: int, description: str) -> None:
+    await conn.execute(
+        sa.update(organizations).where(organizations.c.id == org_id).values(description=description)
+    )
+
+
+async def delete_org(conn: AsyncConnection, org_id: int) -> None:
+    tids = sa.select(teams.c.id).where(teams.c.organization_id == org_id)
+    await conn.execute(sa.delete(permissions).where(permissions.c.team_id.in_(tids)))
+    await conn.execute(sa.delete(team_members).where(team_members.c.team_id.in_(tids)))
+    await conn.execute(sa.delete(teams).where(teams.c.organization_id == org_id))
+    await conn.execute(sa.delete(permissions).where(permissions.c.organization_id == org_id))
+    await conn.execute(sa.delete(organizations).where(organizations.c.id == org_id))
+
+
+async def namespace_has_repositories(conn: AsyncConnection, namespace: str) -> bool:
+    q = sa.select(repositories.c.id).where(repositories.c.namespace == namespace).limit(1)
+    return (await conn.execute(q)).first() is not None
+
+
+async def org_permissions(conn: AsyncConnection, org_id: int) -> list[dict[str, Any]]:
+    team_org = organizations.alias("team_org")
+    q = (
+        sa.select(permissions.c.role, users.c.username, teams.c.name, team_org.c.name)
+        .select_from(
+            permissions.outerjoin(users, users.c.id == permissions.c.user_id)
+            .outerjoin(teams, teams.c.id == permissions.c.team_id)
+            .outerjoin(team_org, team_org.c.id == teams.c.organization_id)
+        )
+        .where(permissions.c.organization_id == org_id)
+    )
+    out: list[dict[str, Any]] = []
+    for role, username, team, org in await conn.execute(q):
+        if username is not None:
+            out.append({"user": username, "role": role})
+        else:
+            out.append({"team": f"{org}/{team}", "role": role})
+    return sorted(out, key=lambda d: (d.get("user") or "", d.get("team") or ""))
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+
+async def list_teams(
+    conn: AsyncConnection, org_id: int, after: str | None, limit: int
+) -> list[Any]:
+    q = sa.select(teams).where(teams.c.organization_id == org_id, _after(teams.c.name, after))
+    return list(await conn.execute(q.order_by(teams.c.name).limit(limit)))
+
+
+async def team_row(conn: AsyncConnection, team_id: int) -> Any:
+    return (await conn.execute(sa.select(teams).where(teams.c.id == team_id))).first()
+
+
+async def team_members_of(conn: AsyncConnection, team_ids: list[int]) -> dict[int, list[str]]:
+    if not team_ids:
+        return {}
+    q = (
+        sa.select(team_members.c.team_id, users.c.username)
+        .join(users, users.c.id == team_members.c.user_id)
+        .where(team_members.c.team_id.in_(team_ids))
+        .order_by(users.c.username)
+    )
+    out: dict[int, list[str]] = {tid: [] for tid in team_ids}
+    for tid, name in await conn.execute(q):
+        out[tid].append(name)
+    return out
+
+
+async def update_team(conn: AsyncConnection, team_id: int, description: str) -> None:
+    await conn.execute(
+        sa.update(teams).where(teams.c.id == team_id).values(description=description)
+    )
+
+
+async def delete_team(conn: AsyncConnection, team_id: int) -> None:
+    await conn.execute(sa.delete(permissions).where(permissions.c.team_id == team_id))
+    await conn.execute(sa.delete(team_members).where(team_members.c.team_id == team_id))
+    await conn.execute(sa.delete(teams).where(teams.c.id == team_id))
+
+
+# --- robots ---------------------------------------------------------------------------------
+
+
+async def list_robots(
+    conn: AsyncConnection, namespace: str, after: str | None, limit: int
+) -> list[Any]:
+    q = sa.select(robots).where(robots.c.namespace == namespace, _after(robots.c.name, after))
+    return list(await conn.execute(q.order_by(robots.c.name).limit(limit)))
+
+
+async def robot_full(conn: AsyncConnection, name: str) -> Any:
+    return (await conn.execute(sa.select(robots).where(robots.c.name == name))).first()
+
+
+async def update_robot(conn: AsyncConnection, robot_id: int, values: dict[str, Any]) -> None:
+    await conn.execute(sa.update(robots).where(robots.c.id == robot_id).values(**values))
+
+
+async def delete_robot(conn: AsyncConnection, robot_id: int) -> None:
+    await conn.execute(sa.delete(robots).where(robots.c.id == robot_id))
+
+
+def aware(value: Any) -> Any:
+    return _aware(value)
