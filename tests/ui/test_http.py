@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import ssl
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, MoorageServer
+from tests.conftest import ADMIN_PASSWORD, MoorageServer, admin_cli, stop_process
+from tests.test_operation import _free, _self_signed, _start_raw
 
 from .conftest import csrf_from, login_http
 
@@ -188,8 +192,6 @@ def test_static_files_are_cached_and_typed(anon: httpx.Client) -> None:
 
 
 def test_non_admins_cannot_open_admin_pages(ui_server: MoorageServer, unique: str) -> None:
-    from tests.conftest import admin_cli
-
     name = f"plain{unique}"
     admin_cli(ui_server, "create-user", name, "--password-stdin", stdin="plain-password-1\n")
     with login_http(ui_server, name, "plain-password-1") as c:
@@ -198,3 +200,95 @@ def test_non_admins_cannot_open_admin_pages(ui_server: MoorageServer, unique: st
         token = csrf_from(c.get("/").text)
         r = c.post("/ui/organizations", data={"name": f"x{unique}", "csrf_token": token})
         assert r.status_code == 403
+
+
+def _login_attempt(c: httpx.Client, username: str, password: str) -> httpx.Response:
+    token = csrf_from(c.get("/login").text)
+    return c.post("/login", data={"username": username, "password": password, "csrf_token": token})
+
+
+def test_the_lockout_rules_apply_to_the_login_form(ui_server: MoorageServer, unique: str) -> None:
+    name = f"lock{unique}"
+    admin_cli(ui_server, "create-user", name, "--password-stdin", stdin="right-password-1\n")
+    with httpx.Client(base_url=ui_server.url, timeout=60) as c:
+        for _ in range(10):  # auth.lockout.account_limit
+            assert _login_attempt(c, name, "wrong-password").status_code == 401
+        r = _login_attempt(c, name, "right-password-1")
+        assert r.status_code == 429 and "Too many failed sign-ins" in r.text
+        assert "moorage_session" not in c.cookies
+
+
+def test_users_are_managed_from_the_ui(ui_server: MoorageServer, unique: str) -> None:
+    name = f"ui{unique}"
+    with login_http(ui_server) as admin:
+        token = csrf_from(admin.get("/ui/users").text)
+        r = admin.post(
+            "/ui/users",
+            data={"username": name, "password": "first-password-1", "csrf_token": token},
+        )
+        assert r.status_code == 303
+        assert name in admin.get("/ui/users").text
+        # Validation errors come back as a page saying what to fix, not a 500.
+        r = admin.post(
+            "/ui/users", data={"username": "Bad Name!", "password": "x", "csrf_token": token}
+        )
+        assert r.status_code == 400 and "username" in r.text
+    with login_http(ui_server, name, "first-password-1") as user:
+        token = csrf_from(user.get("/ui/account").text)
+        r = user.post(
+            "/ui/account/password",
+            data={
+                "current_password": "first-password-1",
+                "new_password": "second-password-2",
+                "csrf_token": token,
+            },
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert user.get("/").status_code == 303  # the password change ended the session
+    with login_http(ui_server, name, "second-password-2"):
+        pass
+    with login_http(ui_server) as admin:
+        token = csrf_from(admin.get("/ui/users").text)
+        r = admin.post(f"/ui/users/{name}", data={"disabled": "true", "csrf_token": token})
+        assert r.status_code == 303
+    with httpx.Client(base_url=ui_server.url, timeout=60) as c:
+        r = _login_attempt(c, name, "second-password-2")
+        assert r.status_code == 401 and "Wrong username or password." in r.text
+
+
+def test_the_session_cookie_is_secure_over_tls(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    srv = MoorageServer(
+        tmp_path / "data",
+        extra_args=["--tls-cert", str(cert), "--tls-key", str(key)],
+        env={"MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )
+    srv.port = _free()
+    proc = _start_raw(srv)
+    try:
+        tls = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=tls) as c:
+            for _ in range(150):  # the server is starting: wait until it answers
+                try:
+                    form = c.get("/login")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            else:
+                raise AssertionError("the TLS server did not answer")
+            assert "secure" in form.headers["set-cookie"].lower()
+            r = c.post(
+                "/login",
+                data={
+                    "username": "admin",
+                    "password": ADMIN_PASSWORD,
+                    "csrf_token": csrf_from(form.text),
+                },
+            )
+            assert r.status_code == 303
+            session = next(
+                v for k, v in r.headers.multi_items() if k == "set-cookie" and "session=" in v
+            )
+            assert "secure" in session.lower() and "httponly" in session.lower()
+    finally:
+        stop_process(proc)
