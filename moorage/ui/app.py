@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -69,6 +70,17 @@ def not_found(what: str = "This page does not exist.") -> PageError:
 def denied(what: str = "You do not have access to this page.") -> PageError:
     return PageError(403, "Not allowed", what)
 
+
+# The main navigation: (section, link, label). Later pages (vulnerabilities, signatures,
+# replication) add their entry here.
+NAV: list[tuple[str, str, str]] = [
+    ("dashboard", "/", "Dashboard"),
+    ("repositories", "/ui/repositories", "Repositories"),
+    ("organizations", "/ui/organizations", "Organizations"),
+    ("users", "/ui/users", "Users"),
+    ("robots", "/ui/robots", "Robots"),
+    ("audit", "/ui/audit", "Audit"),
+]
 
 # Messages a redirect may ask for (``?done=key``): fixed texts, so a link cannot make the UI
 # say anything an attacker wants.
@@ -298,6 +310,7 @@ class WebUI:
             csrf_token=visit.session.csrf_token if visit else "",
             version=__version__,
             flashes=flashes,
+            nav=[item for item in NAV if visit is None or _shows(item[0], visit)],
             section=context.pop("section", ""),
             **context,
         )
@@ -447,7 +460,7 @@ class WebUI:
         )
         storage = bar_chart(
             [
-                (ns.namespace, ns.size, _org_link(ns.namespace))
+                (ns.namespace, ns.size, _namespace_link(ns.namespace))
                 for ns in board.storage_per_namespace[:10]
             ],
             human_size,
@@ -539,7 +552,6 @@ class WebUI:
             can_admin=can_admin,
             can_delete=DELETE in repo.permissions,
             permissions=permissions,
-            org_link=await self._is_org(repo.namespace),
             host=self.host(visit.request),
         )
 
@@ -831,10 +843,6 @@ class WebUI:
         await self._change(self.management.revoke_robot(visit.caller, namespace, name))
         return see_other("/ui/robots?done=robot-revoked")
 
-    async def _is_org(self, namespace: str) -> bool:
-        async with self.ctx.engine.connect() as conn:
-            return await aq.org_by_name(conn, namespace) is not None
-
     async def audit_page(self, visit: Visit) -> Response:
         if not visit.is_admin:
             raise denied("The audit log is for system administrators.")
@@ -889,8 +897,10 @@ IMAGE_CONFIG_TYPES = (
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
-def _org_link(namespace: str) -> str | None:
-    return None if namespace.startswith("(") else "/ui/organizations/" + namespace
+def _namespace_link(namespace: str) -> str | None:
+    if namespace.startswith("("):  # "(top level)": repositories without a namespace
+        return None
+    return "/ui/repositories?" + urlencode({"namespace": namespace})
 
 
 @dataclass(frozen=True)
@@ -909,6 +919,11 @@ def _tag_view(t: TagInfo) -> TagView:
     else:
         kind = "artifact" if t.artifact_type else "image"
     return TagView(t.name, t.digest, kind, t.platforms, t.size, t.pushed_at)
+
+
+def _shows(section: str, visit: Visit) -> bool:
+    """Pages only system administrators can open are not offered to others."""
+    return visit.is_admin or section not in ("users", "audit")
 
 
 def _cookie_only(request: Request) -> Request:
@@ -963,8 +978,6 @@ def _robot_access(namespace: str, text: str) -> list[dict[str, Any]]:
 
 
 def _quote(path: str) -> str:
-    from urllib.parse import quote
-
     return quote(path, safe="/")
 
 

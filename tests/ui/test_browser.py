@@ -185,3 +185,38 @@ def test_logout_invalidates_the_cookie(browser: Any, ui_server: MoorageServer) -
     assert "/login" in other.url
     other.context.close()
     page.context.close()
+
+
+def test_forms_with_a_missing_or_wrong_token_are_refused(admin_page: Any, unique: str) -> None:
+    page = admin_page
+    for tamper in (
+        "f => f.querySelector('input[name=csrf_token]').remove()",
+        "f => { f.querySelector('input[name=csrf_token]').value = 'forged' }",
+    ):
+        page.goto("/ui/organizations")
+        form = page.locator("form[action='/ui/organizations']")
+        form.locator("input[name=name]").fill(f"forged{unique}")
+        form.evaluate(tamper)
+        form.locator("button[type=submit]").click()
+        assert page.locator("h1").inner_text() == "Form refused"
+    page.goto("/ui/organizations")
+    assert f"forged{unique}" not in page.inner_text("main")
+
+
+def test_users_page(admin_page: Any, unique: str) -> None:
+    page = admin_page
+    page.click("nav >> text=Users")
+    form = page.locator("form[action='/ui/users']")
+    form.locator("input[name=username]").fill(f"dev{unique}")
+    form.locator("input[name=email]").fill(f"dev{unique}@example.test")
+    form.locator("input[name=password]").fill("dev-password-123")
+    form.locator("button[type=submit]").click()
+    assert page.locator(".flash.ok").inner_text() == "User created."
+    row = page.locator("#user-table tbody tr", has_text=f"dev{unique}")
+    row.locator("button", has_text="Make admin").click()
+    row = page.locator("#user-table tbody tr", has_text=f"dev{unique}")
+    assert "admin" in row.locator("td").nth(3).inner_text()
+    page.click("nav >> text=Organizations")
+    shot(page, "12-organizations")
+    page.click("nav >> text=Users")
+    shot(page, "13-users")
