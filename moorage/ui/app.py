@@ -143,7 +143,7 @@ class WebUI:
         resolver: PrincipalResolver,
         catalog: CatalogService,
         management: ManagementService,
-        on_login: LoginHook | None = None,
+        on_login: LoginHook,
     ) -> None:
         self.catalog = catalog
         self.management = management
@@ -389,10 +389,10 @@ class WebUI:
         try:
             principal = await self.access.login(username, password, client)
         except AuthFailed:
-            await self._audit_login(request, None, "login.failed", "failure", details)
+            await self.on_login(request, None, "login.failed", "failure", details)
             return await self._login_page(request, generic, username, 401)
         except LockedOut:
-            await self._audit_login(request, None, "login.failed", "denied", details)
+            await self.on_login(request, None, "login.failed", "denied", details)
             return await self._login_page(
                 request, "Too many failed sign-ins. Try again later.", username, 429
             )
@@ -402,12 +402,12 @@ class WebUI:
             )
         if principal.kind != "user" or principal.id is None or principal.pat_scopes is not None:
             # Robots and personal access tokens are for machines, not browser sessions.
-            await self._audit_login(request, None, "login.failed", "failure", details)
+            await self.on_login(request, None, "login.failed", "failure", details)
             return await self._login_page(request, generic, username, 401)
         cookie, _session = await self.sessions.create(
             principal.id, client, request.headers.get("user-agent", "")[:512]
         )
-        await self._audit_login(request, principal, "login", "success", {"via": "ui"})
+        await self.on_login(request, principal, "login", "success", {"via": "ui"})
         response = see_other(safe_next(form.get("next")))
         response.set_cookie(
             SESSION_COOKIE,
@@ -420,17 +420,6 @@ class WebUI:
         )
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
-
-    async def _audit_login(
-        self,
-        request: Request,
-        principal: Principal | None,
-        action: str,
-        result: str,
-        details: dict[str, Any],
-    ) -> None:
-        if self.on_login is not None:
-            await self.on_login(request, principal, action, result, details)
 
     async def logout(self, visit: Visit) -> Response:
         cookie = visit.request.cookies.get(SESSION_COOKIE, "")
@@ -551,7 +540,7 @@ class WebUI:
             pull_tag="latest" if "latest" in names or not names else names[0],
             can_admin=can_admin,
             can_delete=DELETE in repo.permissions,
-            permissions=permissions,
+            grants=permissions,
             host=self.host(visit.request),
         )
 
@@ -681,7 +670,7 @@ class WebUI:
             section="organizations",
             org=org,
             teams=teams.items,
-            permissions=perms,
+            grants=perms,
             can_admin=can_admin,
             error="",
         )
