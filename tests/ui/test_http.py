@@ -292,3 +292,46 @@ def test_the_session_cookie_is_secure_over_tls(tmp_path: Path) -> None:
             assert "secure" in session.lower() and "httponly" in session.lower()
     finally:
         stop_process(proc)
+
+
+def test_roles_are_granted_and_revoked_from_the_pages(
+    ui_server: MoorageServer, admin: httpx.Client, unique: str
+) -> None:
+    org, repo = f"perm{unique}", f"perm{unique}/app"
+    admin_cli(ui_server, "create-org", org)
+    admin_cli(ui_server, "create-team", org, "ops")
+    admin_cli(ui_server, "grant", "read", repo, "--team", f"{org}/ops")  # makes the repository
+    token = csrf_from(admin.get(f"/ui/organizations/{org}").text)
+    # An organization-wide role for a team named without its organization.
+    r = admin.post(
+        f"/ui/organizations/{org}/permissions/grant",
+        data={"kind": "team", "subject": "ops", "role": "write", "csrf_token": token},
+    )
+    assert r.status_code == 303, r.text
+    page = admin.get(f"/ui/organizations/{org}").text
+    assert f"team: {org}/ops" in page.split('id="org-perm-table"')[1]
+    r = admin.post(
+        f"/ui/organizations/{org}/permissions/revoke",
+        data={"kind": "team", "subject": f"{org}/ops", "csrf_token": token},
+    )
+    assert r.status_code == 303
+    assert 'id="org-perm-table"' not in admin.get(f"/ui/organizations/{org}").text
+    # A repository role: grant to a user, then revoke it.
+    r = admin.post(
+        f"/ui/repositories/{repo}/permissions/grant",
+        data={"kind": "user", "subject": "admin", "role": "admin", "csrf_token": token},
+    )
+    assert r.status_code == 303
+    assert "user: admin" in admin.get(f"/ui/repositories/{repo}").text
+    r = admin.post(
+        f"/ui/repositories/{repo}/permissions/revoke",
+        data={"kind": "user", "subject": "admin", "csrf_token": token},
+    )
+    assert r.status_code == 303
+    assert "user: admin" not in admin.get(f"/ui/repositories/{repo}").text
+    # An unknown operation is a 404, not a grant.
+    r = admin.post(
+        f"/ui/repositories/{repo}/permissions/steal",
+        data={"kind": "user", "subject": "admin", "csrf_token": token},
+    )
+    assert r.status_code == 404
