@@ -188,7 +188,8 @@ class Moorage:
             await self._route(scope, receive, send_wrapper)
         except Exception as exc:  # last resort: never a traceback to the client
             if status_holder[0] == 0:
-                await _send_error(send_wrapper, _unexpected(exc, scope))
+                api = str(scope["path"]).startswith("/api/")
+                await _send_error(send_wrapper, _unexpected(exc, scope), api)
             else:
                 log.error("error after response started: %s", exc)
         finally:
@@ -293,12 +294,18 @@ def _unexpected(exc: Exception, scope: Scope) -> RegistryError:
     return RegistryError("UNKNOWN", "internal error; see the server log for this request id")
 
 
-async def _send_error(send: Send, err: RegistryError) -> None:
+async def _send_error(send: Send, err: RegistryError, api: bool = False) -> None:
+    """The last-resort answer, in the format of the API the client called (/v2's errors list,
+    or /api/v1's ``{"error": {...}}``)."""
     headers = [
         (b"content-type", b"application/json"),
         (API_VERSION_HEADER[0].lower().encode(), API_VERSION_HEADER[1].encode()),
     ] + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-    body = err.body()
+    body = (
+        json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
+        if api
+        else err.body()
+    )
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,6 @@ header), except the audit log's ``{"events": [...], "next_cursor": ...}``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -20,12 +19,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
 from ..audit import AuditLog
+from ..audit.events import as_utc
 from ..audit.export import iter_export
 from ..audit.store import AuditFilter, query_events
 from ..auth.resolver import CSRFRejected, PrincipalResolver, client_addr
 from ..auth.service import AccessService, AuthFailed, LockedOut
 from ..auth.service import Unavailable as AuthUnavailable
-from ..services.catalog import CatalogService, check_limit, decode_cursor, page_of
+from ..services.catalog import CatalogService, check_limit, decode_cursor, page_of, valid_digest
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, NotFound, ServiceError
 from ..services.management import Caller, ManagementService
@@ -208,7 +208,7 @@ class ManagementAPI:
             Op("GET", "/dashboard", self.dashboard, "Storage per namespace, activity over 30 days, largest repositories (what the caller may read)", "system", R, response=Dashboard, errors=(401, 403)),
             Op("GET", "/openapi.json", self.openapi, "This document", "system", "none", response=None, errors=()),
             Op("GET", "/docs", self.docs, "Interactive documentation", "system", "none", media_type="text/html", errors=()),
-            Op("GET", "/static/{file}", self.static, "Files of the documentation page", "system", "none", media_type="application/octet-stream", errors=(404,)),
+            Op("GET", "/static/{file}", self.static, "Files of the documentation page", "system", "none", media_type="text/css|application/javascript|text/plain", errors=(404,)),
             # repositories
             Op("GET", "/repositories", self.list_repositories, "List and search repositories the caller may pull", "repositories", R, query=s.RepositoryQuery, response=Page[RepositorySummary], errors=(400, 401, 403)),
             Op("GET", repo, self.get_repository, "Repository details", "repositories", R, response=RepositoryDetail),
@@ -217,7 +217,7 @@ class ManagementAPI:
             Op("GET", repo + "/-/tags", self.list_tags, "Tags with digest, media type, platforms, size and times", "repositories", R, query=s.PageQuery, response=Page[TagInfo]),
             Op("DELETE", repo + "/-/tags/{tag}", self.delete_tag, "Delete a tag (delete right)", "repositories", RW, status=204, errors=w),
             Op("GET", repo + "/-/manifests/{reference}", self.get_image, "A manifest by tag or digest: layers, config, platforms, referrers", "repositories", R, response=ImageDetail),
-            Op("DELETE", repo + "/-/manifests/{digest}", self.delete_manifest, "Delete a manifest and the tags pointing to it (delete right)", "repositories", RW, status=204, errors=w),
+            Op("DELETE", repo + "/-/manifests/{reference}", self.delete_manifest, "Delete a manifest and the tags pointing to it (delete right)", "repositories", RW, status=204, errors=w),
             Op("GET", repo + "/-/referrers/{digest}", self.referrers, "Artifacts (signatures, SBOMs, ...) referring to a digest", "repositories", R, query=s.ReferrerQuery, response=Page[Referrer]),
             Op("GET", repo + "/-/permissions", self.repo_permissions, "Roles granted on the repository (admin role)", "permissions", R, query=s.PageQuery, response=Page[Grant]),
             Op("PUT", repo + "/-/permissions/users/{username}", self.set_repo_user, "Grant a user a role on the repository", "permissions", RW, body=s.RoleBody, status=204, errors=w),
@@ -280,7 +280,7 @@ class ManagementAPI:
 
     async def openapi(self, c: Call) -> Response:
         if self._openapi is None:
-            self._openapi = build_openapi(self.ops, PREFIX, __version__)
+            self._openapi = build_openapi(self.ops, PREFIX, __version__, list(STATIC))
         return JSONResponse(self._openapi)
 
     async def docs(self, c: Call) -> Response:
@@ -346,7 +346,12 @@ class ManagementAPI:
         return await self.catalog.image(c.principal, c.path["repository"], c.path["reference"])
 
     async def delete_manifest(self, c: Call) -> None:
-        await self.m.delete_manifest(c.caller, c.path["repository"], c.path["digest"])
+        ref = c.path["reference"]
+        if not valid_digest(ref):
+            raise APIError(
+                400, "INVALID", "delete a manifest by digest (tags: /-/tags/)", "reference"
+            )
+        await self.m.delete_manifest(c.caller, c.path["repository"], ref)
 
     async def referrers(self, c: Call) -> Any:
         q: s.ReferrerQuery = c.query
@@ -467,8 +472,8 @@ class ManagementAPI:
     async def update_user(self, c: Call) -> Any:
         changes = c.body.model_dump(exclude_unset=True)
         for key in ("is_admin", "disabled", "password"):
-            if key in changes and changes[key] is None:
-                raise APIError(422, "INVALID", f"{key} cannot be null", key)
+            if changes.get(key, 0) is None:
+                del changes[key]  # null: unchanged
         return await self.m.update_user(c.caller, c.path["username"], changes)
 
     async def delete_user(self, c: Call) -> None:
@@ -541,22 +546,13 @@ class ManagementAPI:
 
     @staticmethod
     def _filters(q: Any) -> AuditFilter:
-        def when(name: str) -> datetime | None:
-            raw = getattr(q, name)
-            if not raw:
-                return None
-            try:
-                return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                raise APIError(400, "INVALID", f"{name} must be an ISO 8601 time", name) from None
-
         return AuditFilter(
             actor=q.actor,
             action=q.action,
             repository=q.repository,
             result=q.result,
-            since=when("since"),
-            until=when("until"),
+            since=as_utc(q.since) if q.since else None,
+            until=as_utc(q.until) if q.until else None,
         )
 
     async def audit_query(self, c: Call) -> Any:

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from ..auth.admin import USERNAME_RE
 from .routing import Op
 from .schemas import ErrorBody
 
@@ -17,7 +18,30 @@ ERROR_TEXT = {
     403: "Authenticated but not allowed (or a missing CSRF token with a session cookie)",
     404: "Not found, or not visible to the caller",
     409: "Conflicts with existing state",
+    413: "Request body too large",
+    429: "Too many failed logins from this account or address; retry later",
     422: "A field of the body is invalid (`field` names it)",
+}
+_NAME = {"type": "string", "pattern": USERNAME_RE.pattern, "minLength": 2, "maxLength": 64}
+_DIGEST = "sha256:[a-f0-9]{64}"
+_TAG = "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"
+PATH_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
+    "repository": {
+        "type": "string",
+        # Simplified (the full OCI grammar is checked by the server): keeps generators fast.
+        "pattern": "^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)+$",
+        "maxLength": 255,
+    },
+    "reference": {"type": "string", "pattern": f"^(?:{_TAG}|{_DIGEST})$"},
+    "digest": {"type": "string", "pattern": f"^{_DIGEST}$"},
+    "tag": {"type": "string", "pattern": f"^{_TAG}$"},
+    "token_id": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+    "file": {"type": "string", "enum": []},
+    "organization": _NAME,
+    "team": _NAME,
+    "username": _NAME,
+    "namespace": _NAME,
+    "robot": _NAME,
 }
 PATH_PARAM_TEXT = {
     "repository": "Repository name, e.g. `acme/app` (slashes allowed, or encoded as %2F)",
@@ -28,7 +52,10 @@ PATH_PARAM_TEXT = {
 }
 
 
-def build_openapi(ops: list[Op], prefix: str, version: str) -> dict[str, Any]:
+def build_openapi(
+    ops: list[Op], prefix: str, version: str, static_files: list[str]
+) -> dict[str, Any]:
+    PATH_PARAM_SCHEMA["file"] = {"type": "string", "enum": sorted(static_files)}
     models: list[tuple[type[BaseModel], Any]] = [(ErrorBody, "serialization")]
     for op in ops:
         if isinstance(op.response, type) and issubclass(op.response, BaseModel):
@@ -53,9 +80,7 @@ def build_openapi(ops: list[Op], prefix: str, version: str) -> dict[str, Any]:
         if op.description:
             item["description"] = op.description
         for name in op.path_params:
-            schema: dict[str, Any] = {"type": "string", "minLength": 1}
-            if name == "token_id":
-                schema = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+            schema = dict(PATH_PARAM_SCHEMA.get(name, {"type": "string", "minLength": 1}))
             param = {"name": name, "in": "path", "required": True, "schema": schema}
             if name in PATH_PARAM_TEXT:
                 param["description"] = PATH_PARAM_TEXT[name]
@@ -92,13 +117,13 @@ def build_openapi(ops: list[Op], prefix: str, version: str) -> dict[str, Any]:
             types = (
                 ["application/x-ndjson", "text/csv"]
                 if op.path.startswith("/audit/export")
-                else [op.media_type]
+                else op.media_type.split("|")
             )
             media: dict[str, Any] = {t: {"schema": {"type": "string"}} for t in types}
             item["responses"]["200"] = {"description": "OK", "content": media}
         errors = set(op.errors)
         if op.auth != "none":
-            errors |= {400, 401, 403}
+            errors |= {400, 401, 403, 429}
         if op.query is not None or op.path_params:
             errors.add(400)
         if op.body is not None:

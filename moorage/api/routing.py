@@ -88,22 +88,22 @@ class Op:
         return re.findall(r"\{([a-z_]+)\}", self.path)
 
 
-def check_text(value: Any, where: str) -> None:
+def check_text(value: Any, where: str, status: int = 400) -> None:
     """Strings the database can store: no NUL, no lone surrogates (hostile input)."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise APIError(400, "INVALID", f"{where} must not contain NUL characters", where)
+            raise APIError(status, "INVALID", f"{where} must not contain NUL characters", where)
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise APIError(400, "INVALID", f"{where} is not valid UTF-8 text", where) from None
+            raise APIError(status, "INVALID", f"{where} is not valid UTF-8 text", where) from None
     elif isinstance(value, dict):
         for k, v in value.items():
-            check_text(k, where)
-            check_text(v, f"{where}.{k}" if where != "body" else str(k))
+            check_text(k, where, status)
+            check_text(v, f"{where}.{k}" if where != "body" else str(k), status)
     elif isinstance(value, list):
         for v in value:
-            check_text(v, where)
+            check_text(v, where, status)
 
 
 def _first_error(exc: ValidationError) -> tuple[str, str]:
@@ -121,8 +121,7 @@ def parse_query(op: Op, request: Request) -> Any:
         values = request.query_params.getlist(key)
         if values:
             check_text(values[-1], key)
-            if values[-1] != "" or key in ("q",):
-                raw[key] = values[-1]
+            raw[key] = values[-1]
     try:
         return op.query.model_validate(raw)
     except ValidationError as exc:
@@ -147,9 +146,9 @@ async def parse_body(op: Op, request: Request) -> Any:
         raise APIError(400, "INVALID", "the body is not valid JSON", "body") from None
     if not isinstance(doc, dict):
         raise APIError(400, "INVALID", "the body must be a JSON object", "body")
-    check_text(doc, "body")
+    check_text(doc, "body", 422)
     try:
-        return op.body.model_validate(doc)
+        return op.body.model_validate(doc, strict=True)  # JSON types as declared: 0 is no bool
     except ValidationError as exc:
         loc, msg = _first_error(exc)
         raise APIError(422, "INVALID", msg, loc) from None

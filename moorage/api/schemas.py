@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ..services.models import Model, RobotAccess, Role, Visibility
 
+_ISO = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def _iso_only(value: Any) -> Any:
+    """Only ISO 8601 text (pydantic alone would also take numbers as Unix times)."""
+    if isinstance(value, str) and not _ISO.match(value):
+        raise ValueError("must be an ISO 8601 time, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+Time = Annotated[datetime, BeforeValidator(_iso_only)]
+
 Limit = Field(None, ge=1, le=200, description="Items per page (1-200, default 50).")
-Cursor = Field(None, max_length=1024, description="`next_cursor` of the previous page.")
+Cursor = Field(
+    None,
+    max_length=1024,
+    pattern=r"^[A-Za-z0-9_-]*$",
+    description="`next_cursor` of the previous page.",
+)
 Name = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 Description = Field("", max_length=4096)
 
@@ -40,8 +61,8 @@ class AuditQuery(Model):
     action: str | None = Field(None, max_length=64)
     repository: str | None = Field(None, max_length=255)
     result: Literal["success", "failure", "denied"] | None = None
-    since: str | None = Field(None, max_length=64, description="ISO 8601 time.")
-    until: str | None = Field(None, max_length=64, description="ISO 8601 time.")
+    since: Time | None = Field(None, description="ISO 8601 time (UTC if no offset).")
+    until: Time | None = Field(None, description="ISO 8601 time (UTC if no offset).")
     limit: int | None = Field(None, ge=1, le=1000, description="1-1000, default 100.")
     cursor: int | None = Field(None, ge=0, le=2**62, description="`next_cursor` of the last page.")
 
@@ -52,8 +73,8 @@ class AuditExportQuery(Model):
     action: str | None = Field(None, max_length=64)
     repository: str | None = Field(None, max_length=255)
     result: Literal["success", "failure", "denied"] | None = None
-    since: str | None = Field(None, max_length=64)
-    until: str | None = Field(None, max_length=64)
+    since: Time | None = None
+    until: Time | None = None
 
 
 class RepositoryUpdate(Model):
@@ -91,10 +112,14 @@ class UserCreate(Model):
 class UserUpdate(Model):
     email: str | None = Field(None, max_length=255)
     display_name: str | None = Field(None, max_length=255)
+    # Absent or null: unchanged (email and display_name: null clears them).
     is_admin: bool | None = Field(None, description="System administrators only.")
     disabled: bool | None = Field(None, description="System administrators only.")
     password: str | None = Field(
-        None, min_length=8, max_length=1024, description="System administrators only."
+        None,
+        min_length=8,
+        max_length=1024,
+        description="System administrators only; not for one's own (use /password).",
     )
 
 

@@ -451,7 +451,7 @@ class ManagementService:
                     raise Invalid(key, f"{key} is true or false")
                 values[key] = changes[key]
         if "password" in changes:
-            if not is_admin:
+            if not is_admin or username == c.principal.name:
                 raise Denied("change your own password with the old one (POST .../password)")
             admin.validate_password(changes["password"])
             values["password_hash"] = hash_password(changes["password"])
