@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
@@ -31,6 +32,7 @@ from ..auth.service import AccessService, AuthFailed, LockedOut, Principal
 from ..auth.service import Unavailable as AuthUnavailable
 from ..auth.sessions import SESSION_COOKIE, Session, SessionStore
 from ..db import access_queries as aq
+from ..logs import request_id
 from ..services.catalog import CatalogService
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, Missing
@@ -226,9 +228,34 @@ class WebUI:
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
                 message["headers"] = list(message.get("headers", [])) + extra
+            if message["type"] == "http.response.start":
+                started.append(True)
             await send(message)
 
-        await self.router(scope, receive, secured)
+        started: list[bool] = []
+        try:
+            await self.router(scope, receive, secured)
+        except Exception as exc:  # a page, not a JSON error or a traceback, for a person
+            if started:
+                raise
+            busy = isinstance(exc, SQLAlchemyError)
+            log.log(
+                logging.WARNING if busy else logging.ERROR,
+                "UI %s %s failed",
+                scope.get("method"),
+                scope.get("path"),
+                exc_info=not busy,
+            )
+            title, status = ("Try again", 503) if busy else ("Something went wrong", 500)
+            message = (
+                "The database is unavailable; try again in a moment."
+                if busy
+                else f"The server log has the details (request id {request_id.get()})."
+            )
+            response = self.render(
+                None, "error.html", status, title=title, message=message, back=""
+            )
+            await response(scope, receive, secured)
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -335,3 +335,53 @@ def test_roles_are_granted_and_revoked_from_the_pages(
         data={"kind": "user", "subject": "admin", "csrf_token": token},
     )
     assert r.status_code == 404
+
+
+HOSTILE_GETS = [
+    "/ui/repositories?after=%00%ff&q=" + "x" * 5000,
+    "/ui/repositories?visibility=<b>&namespace=a/b",
+    "/ui/repositories/UPPER/Case",
+    "/ui/repositories/a/manifests/not-a-digest",
+    "/ui/repositories/a%00b",
+    "/ui/repositories/" + "a/" * 200 + "b",
+    "/ui/audit?since=yesterday&until=%00&cursor=abc&result=<x>",
+    "/ui/audit?cursor=-5&actor=" + "%ff" * 300,
+    "/ui/organizations/%2e%2e",
+    "/ui/organizations/x/teams/%00",
+    "/static/ui/%2e%2e%2fapp.py",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_GETS)
+def test_hostile_addresses_get_pages_not_server_errors(admin: httpx.Client, path: str) -> None:
+    r = admin.get(path)
+    assert r.status_code in (200, 400, 404), (path, r.status_code, r.text[:300])
+    assert_secure_headers(r)
+
+
+def test_hostile_forms_get_pages_not_server_errors(admin: httpx.Client, unique: str) -> None:
+    token = csrf_from(admin.get("/ui/organizations").text)
+    posts = [
+        ("/ui/organizations", {"name": "Bad Name", "description": "x"}),
+        ("/ui/organizations", {"name": f"nul{unique}", "description": "a\x00b"}),
+        ("/ui/organizations", {"name": "x" * 10000}),
+        ("/ui/robots", {"namespace": "admin", "name": "ci", "access": "no-equals-sign"}),
+        ("/ui/robots", {"namespace": "admin", "name": "ci", "access": "other/repo=pull"}),
+        ("/ui/robots", {"namespace": "admin", "name": "c", "access": "admin/x=fly"}),
+        ("/ui/robots", {"namespace": "admin", "name": "c", "access": "", "expires_days": "-1"}),
+        ("/ui/robots/nobody+none/revoke", {}),
+        ("/ui/users", {"username": "ab", "password": "short"}),
+        ("/ui/users/nobody-here", {"is_admin": "true"}),
+        ("/ui/repositories/none/here/settings", {"visibility": "secret"}),
+        ("/ui/repositories/none/here/tags/%2e%2e/delete", {}),
+        ("/ui/organizations/nope/teams/none/members/add", {"username": "admin"}),
+    ]
+    for path, data in posts:
+        r = admin.post(path, data={**data, "csrf_token": token})
+        assert r.status_code in (400, 403, 404, 409), (path, r.status_code, r.text[:300])
+        assert "text/html" in r.headers["content-type"]
+    # A body that is not a form at all is refused like a missing token.
+    r = admin.post(
+        "/ui/organizations", content=b"\xff" * 100, headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code == 403
