@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import time
 from pathlib import Path
@@ -10,7 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, MoorageServer, admin_cli, stop_process
+from tests.clients.ocigen import OCI_MANIFEST
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    MoorageServer,
+    admin_cli,
+    image_manifest,
+    put_manifest,
+    sha256,
+    stop_process,
+)
 from tests.test_operation import _free, _self_signed, _start_raw
 
 from .conftest import csrf_from, login_http
@@ -192,9 +202,23 @@ def test_static_files_are_cached_and_typed(anon: httpx.Client) -> None:
 
 
 def test_non_admins_cannot_open_admin_pages(ui_server: MoorageServer, unique: str) -> None:
-    name = f"plain{unique}"
+    name, private = f"plain{unique}", f"admin/private{unique}"
     admin_cli(ui_server, "create-user", name, "--password-stdin", stdin="plain-password-1\n")
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD)) as registry:
+        manifest = image_manifest(registry, private)
+        assert put_manifest(registry, private, "v1", manifest).status_code == 201
     with login_http(ui_server, name, "plain-password-1") as c:
+        # Another user's private repository is nowhere to be seen, not even as "forbidden".
+        assert private not in c.get("/ui/repositories").text
+        assert private not in c.get("/").text
+        # Refused before existence is checked (as on /v2): the same answer as for no repository.
+        hidden = c.get(f"/ui/repositories/{private}")
+        absent = c.get(f"/ui/repositories/admin/none{unique}")
+        assert hidden.status_code == absent.status_code == 403
+        assert hidden.text.replace(private, "X") == absent.text.replace(f"admin/none{unique}", "X")
+        r = c.get(f"/ui/repositories/{private}/manifests/{sha256(manifest)}")
+        assert r.status_code == 403
+        assert 'href="/ui/audit"' not in c.get("/").text  # admin-only sections not offered
         for path in ("/ui/audit", "/ui/users"):
             assert c.get(path).status_code == 403, path
         token = csrf_from(c.get("/").text)
@@ -385,3 +409,44 @@ def test_hostile_forms_get_pages_not_server_errors(admin: httpx.Client, unique: 
         "/ui/organizations", content=b"\xff" * 100, headers={"Content-Type": "text/plain"}
     )
     assert r.status_code == 403
+
+
+def test_image_page_shows_config_layers_and_referrers(
+    ui_server: MoorageServer, admin: httpx.Client, unique: str
+) -> None:
+    repo = f"admin/ref{unique}"  # the admin's personal namespace
+    config = json.dumps(
+        {
+            "os": "linux",
+            "architecture": "amd64",
+            "config": {
+                "Entrypoint": ["/bin/sh", "-c"],
+                "Env": ["GREETING=<b>hi</b>"],
+                "Labels": {"org.example.note": "<script>alert(1)</script>"},
+            },
+            "history": [{"created_by": "RUN make <all>"}],
+        }
+    ).encode()
+    with httpx.Client(
+        base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD), timeout=60
+    ) as registry:
+        image = image_manifest(registry, repo, [b"eleven byte"], config)
+        assert put_manifest(registry, repo, "v1", image).status_code == 201
+        subject = {"mediaType": OCI_MANIFEST, "digest": sha256(image), "size": len(image)}
+        sbom = image_manifest(
+            registry, repo, [b"{}"], artifactType="application/spdx+json", subject=subject
+        )
+        assert put_manifest(registry, repo, sha256(sbom), sbom).status_code == 201
+    page = admin.get(f"/ui/repositories/{repo}/manifests/{sha256(image)}").text
+    layers = page.split('id="layer-table"')[1].split("</table>")[0]
+    assert "11 B" in layers
+    assert "<code>/bin/sh -c</code>" in page
+    assert "GREETING=&lt;b&gt;hi&lt;/b&gt;" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "RUN make &lt;all&gt;" in page
+    referrers = page.split('id="referrer-table"')[1].split("</table>")[0]
+    assert "application/spdx+json" in referrers
+    assert f"/ui/repositories/{repo}/manifests/{sha256(sbom)}" in referrers
+    # The referrer's own page names its artifact type and links back to its subject.
+    art = admin.get(f"/ui/repositories/{repo}/manifests/{sha256(sbom)}").text
+    assert "Artifact" in art and f"/manifests/{sha256(image)}" in art
