@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import sqlite3
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -450,3 +453,34 @@ def test_image_page_shows_config_layers_and_referrers(
     # The referrer's own page names its artifact type and links back to its subject.
     art = admin.get(f"/ui/repositories/{repo}/manifests/{sha256(sbom)}").text
     assert "Artifact" in art and f"/manifests/{sha256(image)}" in art
+
+
+def _run_sql(server: MoorageServer, sql: str) -> None:
+    """One statement against the server's own database (SQLite file or PostgreSQL)."""
+    if server.database_url:
+        subprocess.run(
+            [
+                "psql",
+                server.database_url.replace("+asyncpg", ""),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    else:
+        with sqlite3.connect(server.data_dir / "moorage.db") as db:
+            db.execute(sql)
+
+
+def test_an_expired_session_is_signed_out(ui_server: MoorageServer) -> None:
+    with login_http(ui_server) as c:
+        assert c.get("/").status_code == 200
+        sid = hashlib.sha256(c.cookies["moorage_session"].encode()).hexdigest()
+        # The session reaches its end (auth.session.max_hours) without anyone waiting for it.
+        _run_sql(ui_server, f"UPDATE web_sessions SET expires_at = created_at WHERE id = '{sid}'")
+        r = c.get("/ui/repositories")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
