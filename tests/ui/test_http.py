@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import sqlite3
 import ssl
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -484,3 +486,33 @@ def test_an_expired_session_is_signed_out(ui_server: MoorageServer) -> None:
         _run_sql(ui_server, f"UPDATE web_sessions SET expires_at = created_at WHERE id = '{sid}'")
         r = c.get("/ui/repositories")
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_the_audit_page_pages_through_filtered_records(
+    ui_server: MoorageServer, admin: httpx.Client, unique: str
+) -> None:
+    org = f"aud{unique}"
+    admin_cli(ui_server, "create-org", org)
+    token = csrf_from(admin.get(f"/ui/organizations/{org}").text)
+    for i in range(51):  # one page holds 50 records
+        r = admin.post(
+            f"/ui/organizations/{org}/teams", data={"name": f"t{i}", "csrf_token": token}
+        )
+        assert r.status_code == 303
+    seen: list[int] = []
+    url = "/ui/audit?" + urlencode({"action": "team.create", "since": "2000-01-01T00:00"})
+    for _ in range(40):  # records are written in batches: wait for all 51 to land
+        first = admin.get(url).text
+        if first.count("<tr>") - 1 == 50 and "Older »" in first:
+            break
+        time.sleep(0.25)
+    while url:
+        page = admin.get(url).text
+        rows = re.findall(r'<td class="num">(\d+)</td>', page)
+        assert rows and all(
+            "team.create" in row for row in page.split("<tbody>")[1].split("<tr>")[1:]
+        )
+        seen += [int(x) for x in rows]
+        more = re.search(r'href="(/ui/audit\?[^"]*cursor=[^"]*)">Older', page)
+        url = more.group(1).replace("&amp;", "&") if more else ""
+    assert len(seen) >= 51 and seen == sorted(seen, reverse=True) and len(set(seen)) == len(seen)
