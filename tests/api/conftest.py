@@ -238,3 +238,10 @@ asyncio.run(main())
     assert out.returncode == 0, out.stderr
     cookie, csrf = json.loads(out.stdout.strip().splitlines()[-1])
     return str(cookie), str(csrf)
+
+
+def _db_env(server: MoorageServer) -> dict[str, str]:
+    env = dict(os.environ)
+    if server.database_url:
+        env["MOORAGE_DATABASE_URL"] = server.database_url
+    return env

@@ -1,0 +1,211 @@
+"""Personal access tokens (REST, /v2 Basic, /auth/token, scopes, revocation) and the UI session
+cookie on the REST API (CSRF header on changes)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.api.conftest import API, PASSWORD, World, err, new_session, ok
+from tests.conftest import image_manifest, put_manifest
+
+
+def _token(world: World, who: str, **body: object) -> dict[str, object]:
+    with world.client(who) as c:
+        return dict(
+            ok(
+                c.post(
+                    f"{API}/users/{world.users[who]}/tokens",
+                    json={"name": f"t{uuid.uuid4().hex[:6]}", **body},
+                ),
+                201,
+            )
+        )
+
+
+def test_token_lifecycle(world: World, admin: httpx.Client) -> None:
+    user = world.users["writer"]
+    t = _token(world, "writer", expires_in_days=7)
+    token = str(t["token"])
+    assert token.startswith(f"moorage_pat_{t['prefix']}_") and t["expires_at"]
+    assert t["scopes"] == [
+        "api:read",
+        "api:write",
+        "registry:delete",
+        "registry:pull",
+        "registry:push",
+    ]
+    with world.client("writer") as c:
+        listed = ok(c.get(f"{API}/users/{user}/tokens"))["items"]
+        assert [x["prefix"] for x in listed if x["id"] == t["id"]] == [t["prefix"]]
+        assert all("token" not in x for x in listed)  # shown once
+        err(c.post(f"{API}/users/{user}/tokens", json={"name": t["name"]}), 409)
+        err(c.post(f"{API}/users/{user}/tokens", json={"name": "x y"}), 422, "name")
+        err(
+            c.post(f"{API}/users/{user}/tokens", json={"name": "okname", "scopes": ["root"]}),
+            422,
+            "scopes",
+        )
+        err(
+            c.post(f"{API}/users/{user}/tokens", json={"name": "okname", "scopes": []}),
+            422,
+            "scopes",
+        )
+        err(
+            c.post(f"{API}/users/{user}/tokens", json={"name": "okname", "expires_in_days": 4000}),
+            422,
+            "expires_in_days",
+        )
+        err(c.get(f"{API}/users/{world.users['reader']}/tokens"), 403)
+        err(c.post(f"{API}/users/{world.users['reader']}/tokens", json={"name": "steal"}), 403)
+    # Bearer on the REST API
+    with httpx.Client(base_url=world.server.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert ok(c.get(f"{API}/user"))["username"] == user
+        err(c.post(f"{API}/users/{user}/tokens", json={"name": "fromtoken"}), 403)  # no minting
+    # Basic with the token as password on /v2, like docker login / skopeo --creds
+    with httpx.Client(base_url=world.server.url, auth=(user, token)) as c:
+        assert put_manifest(c, world.app, "by-pat", image_manifest(c, world.app)).status_code == 201
+        assert c.get(f"/v2/{world.app}/manifests/by-pat").status_code == 200
+    with httpx.Client(base_url=world.server.url, auth=(world.users["reader"], token)) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 401  # not the owner's name
+    # and on the token endpoint: a JWT for the scopes the user may have
+    r = httpx.get(
+        f"{world.server.url}/auth/token",
+        params={"service": "moorage", "scope": f"repository:{world.app}:pull,push"},
+        auth=(user, token),
+    )
+    assert r.status_code == 200, r.text
+    jwt = r.json()["token"]
+    with httpx.Client(base_url=world.server.url, headers={"Authorization": f"Bearer {jwt}"}) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 200
+    # last_used_at is recorded
+    with world.client("writer") as c:
+        [row] = [x for x in ok(c.get(f"{API}/users/{user}/tokens"))["items"] if x["id"] == t["id"]]
+        assert row["last_used_at"] is not None
+        err(c.delete(f"{API}/users/{user}/tokens/999999999"), 404)
+        err(c.delete(f"{API}/users/{user}/tokens/abc"), 400, "token_id")
+        ok(c.delete(f"{API}/users/{user}/tokens/{t['id']}"), 204)
+    with httpx.Client(base_url=world.server.url, auth=(user, token)) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 401
+    with httpx.Client(base_url=world.server.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        err(c.get(f"{API}/user"), 401)
+    actions = [
+        e["action"]
+        for e in ok(admin.get(f"{API}/audit", params={"actor": user, "limit": 1000}))["events"]
+    ]
+    assert "token.create" in actions and "token.delete" in actions
+
+
+def test_token_scopes_narrow_the_owner(world: World) -> None:
+    user = world.users["writer"]
+    read_only = str(_token(world, "writer", scopes=["api:read", "registry:pull"])["token"])
+    with httpx.Client(base_url=world.server.url, auth=(user, read_only)) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 200
+        assert c.post(f"/v2/{world.app}/blobs/uploads/").status_code == 403
+        ok(c.get(f"{API}/repositories/{world.app}"))
+        err(c.patch(f"{API}/users/{user}", json={"display_name": "x"}), 403)
+    api_only = str(_token(world, "writer", scopes=["api:read"])["token"])
+    with httpx.Client(base_url=world.server.url, auth=(user, api_only)) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 403
+        err(c.get(f"{API}/repositories/{world.app}"), 403)  # reading content needs registry:pull
+        assert ok(c.get(f"{API}/repositories"))["items"] == []
+    registry_only = str(_token(world, "writer", scopes=["registry:pull"])["token"])
+    with httpx.Client(base_url=world.server.url, auth=(user, registry_only)) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 200
+        err(c.get(f"{API}/user"), 403)
+
+
+def test_token_of_a_disabled_user_is_refused(world: World, admin: httpx.Client) -> None:
+    name = f"p{uuid.uuid4().hex[:8]}"
+    ok(admin.post(f"{API}/users", json={"username": name, "password": PASSWORD}), 201)
+    with httpx.Client(base_url=world.server.url, auth=(name, PASSWORD)) as c:
+        token = ok(c.post(f"{API}/users/{name}/tokens", json={"name": "ci"}), 201)["token"]
+    with httpx.Client(base_url=world.server.url, auth=(name, token)) as c:
+        assert c.get("/v2/").status_code == 200
+        ok(admin.patch(f"{API}/users/{name}", json={"disabled": True}))
+        assert c.get("/v2/").status_code == 401
+        err(c.get(f"{API}/user"), 401)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with httpx.Client(
+        base_url=world.server.url, headers={"Authorization": f"Bearer {forged}"}
+    ) as c:
+        err(c.get(f"{API}/user"), 401)
+
+
+def test_session_cookie_and_csrf(world: World, admin: httpx.Client) -> None:
+    cookie, csrf = new_session(world.server, world.users["repoadmin"])
+    url = f"{API}/repositories/{world.app}"
+    with httpx.Client(base_url=world.server.url, cookies={"moorage_session": cookie}) as c:
+        assert ok(c.get(f"{API}/user"))["username"] == world.users["repoadmin"]
+        e = err(c.patch(url, json={"description": "via session"}), 403)
+        assert e["code"] == "CSRF_FAILED"
+        err(c.patch(url, json={"description": "x"}, headers={"X-CSRF-Token": "wrong"}), 403)
+        d = ok(c.patch(url, json={"description": "via session"}, headers={"X-CSRF-Token": csrf}))
+        assert d["description"] == "via session"
+    with httpx.Client(base_url=world.server.url, cookies={"moorage_session": "forged" * 8}) as c:
+        err(c.get(f"{API}/user"), 401)
+    # another user's session token is no CSRF token for this one
+    _, other_csrf = new_session(world.server, world.users["reader"])
+    with httpx.Client(base_url=world.server.url, cookies={"moorage_session": cookie}) as c:
+        err(c.patch(url, json={"description": "x"}, headers={"X-CSRF-Token": other_csrf}), 403)
+
+
+def test_session_ends_when_the_password_changes(world: World, admin: httpx.Client) -> None:
+    name = f"s{uuid.uuid4().hex[:8]}"
+    ok(admin.post(f"{API}/users", json={"username": name, "password": PASSWORD}), 201)
+    cookie, csrf = new_session(world.server, name)
+    with httpx.Client(base_url=world.server.url, cookies={"moorage_session": cookie}) as c:
+        ok(c.get(f"{API}/user"))
+        ok(
+            c.post(
+                f"{API}/users/{name}/password",
+                json={"old_password": PASSWORD, "new_password": "another-pass-1"},
+                headers={"X-CSRF-Token": csrf},
+            ),
+            204,
+        )
+        err(c.get(f"{API}/user"), 401)
+
+
+@pytest.mark.parametrize("idle", [False, True])
+def test_sessions_expire(world: World, idle: bool) -> None:
+    """A session past its idle limit or its absolute lifetime is refused (aged in the DB)."""
+    import subprocess
+    import sys
+
+    from tests.api.conftest import _db_env
+
+    cookie, _ = new_session(world.server, world.users["reader"])
+    column = "last_seen_at" if idle else "expires_at"
+    code = f"""
+import asyncio, hashlib
+from datetime import datetime, timedelta, timezone
+import sqlalchemy as sa
+from moorage.config import load_config
+from moorage.db.engine import create_engine, writer
+from moorage.db.schema import web_sessions
+
+async def main():
+    config = load_config(overrides={{"data_dir": {str(world.server.data_dir)!r}}})
+    engine = create_engine(config.database_url, 1)
+    sid = hashlib.sha256({cookie!r}.encode()).hexdigest()
+    age = timedelta(minutes=config.auth.session.idle_minutes + 1) if {idle!r} else timedelta(seconds=1)
+    async with writer(engine).begin() as conn:
+        await conn.execute(sa.update(web_sessions).where(web_sessions.c.id == sid).values({column}=datetime.now(timezone.utc) - age))
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+    with httpx.Client(base_url=world.server.url, cookies={"moorage_session": cookie}) as c:
+        ok(c.get(f"{API}/user"))
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=_db_env(world.server),
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        err(c.get(f"{API}/user"), 401)
