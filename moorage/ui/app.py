@@ -26,6 +26,7 @@ from starlette.routing import Route, Router
 from .. import __version__
 from ..audit import AuditLog
 from ..audit.store import query_events
+from ..auth.pat import PAT_SCOPES
 from ..auth.resolver import CSRFRejected, PrincipalResolver, Resolved
 from ..auth.scopes import ADMIN, DELETE
 from ..auth.service import AccessService, AuthFailed, LockedOut, Principal
@@ -100,6 +101,7 @@ DONE = {
     "user-saved": "User updated.",
     "password-changed": "Password changed.",
     "robot-revoked": "Robot revoked.",
+    "token-deleted": "Token deleted.",
 }
 
 
@@ -217,6 +219,8 @@ class WebUI:
             Route("/ui/users/{username}", self.page(self.update_user), methods=post),
             Route("/ui/account", self.page(self.account), methods=get),
             Route("/ui/account/password", self.page(self.change_password), methods=post),
+            Route("/ui/account/tokens", self.page(self.create_token), methods=post),
+            Route("/ui/account/tokens/{token}/delete", self.page(self.delete_token), methods=post),
             Route("/ui/robots", self.page(self.robots), methods=get),
             Route("/ui/robots", self.page(self.create_robot), methods=post),
             Route("/ui/robots/{robot}/revoke", self.page(self.revoke_robot), methods=post),
@@ -789,7 +793,51 @@ class WebUI:
 
     async def account(self, visit: Visit) -> Response:
         me = await self._service(self.management.user(visit.caller, visit.principal.name))
-        return self.render(visit, "account.html", local=me.source == "local", error="")
+        tokens = await self._service(
+            self.management.list_tokens(visit.caller, visit.principal.name, limit=200)
+        )
+        return self.render(
+            visit,
+            "account.html",
+            local=me.source == "local",
+            tokens=tokens.items,
+            scopes=PAT_SCOPES,
+        )
+
+    async def create_token(self, visit: Visit) -> Response:
+        f = visit.form
+        days = f.get("expires_days", "").strip()
+        if days and not days.isdigit():
+            raise PageError(400, "Not saved", "Expiry is a whole number of days.")
+        me = visit.principal.name
+        token = await self._change(
+            self.management.create_token(
+                visit.caller,
+                me,
+                f.get("name", "").strip(),
+                [s for s in PAT_SCOPES if f.get("scope:" + s) == "on"],
+                int(days) if days else None,
+            )
+        )
+        return self.render(
+            visit,
+            "secret.html",
+            title=f"Personal access token {token.name} created",
+            lost="delete the token and create another",
+            username=me,
+            secret=token.token,
+            back="/ui/account",
+            host=self.host(visit.request),
+        )
+
+    async def delete_token(self, visit: Visit) -> Response:
+        raw = visit.request.path_params["token"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise not_found()
+        await self._change(
+            self.management.delete_token(visit.caller, visit.principal.name, int(raw))
+        )
+        return see_other("/ui/account?done=token-deleted")
 
     async def change_password(self, visit: Visit) -> Response:
         f = visit.form
@@ -847,10 +895,13 @@ class WebUI:
         # The secret is on this page only: no redirect to a page that could show it again.
         return self.render(
             visit,
-            "robot_created.html",
+            "secret.html",
             section="robots",
-            robot_name=robot.name,
+            title=f"Robot {robot.name} created",
+            lost="revoke the robot and create another",
+            username=robot.name,
             secret=robot.secret,
+            back="/ui/robots",
             host=self.host(visit.request),
         )
 

@@ -117,8 +117,8 @@ def test_team_grant_robot_push_and_audit(
     page.fill("input[name=name]", "ci")
     page.fill("textarea[name=access]", f"{repo}=pull,push")
     page.click("form[action='/ui/robots'] button[type=submit]")
-    robot = page.locator("#robot-name").inner_text()
-    secret = page.locator("#robot-secret").inner_text()
+    robot = page.locator("#secret-user").inner_text()
+    secret = page.locator("#secret-value").inner_text()
     assert robot == f"{org}+ci" and len(secret) >= 20
     shot(page, "09-robot-secret")
     page.goto("/ui/robots")

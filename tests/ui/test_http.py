@@ -516,3 +516,33 @@ def test_the_audit_page_pages_through_filtered_records(
         more = re.search(r'href="(/ui/audit\?[^"]*cursor=[^"]*)">Older', page)
         url = more.group(1).replace("&amp;", "&") if more else ""
     assert len(seen) >= 51 and seen == sorted(seen, reverse=True) and len(set(seen)) == len(seen)
+
+
+def test_personal_access_tokens_from_the_account_page(
+    ui_server: MoorageServer, admin: httpx.Client, unique: str
+) -> None:
+    page = admin.get("/ui/account").text
+    r = admin.post(
+        "/ui/account/tokens",
+        data={
+            "name": f"tok{unique}",
+            "scope:registry:pull": "on",
+            "scope:api:read": "on",
+            "csrf_token": csrf_from(page),
+        },
+    )
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    found = re.search(r'id="secret-value" class="secret">([^<]+)<', r.text)
+    assert found
+    token = found.group(1)
+    with httpx.Client(base_url=ui_server.url, auth=("admin", token)) as c:
+        assert c.get("/v2/").status_code == 200
+    page = admin.get("/ui/account").text
+    assert f"tok{unique}" in page and token not in page  # listed, never shown again
+    row = page.split(f"<td>tok{unique}</td>")[1].split("</tr>")[0]
+    assert "api:read, registry:pull" in row
+    delete = re.search(r'action="(/ui/account/tokens/\d+/delete)"', row)
+    assert delete
+    assert admin.post(delete.group(1), data={"csrf_token": csrf_from(page)}).status_code == 303
+    with httpx.Client(base_url=ui_server.url, auth=("admin", token)) as c:
+        assert c.get("/v2/").status_code == 401
