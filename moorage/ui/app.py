@@ -467,7 +467,6 @@ class WebUI:
     async def dashboard(self, visit: Visit) -> Response:
         p = visit.principal
         board = await self.catalog.dashboard(p)
-        info = await self.catalog.system_info()
         days = [d.day for d in board.activity]
         activity = line_chart(
             days,
@@ -489,14 +488,17 @@ class WebUI:
             [(r.name, r.size, "/ui/repositories/" + r.name) for r in board.largest_repositories],
             human_size,
         )
-        counts = info.counts
-        stats = [
-            ("repositories", counts.get("repositories", 0)),
-            ("tags", counts.get("tags", 0)),
-            ("storage used", human_size(info.storage_used)),
-            ("organizations", counts.get("organizations", 0)),
-            ("users", counts.get("users", 0)),
-        ]
+        stats: list[tuple[str, int | str]] = []
+        if visit.is_admin:  # system-wide figures; the charts above are the caller's own scope
+            info = await self.catalog.system_info()
+            counts = info.counts
+            stats = [
+                ("repositories", counts.get("repositories", 0)),
+                ("tags", counts.get("tags", 0)),
+                ("storage used", human_size(info.storage_used)),
+                ("organizations", counts.get("organizations", 0)),
+                ("users", counts.get("users", 0)),
+            ]
         return self.render(
             visit,
             "dashboard.html",

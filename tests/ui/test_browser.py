@@ -220,3 +220,6 @@ def test_users_page(admin_page: Any, unique: str) -> None:
     shot(page, "12-organizations")
     page.click("nav >> text=Users")
     shot(page, "13-users")
+    page.click("a.who")
+    assert page.locator("h1").inner_text() == "Your account"
+    shot(page, "14-account")
