@@ -132,25 +132,15 @@ class Moorage:
             )
         )
 
-    async def _prune_audit_periodically(self, every: float = 600.0) -> None:
+    async def _prune_audit_periodically(self) -> None:
         """Audit retention. Safe on several nodes at once: pruning takes the chain's lock."""
-        while True:
-            try:
-                assert self.audit is not None
-                await self.audit.prune()
-            except Exception as exc:  # noqa: BLE001 - retried next round
-                log.warning("audit retention failed: %s", exc)
-            await asyncio.sleep(every)
+        assert self.audit is not None
+        await _every(600.0, "audit retention", self.audit.prune)
 
-    async def _purge_sessions_periodically(self, every: float = 900.0) -> None:
+    async def _purge_sessions_periodically(self) -> None:
         """Expired web sessions are refused on lookup; this only keeps the table small."""
-        while True:
-            try:
-                assert self.sessions is not None
-                await self.sessions.purge_expired()
-            except Exception as exc:  # noqa: BLE001 - retried next round
-                log.warning("session purge failed: %s", exc)
-            await asyncio.sleep(every)
+        assert self.sessions is not None
+        await _every(900.0, "session purge", self.sessions.purge_expired)
 
     async def shutdown(self) -> None:
         for task in self._background:
@@ -265,6 +255,16 @@ class Moorage:
 def _is_ui_path(path: str) -> bool:
     """The web UI's paths (moorage/ui): /, /login, /logout, /ui/..., /static/ui/...."""
     return path in ("/", "/login", "/logout", "/ui") or path.startswith(("/ui/", "/static/ui/"))
+
+
+async def _every(seconds: float, what: str, job: Callable[[], Awaitable[object]]) -> None:
+    """Run *job* now and every *seconds*; a failure is logged and retried next round."""
+    while True:
+        try:
+            await job()
+        except Exception as exc:  # noqa: BLE001 - retried next round
+            log.warning("%s failed: %s", what, exc)
+        await asyncio.sleep(seconds)
 
 
 def _header(scope: Scope, name: bytes) -> str:

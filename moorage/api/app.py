@@ -25,6 +25,7 @@ from ..audit.store import AuditFilter, query_events
 from ..auth.resolver import CSRFRejected, PrincipalResolver, client_addr
 from ..auth.service import AccessService, AuthFailed, LockedOut
 from ..auth.service import Unavailable as AuthUnavailable
+from ..auth.sessions import SESSION_COOKIE, clear_session_cookie, set_session_cookie
 from ..services.catalog import CatalogService, check_limit, decode_cursor, page_of, valid_digest
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, NotFound, ServiceError
@@ -209,6 +210,9 @@ class ManagementAPI:
             Op("GET", "/openapi.json", self.openapi, "This document", "system", "none", response=None, errors=()),
             Op("GET", "/docs", self.docs, "Interactive documentation", "system", "none", media_type="text/html", errors=()),
             Op("GET", "/static/{file}", self.static, "Files of the documentation page", "system", "none", media_type="text/css|application/javascript|text/plain", errors=(404,)),
+            # web sessions
+            Op("POST", "/session", self.login, "Log in: sets the session cookie (HttpOnly) and returns the CSRF token", "session", "none", body=s.LoginBody, response=s.SessionInfo, status=201, errors=(400, 401, 413, 422, 429)),
+            Op("DELETE", "/session", self.logout, "Log out: ends the session of the cookie sent", "session", "write", status=204, errors=(401, 403)),
             # repositories
             Op("GET", "/repositories", self.list_repositories, "List and search repositories the caller may pull", "repositories", R, query=s.RepositoryQuery, response=Page[RepositorySummary], errors=(400, 401, 403)),
             Op("GET", repo, self.get_repository, "Repository details", "repositories", R, response=RepositoryDetail),
@@ -306,6 +310,37 @@ class ManagementAPI:
         p = c.principal
         if not (p.kind == "user" and p.is_admin and p.token_scopes is None):
             raise APIError(403, "DENIED", "system administrators only")
+
+    # --- web sessions -----------------------------------------------------------------------
+
+    async def login(self, c: Call) -> Response:
+        b: s.LoginBody = c.body
+        try:
+            cookie, session = await self.m.login(
+                b.username, b.password, client_addr(c.request), c.request.headers.get("user-agent")
+            )
+        except AuthFailed:
+            raise APIError(401, "UNAUTHORIZED", "wrong username or password") from None
+        except LockedOut as exc:
+            raise APIError(429, "TOO_MANY_REQUESTS", str(exc)) from None
+        except AuthUnavailable:
+            raise APIError(503, "UNAVAILABLE", "directory unavailable; retry") from None
+        info = s.SessionInfo(
+            username=session.username, csrf_token=session.csrf_token, expires_at=session.expires_at
+        )
+        response = JSONResponse(info.model_dump(mode="json"), 201)
+        max_age = int((session.expires_at - session.created_at).total_seconds())
+        set_session_cookie(response, cookie, c.request.url.scheme == "https", max_age)
+        return response
+
+    async def logout(self, c: Call) -> Response:
+        cookie = c.request.cookies.get(SESSION_COOKIE)
+        if c.resolved.session is None or cookie is None:
+            raise APIError(401, "UNAUTHORIZED", "no session: log out is for session cookies")
+        await self.m.logout(c.caller, cookie)
+        response = Response(status_code=204)
+        clear_session_cookie(response, c.request.url.scheme == "https")
+        return response
 
     # --- repositories -----------------------------------------------------------------------
 

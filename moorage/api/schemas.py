@@ -164,3 +164,14 @@ class ErrorBody(Model):
 class AuditPage(Model):
     events: list[dict[str, object]]
     next_cursor: int | None
+
+
+class LoginBody(Model):
+    username: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionInfo(Model):
+    username: str
+    csrf_token: str = Field(description="Send as X-CSRF-Token with every change.")
+    expires_at: datetime

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.responses import Response
 
 from ..db import session_queries as sq
 from ..db.engine import writer
@@ -121,6 +122,24 @@ class SessionStore:
             return await sq.purge_sessions(conn, at - self.idle, at)
 
 
+def set_session_cookie(response: Response, cookie_value: str, secure: bool, max_age: int) -> None:
+    """The session cookie as the UI and the API set it: HttpOnly, SameSite=Lax (top-level
+    navigation keeps the session; cross-site posts do not carry it), Secure on TLS."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie_value,
+        max_age=max_age,
+        path="/",
+        secure=secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_session_cookie(response: Response, secure: bool) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="lax")
+
+
 def csrf_matches(session: Session, presented: str | None) -> bool:
     return bool(presented) and secrets.compare_digest(
         session.csrf_token.encode(), (presented or "").encode("utf-8", "replace")
@@ -133,5 +152,7 @@ __all__ = [
     "SESSION_COOKIE",
     "Session",
     "SessionStore",
+    "clear_session_cookie",
     "csrf_matches",
+    "set_session_cookie",
 ]

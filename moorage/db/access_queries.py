@@ -423,15 +423,30 @@ async def clear_failures(conn: AsyncConnection, key: str) -> None:
 
 async def repository_permissions(conn: AsyncConnection, repo: str) -> list[dict[str, Any]]:
     """Who holds which role on *repo* (directly on the repository)."""
+    return await _grants(
+        conn,
+        permissions.join(repositories, repositories.c.id == permissions.c.repository_id),
+        repositories.c.name == repo,
+    )
+
+
+async def organization_permissions(conn: AsyncConnection, org_id: int) -> list[dict[str, Any]]:
+    """Who holds which role on the organization itself."""
+    return await _grants(conn, permissions, permissions.c.organization_id == org_id)
+
+
+async def _grants(conn: AsyncConnection, base: Any, where: Any) -> list[dict[str, Any]]:
+    """[{"user": name, "role"} | {"team": "org/team", "role"}] of the permission rows
+    selected by *where* over *base* (``permissions`` or a join of it)."""
+    team_org = organizations.alias("team_org")
     q = (
-        sa.select(permissions.c.role, users.c.username, teams.c.name, organizations.c.name)
+        sa.select(permissions.c.role, users.c.username, teams.c.name, team_org.c.name)
         .select_from(
-            permissions.join(repositories, repositories.c.id == permissions.c.repository_id)
-            .outerjoin(users, users.c.id == permissions.c.user_id)
+            base.outerjoin(users, users.c.id == permissions.c.user_id)
             .outerjoin(teams, teams.c.id == permissions.c.team_id)
-            .outerjoin(organizations, organizations.c.id == teams.c.organization_id)
+            .outerjoin(team_org, team_org.c.id == teams.c.organization_id)
         )
-        .where(repositories.c.name == repo)
+        .where(where)
     )
     out: list[dict[str, Any]] = []
     for role, username, team, org in await conn.execute(q):

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .queries import _aware, now
 from .schema import (
+    api_tokens,
     organizations,
     permissions,
     repositories,
@@ -17,6 +18,7 @@ from .schema import (
     team_members,
     teams,
     users,
+    web_sessions,
 )
 
 
@@ -46,7 +48,12 @@ async def update_user(conn: AsyncConnection, user_id: int, values: dict[str, Any
     )
 
 
-async def delete_user(conn: AsyncConnection, user_id: int) -> None:
+async def delete_user(conn: AsyncConnection, user_id: int, username: str) -> None:
+    """The user, their grants, memberships, tokens, sessions and the robots of their personal
+    namespace (a later account of the same name must inherit nothing)."""
+    await conn.execute(sa.delete(robots).where(robots.c.namespace == username))
+    await conn.execute(sa.delete(api_tokens).where(api_tokens.c.user_id == user_id))
+    await conn.execute(sa.delete(web_sessions).where(web_sessions.c.user_id == user_id))
     await conn.execute(sa.delete(permissions).where(permissions.c.user_id == user_id))
     await conn.execute(sa.delete(team_members).where(team_members.c.user_id == user_id))
     await conn.execute(sa.delete(users).where(users.c.id == user_id))
@@ -113,7 +120,10 @@ async def update_org(conn: AsyncConnection, org_id: int, description: str) -> No
     )
 
 
-async def delete_org(conn: AsyncConnection, org_id: int) -> None:
+async def delete_org(conn: AsyncConnection, org_id: int, name: str) -> None:
+    """The organization, its teams, memberships, grants and robots (a later organization of
+    the same name must inherit nothing)."""
+    await conn.execute(sa.delete(robots).where(robots.c.namespace == name))
     tids = sa.select(teams.c.id).where(teams.c.organization_id == org_id)
     await conn.execute(sa.delete(permissions).where(permissions.c.team_id.in_(tids)))
     await conn.execute(sa.delete(team_members).where(team_members.c.team_id.in_(tids)))
@@ -125,26 +135,6 @@ async def delete_org(conn: AsyncConnection, org_id: int) -> None:
 async def namespace_has_repositories(conn: AsyncConnection, namespace: str) -> bool:
     q = sa.select(repositories.c.id).where(repositories.c.namespace == namespace).limit(1)
     return (await conn.execute(q)).first() is not None
-
-
-async def org_permissions(conn: AsyncConnection, org_id: int) -> list[dict[str, Any]]:
-    team_org = organizations.alias("team_org")
-    q = (
-        sa.select(permissions.c.role, users.c.username, teams.c.name, team_org.c.name)
-        .select_from(
-            permissions.outerjoin(users, users.c.id == permissions.c.user_id)
-            .outerjoin(teams, teams.c.id == permissions.c.team_id)
-            .outerjoin(team_org, team_org.c.id == teams.c.organization_id)
-        )
-        .where(permissions.c.organization_id == org_id)
-    )
-    out: list[dict[str, Any]] = []
-    for role, username, team, org in await conn.execute(q):
-        if username is not None:
-            out.append({"user": username, "role": role})
-        else:
-            out.append({"team": f"{org}/{team}", "role": role})
-    return sorted(out, key=lambda d: (d.get("user") or "", d.get("team") or ""))
 
 
 # --- teams ----------------------------------------------------------------------------------

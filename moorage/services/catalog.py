@@ -351,16 +351,7 @@ class CatalogService:
                 for d in descriptors(doc, "manifests")
             ],
             platforms=platforms,
-            referrers=[
-                Referrer(
-                    digest=r.digest,
-                    media_type=r.media_type,
-                    artifact_type=r.artifact_type,
-                    size=r.size,
-                    annotations=r.annotations,
-                )
-                for r in refs
-            ],
+            referrers=[_referrer(r) for r in refs],
         )
 
     async def _config_model(self, cfg: dict[str, Any]) -> ImageConfig:
@@ -410,16 +401,7 @@ class CatalogService:
         row, _ = await self._repo(p, name)
         async with self.ctx.engine.connect() as conn:
             refs = await q.referrers(conn, row.id, digest, artifact_type)
-        return [
-            Referrer(
-                digest=r.digest,
-                media_type=r.media_type,
-                artifact_type=r.artifact_type,
-                size=r.size,
-                annotations=r.annotations,
-            )
-            for r in refs
-        ]
+        return [_referrer(r) for r in refs]
 
     # --- system -----------------------------------------------------------------------------
 
@@ -472,6 +454,16 @@ def valid_digest(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _referrer(r: q.ReferrerRow) -> Referrer:
+    return Referrer(
+        digest=r.digest,
+        media_type=r.media_type,
+        artifact_type=r.artifact_type,
+        size=r.size,
+        annotations=r.annotations,
+    )
 
 
 def _summary(r: cq.RepositoryRow) -> RepositorySummary:

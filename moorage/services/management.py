@@ -19,8 +19,8 @@ from ..auth import admin
 from ..auth.passwords import hash_password, hash_secret, new_secret, verify_password
 from ..auth.pat import PAT_SCOPES, expiry
 from ..auth.scopes import ADMIN, DELETE
-from ..auth.service import AccessService, Principal
-from ..auth.sessions import SessionStore
+from ..auth.service import ANONYMOUS, AccessService, AuthFailed, Principal
+from ..auth.sessions import Session, SessionStore
 from ..db import access_queries as aq
 from ..db import catalog_queries as cq
 from ..db import management_queries as mq
@@ -128,6 +128,40 @@ class ManagementService:
                 if org in await mq.user_org_names(conn, p.id):
                     return
         raise Denied(f"organization {org} is visible to its members only")
+
+    # --- web sessions (the UI's login form) -------------------------------------------------
+
+    async def login(
+        self, username: str, password: str, client_addr: str, user_agent: str | None
+    ) -> tuple[str, Session]:
+        """Check a user's password (with the registry's lockout) and open a web session:
+        (cookie value for SESSION_COOKIE, session). Robots and tokens cannot open sessions.
+        Raises AuthFailed / LockedOut / Unavailable (moorage.auth.service). Audited."""
+        from ..auth.pat import looks_like_pat
+
+        anonymous = Caller(ANONYMOUS, client_addr, user_agent)
+        try:
+            if "+" in username or looks_like_pat(password):
+                raise AuthFailed("web sessions are for users and their passwords")
+            principal = await self.access.login(username, password, client_addr)
+        except AuthFailed:
+            await self._audit(
+                anonymous,
+                "login.failed",
+                result="failure",
+                details={"username": username[:200], "via": "web"},
+            )
+            raise
+        assert principal.id is not None
+        cookie, session = await self.sessions.create(principal.id, client_addr, user_agent)
+        await self._audit(
+            Caller(principal, client_addr, user_agent), "login", details={"via": "web"}
+        )
+        return cookie, session
+
+    async def logout(self, c: Caller, cookie_value: str) -> None:
+        if await self.sessions.delete(cookie_value):
+            await self._audit(c, "logout", details={"via": "web"})
 
     # --- repositories -----------------------------------------------------------------------
 
@@ -267,13 +301,13 @@ class ManagementService:
             org_id = await admin.org_id_in(conn, org)
             if await mq.namespace_has_repositories(conn, org):
                 raise Conflict(f"organization {org} still has repositories; delete them first")
-            await mq.delete_org(conn, org_id)
+            await mq.delete_org(conn, org_id, org)
         await self._audit(c, "organization.delete", details={"organization": org})
 
     async def organization_permissions(self, c: Caller, org: str) -> list[Grant]:
         await self._existing_org_admin(c, org)
         async with self.ctx.engine.connect() as conn:
-            rows = await mq.org_permissions(conn, await admin.org_id_in(conn, org))
+            rows = await aq.organization_permissions(conn, await admin.org_id_in(conn, org))
         return [Grant(**r) for r in rows]
 
     async def set_organization_permission(
@@ -499,7 +533,9 @@ class ManagementService:
             row = await admin.user_in(conn, username)
             if row.id == c.principal.id:
                 raise Conflict("you cannot delete your own account")
-            await mq.delete_user(conn, row.id)
+            if await mq.namespace_has_repositories(conn, username):
+                raise Conflict(f"{username} still has repositories; delete them first")
+            await mq.delete_user(conn, row.id, username)
         await self._audit(c, "user.delete", details={"user": username})
 
     # --- robots -----------------------------------------------------------------------------

@@ -233,8 +233,26 @@ def test_users_admin_and_self(world: World, admin: httpx.Client) -> None:
     err(admin.delete(f"{API}/users/admin"), 409)
     with world.client("reader") as c:
         err(c.delete(f"{API}/users/{name}"), 403)
+    ok(admin.patch(f"{API}/users/{name}", json={"disabled": False}))
+    with httpx.Client(base_url=world.server.url, auth=(name, "new-password-1")) as c:
+        assert (
+            put_manifest(c, f"{name}/own", "1", image_manifest(c, f"{name}/own")).status_code == 201
+        )
+        robot = ok(
+            c.post(
+                f"{API}/namespaces/{name}/robots",
+                json={"name": "bot", "access": [{"organization": name, "actions": ["pull"]}]},
+            ),
+            201,
+        )
+    err(admin.delete(f"{API}/users/{name}"), 409)  # a personal namespace with repositories
+    ok(admin.delete(f"{API}/repositories/{name}/own"), 204)
     ok(admin.delete(f"{API}/users/{name}"), 204)
     err(admin.get(f"{API}/users/{name}"), 404)
+    # a new account of the same name inherits nothing: not the old robot
+    ok(admin.post(f"{API}/users", json={"username": name, "password": PASSWORD}), 201)
+    with httpx.Client(base_url=world.server.url, auth=(robot["name"], robot["secret"])) as c:
+        assert c.get("/v2/").status_code == 401
     actions = [
         e["action"]
         for e in ok(admin.get(f"{API}/audit", params={"action": "user.update", "limit": 1000}))[

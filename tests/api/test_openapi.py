@@ -67,6 +67,39 @@ def test_docs_page_works_offline_under_a_strict_csp(world: World) -> None:
         err(c.get(f"{API}/static/nothing.js"), 404)
 
 
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="Debian's chromium not installed"
+)
+def test_docs_page_renders_in_a_browser_without_csp_violations(world: World) -> None:
+    from playwright.sync_api import sync_playwright
+
+    doc = ok(httpx.get(f"{world.server.url}{API}/openapi.json"))
+    n_ops = sum(len(item) for item in doc["paths"].values())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            messages: list[str] = []
+            page.on("console", lambda m: messages.append(m.text))
+            page.goto(f"{world.server.url}{API}/docs")
+            page.wait_for_selector(".opblock-tag", timeout=30000)
+            assert page.locator(".opblock").count() == n_ops
+        finally:
+            browser.close()
+    assert not [m for m in messages if "Content Security Policy" in m], messages
+
+
 def test_system_endpoints(world: World, admin: httpx.Client) -> None:
     assert ok(httpx.get(f"{world.server.url}{API}/health"))["status"] == "ok"
     info = ok(admin.get(f"{API}/system/info"))

@@ -3,7 +3,11 @@ cookie on the REST API (CSRF header on changes)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -172,7 +176,6 @@ def test_session_ends_when_the_password_changes(world: World, admin: httpx.Clien
 @pytest.mark.parametrize("idle", [False, True])
 def test_sessions_expire(world: World, idle: bool) -> None:
     """A session past its idle limit or its absolute lifetime is refused (aged in the DB)."""
-    import subprocess
     import sys
 
     from tests.api.conftest import _db_env
@@ -209,3 +212,103 @@ asyncio.run(main())
         )
         assert out.returncode == 0, out.stderr
         err(c.get(f"{API}/user"), 401)
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo (apt) not installed")
+def test_skopeo_pushes_and_pulls_with_a_token(
+    world: World, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """A personal access token as the password of a real client (Basic, then /auth/token)."""
+    from tests.clients.ocigen import make_image, write_layout
+
+    user = world.users["writer"]
+    token = str(_token(world, "writer", scopes=["registry:pull", "registry:push"])["token"])
+    layout = write_layout(tmp_path / "src", {"v1": make_image(n_layers=1)})
+    conf = tmp_path / "registries.conf"
+    conf.write_text("")
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+    }
+    dest = f"docker://{world.server.host}/{world.app}:skopeo-pat"
+    common = ["--registries-conf", str(conf), "--insecure-policy"]
+    push = subprocess.run(
+        [
+            "skopeo",
+            *common,
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            f"{user}:{token}",
+            f"oci:{layout}:v1",
+            dest,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert push.returncode == 0, push.stderr
+    inspect = subprocess.run(
+        ["skopeo", *common, "inspect", "--tls-verify=false", "--creds", f"{user}:{token}", dest],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert inspect.returncode == 0, inspect.stderr
+    tags = {
+        t["name"]
+        for t in ok(admin.get(f"{API}/repositories/{world.app}/-/tags", params={"limit": 200}))[
+            "items"
+        ]
+    }
+    assert "skopeo-pat" in tags
+    refused = subprocess.run(
+        [
+            "skopeo",
+            *common,
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            f"{user}:{token[:-1]}x",
+            dest,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+
+
+def test_login_and_logout_over_the_api(world: World, admin: httpx.Client) -> None:
+    user = world.users["repoadmin"]
+    with httpx.Client(base_url=world.server.url) as c:
+        err(c.post(f"{API}/session", json={"username": user, "password": "wrong-password"}), 401)
+        err(
+            c.post(f"{API}/session", json={"username": world.robot[0], "password": world.robot[1]}),
+            401,
+        )
+        err(c.post(f"{API}/session", json={"username": user}), 422, "password")
+        r = c.post(f"{API}/session", json={"username": user, "password": PASSWORD})
+        info = ok(r, 201)
+        cookie = r.headers["set-cookie"]
+        assert "moorage_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert "Secure" not in cookie  # plain HTTP here; set on TLS
+        assert ok(c.get(f"{API}/user"))["username"] == user and info["username"] == user
+        err(c.delete(f"{API}/session"), 403)  # a change: needs the CSRF token
+        ok(c.delete(f"{API}/session", headers={"X-CSRF-Token": info["csrf_token"]}), 204)
+        err(c.get(f"{API}/user"), 401)
+    with world.client("reader") as c:
+        err(c.delete(f"{API}/session"), 401)  # Basic callers have no session to end
+    events = ok(admin.get(f"{API}/audit", params={"actor": user, "limit": 1000}))["events"]
+    assert {"login", "logout"} <= {e["action"] for e in events}
+    failed = ok(admin.get(f"{API}/audit", params={"action": "login.failed", "limit": 1000}))[
+        "events"
+    ]
+    assert any(
+        e["details"].get("username") == user and e["details"].get("via") == "web" for e in failed
+    )
