@@ -149,13 +149,13 @@ class WebUI:
         management: ManagementService,
         on_login: LoginHook,
     ) -> None:
-        self.catalog = catalog
-        self.management = management
         self.ctx = ctx
         self.access = access
         self.audit = audit
         self.sessions = sessions
         self.resolver = resolver
+        self.catalog = catalog
+        self.management = management
         self.on_login = on_login
         self.static = StaticFiles(HERE / "static")
         self.templates = make_templates(self.static)
@@ -232,7 +232,6 @@ class WebUI:
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
                 message["headers"] = list(message.get("headers", [])) + extra
-            if message["type"] == "http.response.start":
                 started.append(True)
             await send(message)
 
