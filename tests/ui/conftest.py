@@ -19,20 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import CHROMIUM, launch_chromium
 from tests.clients.harness import ClientEnv, Skopeo
 from tests.clients.ocigen import make_image, make_multiarch_index, write_layout
 from tests.conftest import ADMIN_PASSWORD, MoorageServer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -142,7 +133,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        b = launch_chromium(p)
         try:
             yield b
         finally:
