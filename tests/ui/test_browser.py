@@ -223,3 +223,23 @@ def test_users_page(admin_page: Any, unique: str) -> None:
     page.click("a.who")
     assert page.locator("h1").inner_text() == "Your account"
     shot(page, "14-account")
+
+
+def test_delete_a_tag_after_confirming_and_filter_tags(
+    admin_page: Any, pushed: dict[str, str], skopeo: Skopeo, ui_server: MoorageServer
+) -> None:
+    page, repo = admin_page, pushed["repo"]
+    skopeo_push(skopeo, ui_server, repo, "scratch", f"admin:{ADMIN_PASSWORD}", multiarch=False)
+    page.goto(f"/ui/repositories/{repo}")
+    rows = page.locator("#tag-table tbody tr")
+    scratch = rows.filter(has_text="scratch")
+    # Filter-as-you-type (JavaScript) hides the rows that do not match.
+    page.fill("input[data-filter]", "scratch")
+    assert scratch.is_visible() and rows.filter(has_text=pushed["tag"]).is_hidden()
+    page.fill("input[data-filter]", "")
+    assert rows.filter(has_text=pushed["tag"]).is_visible()
+    scratch.locator("button", has_text="Delete").click()  # a confirm dialog, accepted
+    assert page.locator(".flash.ok").inner_text() == "Tag deleted."
+    assert "Delete tag scratch?" in page.dialogs
+    assert page.locator("#tag-table tbody tr", has_text="scratch").count() == 0
+    assert page.locator("#tag-table tbody tr", has_text=pushed["tag"]).count() == 1

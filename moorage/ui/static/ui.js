@@ -11,15 +11,18 @@
         btn.textContent = "Copied";
         window.setTimeout(function () { btn.textContent = old; }, 1500);
       };
-      if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(text).then(done, function () {});
-      } else {
+      var fallback = function () {
         var area = document.createElement("textarea");
         area.value = text;
         document.body.appendChild(area);
         area.select();
-        try { document.execCommand("copy"); done(); } catch (e) { /* nothing to do */ }
+        try { if (document.execCommand("copy")) { done(); } } catch (e) { /* nothing to do */ }
         document.body.removeChild(area);
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done, fallback);
+      } else {
+        fallback();
       }
     });
   });
