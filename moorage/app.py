@@ -100,7 +100,6 @@ class Moorage:
                 self.resolver,
                 self.catalog,
                 self.management,
-                self._audit_login,
             )
             self._background.append(asyncio.create_task(self._purge_sessions_periodically()))
         self.registry = RegistryAPI(self.ctx, policy, self.audit)

@@ -31,7 +31,13 @@ from ..auth.resolver import CSRFRejected, PrincipalResolver, Resolved
 from ..auth.scopes import ADMIN, DELETE
 from ..auth.service import AccessService, AuthFailed, LockedOut, Principal
 from ..auth.service import Unavailable as AuthUnavailable
-from ..auth.sessions import SESSION_COOKIE, Session, SessionStore
+from ..auth.sessions import (
+    SESSION_COOKIE,
+    Session,
+    SessionStore,
+    clear_session_cookie,
+    set_session_cookie,
+)
 from ..db import access_queries as aq
 from ..logs import request_id
 from ..services.catalog import CatalogService
@@ -56,8 +62,6 @@ from .web import (
 
 log = logging.getLogger("moorage.ui")
 T = TypeVar("T")
-
-LoginHook = Callable[[Request, Principal | None, str, str, dict[str, Any]], Awaitable[None]]
 
 
 class PageError(Exception):
@@ -147,7 +151,6 @@ class WebUI:
         resolver: PrincipalResolver,
         catalog: CatalogService,
         management: ManagementService,
-        on_login: LoginHook,
     ) -> None:
         self.ctx = ctx
         self.access = access
@@ -156,7 +159,6 @@ class WebUI:
         self.resolver = resolver
         self.catalog = catalog
         self.management = management
-        self.on_login = on_login
         self.static = StaticFiles(HERE / "static")
         self.templates = make_templates(self.static)
         self._login_csrf: LoginCSRF | None = None
@@ -412,17 +414,17 @@ class WebUI:
                 "The sign-in form expired or did not come from this site. Reload and try again.",
             )
         username = form.get("username", "").strip()[:200]
-        password = form.get("password", "")
         client = (request.client.host if request.client else "-") or "-"
-        details: dict[str, Any] = {"username": username, "via": "ui"}
-        generic = "Wrong username or password."
         try:
-            principal = await self.access.login(username, password, client)
-        except AuthFailed:
-            await self.on_login(request, None, "login.failed", "failure", details)
-            return await self._login_page(request, generic, username, 401)
+            cookie, _session = await self.management.login(
+                username,
+                form.get("password", ""),
+                client,
+                request.headers.get("user-agent", "")[:512],
+            )
+        except AuthFailed:  # also robots and tokens: sessions are for people
+            return await self._login_page(request, "Wrong username or password.", username, 401)
         except LockedOut:
-            await self.on_login(request, None, "login.failed", "denied", details)
             return await self._login_page(
                 request, "Too many failed sign-ins. Try again later.", username, 429
             )
@@ -430,32 +432,17 @@ class WebUI:
             return await self._login_page(
                 request, "The directory service is unavailable. Try again shortly.", username, 503
             )
-        if principal.kind != "user" or principal.id is None or principal.pat_scopes is not None:
-            # Robots and personal access tokens are for machines, not browser sessions.
-            await self.on_login(request, None, "login.failed", "failure", details)
-            return await self._login_page(request, generic, username, 401)
-        cookie, _session = await self.sessions.create(
-            principal.id, client, request.headers.get("user-agent", "")[:512]
-        )
-        await self.on_login(request, principal, "login", "success", {"via": "ui"})
         response = see_other(safe_next(form.get("next")))
-        response.set_cookie(
-            SESSION_COOKIE,
-            cookie,
-            max_age=int(self.sessions.lifetime.total_seconds()),
-            path="/",
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-        )
+        secure = request.url.scheme == "https"
+        set_session_cookie(response, cookie, secure, int(self.sessions.lifetime.total_seconds()))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
 
     async def logout(self, visit: Visit) -> Response:
         cookie = visit.request.cookies.get(SESSION_COOKIE, "")
-        await self.sessions.delete(cookie)
+        await self.management.logout(visit.caller, cookie)
         response = see_other("/login")
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+        clear_session_cookie(response, visit.request.url.scheme == "https")
         return response
 
     # --- pages ------------------------------------------------------------------------------
