@@ -95,7 +95,6 @@ class Moorage:
             self.ui = WebUI(
                 self.ctx,
                 self.access,
-                self.audit,
                 self.sessions,
                 self.resolver,
                 self.catalog,

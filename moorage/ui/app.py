@@ -24,7 +24,6 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from .. import __version__
-from ..audit import AuditLog
 from ..audit.store import query_events
 from ..auth.pat import PAT_SCOPES
 from ..auth.resolver import CSRFRejected, PrincipalResolver, Resolved
@@ -146,7 +145,6 @@ class WebUI:
         self,
         ctx: ServiceContext,
         access: AccessService,
-        audit: AuditLog,
         sessions: SessionStore,
         resolver: PrincipalResolver,
         catalog: CatalogService,
@@ -154,7 +152,6 @@ class WebUI:
     ) -> None:
         self.ctx = ctx
         self.access = access
-        self.audit = audit
         self.sessions = sessions
         self.resolver = resolver
         self.catalog = catalog
