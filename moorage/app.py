@@ -38,6 +38,7 @@ from .services.context import ServiceContext
 from .services.management import ManagementService
 from .storage.base import StorageDriver, StorageError
 from .storage.filesystem import FilesystemDriver
+from .ui.app import WebUI
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,6 +87,7 @@ class Moorage:
         self.resolver: PrincipalResolver | None = None
         self.catalog: CatalogService | None = None
         self.management: ManagementService | None = None
+        self.ui: WebUI | None = None
         self._background: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
@@ -107,6 +109,14 @@ class Moorage:
             self.management = ManagementService(self.ctx, self.access, self.audit, self.sessions)
             self.api = ManagementAPI(
                 self.ctx, self.access, self.audit, self.resolver, self.catalog, self.management
+            )
+            self.ui = WebUI(
+                self.ctx,
+                self.access,
+                self.sessions,
+                self.resolver,
+                self.catalog,
+                self.management,
             )
         self.registry = RegistryAPI(self.ctx, policy, self.audit)
         self.jobs = JobRunner(self.ctx.write_engine, self.config.jobs)
@@ -210,6 +220,8 @@ class Moorage:
             await self.token_endpoint(scope, receive, send)  # type: ignore[arg-type]
         elif (path == "/api/v1" or path.startswith("/api/v1/")) and self.api is not None:
             await self.api(scope, receive, send)
+        elif self.ui is not None and _is_ui_path(path):
+            await self.ui(scope, receive, send)
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})
         elif path == "/readyz":
@@ -249,6 +261,11 @@ class Moorage:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _is_ui_path(path: str) -> bool:
+    """The web UI's paths (moorage/ui): /, /login, /logout, /ui/..., /static/ui/...."""
+    return path in ("/", "/login", "/logout", "/ui") or path.startswith(("/ui/", "/static/ui/"))
 
 
 def _header(scope: Scope, name: bytes) -> str:

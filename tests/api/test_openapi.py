@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import API, World, err, ok
+from tests.browser import launch_chromium
 from tests.conftest import ADMIN_PASSWORD, MoorageServer
 
 
@@ -76,18 +77,7 @@ def test_docs_page_renders_in_a_browser_without_csp_violations(world: World) -> 
     doc = ok(httpx.get(f"{world.server.url}{API}/openapi.json"))
     n_ops = sum(len(item) for item in doc["paths"].values())
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--no-first-run",
-            ],
-        )
+        browser = launch_chromium(p)
         try:
             page = browser.new_page()
             messages: list[str] = []
