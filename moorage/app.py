@@ -24,7 +24,7 @@ from .auth.service import AccessService, Principal
 from .auth.tokens import TokenService
 from .config import Config, load_config
 from .db.engine import create_engine, writer
-from .db.hotpath import hot_reads_for
+from .db.hotpath import HotReadUnavailable, hot_reads_for
 from .logs import request_id, setup_logging
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
@@ -236,7 +236,7 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 def _unexpected(exc: Exception, scope: Scope) -> RegistryError:
-    if isinstance(exc, (DBAPIError, SQLAlchemyError)):
+    if isinstance(exc, (DBAPIError, SQLAlchemyError, HotReadUnavailable)):
         log.warning("database error on %s %s: %s", scope["method"], scope["path"], exc)
         return RegistryError("UNAVAILABLE", "database unavailable; retry", status=503)
     if isinstance(exc, (StorageError, OSError)):
