@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import traceback
 import uuid
@@ -42,9 +43,26 @@ access_log = logging.getLogger("moorage.access")
 
 
 def make_storage(config: Config) -> StorageDriver:
-    if config.storage.driver == "filesystem":
-        return FilesystemDriver(config.storage_root)
-    raise ValueError(f"storage driver {config.storage.driver!r} is not available in this build")
+    if config.storage.driver == "s3":
+        from .storage.s3 import S3Driver, S3Settings
+
+        s3 = config.storage.s3
+        return S3Driver(
+            S3Settings(
+                bucket=s3.bucket or "",
+                region=s3.region,
+                endpoint=s3.endpoint,
+                access_key_id=s3.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID", ""),
+                secret_access_key=s3.secret_access_key
+                or os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
+                prefix=s3.prefix,
+                path_style=s3.path_style,
+                redirect=s3.redirect,
+                redirect_expiry_seconds=s3.redirect_expiry_seconds,
+            )
+        )
+    return FilesystemDriver(config.storage_root)
 
 
 class Moorage:

@@ -212,7 +212,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-SECRET_KEYS = ("bind_password", "password", "secret", "secret_key")
+SECRET_KEYS = ("bind_password", "password", "secret", "secret_key", "secret_access_key")
 
 
 def _redact(value: object) -> object:

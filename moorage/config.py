@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .audit.config import AuditConfig
 from .auth.config import AuthConfig
@@ -61,11 +61,57 @@ class FilesystemStorageConfig(_Section):
     )
 
 
+class S3StorageConfig(_Section):
+    bucket: str | None = Field(
+        None, description="Bucket holding blobs and uploads (required for s3)."
+    )
+    endpoint: str | None = Field(
+        None,
+        description="S3 endpoint URL, e.g. http://minio:9000 or https://s3.wasabisys.com. "
+        "Default: AWS, https://s3.<region>.amazonaws.com.",
+    )
+    region: str = Field("us-east-1", description="Region used in request signatures (SigV4).")
+    access_key_id: str | None = Field(
+        None, description="Access key id. Default: AWS_ACCESS_KEY_ID from the environment."
+    )
+    secret_access_key: str | None = Field(
+        None,
+        description="Secret access key (prefer the environment). Default: AWS_SECRET_ACCESS_KEY.",
+    )
+    prefix: str = Field(
+        "", description="Key prefix under which everything is stored (e.g. moorage/)."
+    )
+    path_style: bool = Field(
+        False,
+        description="Path-style addressing (http://endpoint/bucket/key), as MinIO and Ceph RGW "
+        "usually need; else virtual-hosted style (http://bucket.endpoint/key).",
+    )
+    redirect: bool = Field(
+        False,
+        description="Answer blob GET with a 307 redirect to a short-lived presigned S3 URL "
+        "(clients must reach the endpoint) instead of streaming through the registry.",
+    )
+    redirect_expiry_seconds: int = Field(
+        1200, ge=10, le=7 * 24 * 3600, description="Lifetime of a presigned redirect URL."
+    )
+
+
 class StorageConfig(_Section):
-    driver: Literal["filesystem"] = Field(
-        "filesystem", description="Blob store driver (filesystem: local disk or NFS)."
+    driver: Literal["filesystem", "s3"] = Field(
+        "filesystem",
+        description="Blob store driver (filesystem: local disk or NFS; s3: S3-compatible "
+        "object storage).",
     )
     filesystem: FilesystemStorageConfig = Field(default_factory=FilesystemStorageConfig)
+    s3: S3StorageConfig = Field(default_factory=S3StorageConfig)
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> StorageConfig:
+        if self.driver == "s3" and not self.s3.bucket:
+            raise ValueError(
+                "storage.s3.bucket (MOORAGE_STORAGE_S3_BUCKET) is required when storage.driver is s3"
+            )
+        return self
 
 
 class RegistryConfig(_Section):

@@ -20,12 +20,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 PG_ADMIN_URL = os.environ.get("MOORAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b for b in os.environ.get("MOORAGE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+# Blob stores the `server` fixture runs on: filesystem by default (CI time); add s3 to run the
+# protocol suites on S3 too (moto on loopback): MOORAGE_TEST_STORAGE=filesystem,s3.
+STORAGES = [s for s in os.environ.get("MOORAGE_TEST_STORAGE", "filesystem").split(",") if s]
 
 
 def free_port() -> int:
@@ -151,16 +155,34 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
         yield "sqlite", None
 
 
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Any]:
+    """One S3 server (moto on loopback) for the session: a tests.s3server.MotoServer."""
+    from tests.s3server import MotoServer
+
+    with MotoServer() as s3:
+        yield s3
+
+
+@pytest.fixture(scope="session", params=STORAGES)
+def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Environment selecting the blob store of a server: {} (filesystem) or a fresh S3 bucket."""
+    if request.param == "s3":
+        s3 = request.getfixturevalue("moto")
+        return dict(s3.env(s3.create_bucket(f"srv-{uuid.uuid4().hex[:12]}")))
+    return {}
+
+
 ADMIN_PASSWORD = "admin-test-password-1"
 
 
 @pytest.fixture(scope="session")
-def server(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+def server(backend: tuple[str, str | None], storage_env: dict[str, str]) -> Iterator[MoorageServer]:
     """An open registry (``--no-auth``): protocol tests exercise the protocol alone.
     Access control is tested against ``auth_server``."""
     with tempfile.TemporaryDirectory(prefix="moorage-test-") as tmp:
         srv = MoorageServer(
-            Path(tmp) / "data", database_url=backend[1], extra_args=["--no-auth"]
+            Path(tmp) / "data", database_url=backend[1], extra_args=["--no-auth"], env=storage_env
         ).start()
         try:
             yield srv

@@ -48,9 +48,8 @@ async def create_user(
 
 
 async def rotate_keys(config: Config) -> str:
-    from ..app import build_access_service
+    from ..app import build_access_service, make_storage
     from ..db.hotpath import hot_reads_for
-    from ..storage.filesystem import FilesystemDriver
 
     engine = create_engine(config.database_url, 2)
     try:
@@ -58,7 +57,7 @@ async def rotate_keys(config: Config) -> str:
             config,
             engine,
             writer(engine),
-            FilesystemDriver(config.storage_root),
+            make_storage(config),
             hot_reads_for(config.database_url, 1),
         )
         return await build_access_service(config, ctx).tokens.rotate()

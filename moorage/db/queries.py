@@ -509,6 +509,17 @@ async def delete_upload(conn: AsyncConnection, upload_id: str) -> None:
     await conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
 
 
+async def delete_stale_uploads(conn: AsyncConnection, before: datetime) -> int:
+    """Drop upload sessions without progress since *before* that no live request holds."""
+    result = await conn.execute(
+        sa.delete(uploads).where(
+            uploads.c.updated_at < before,
+            sa.or_(uploads.c.lease_token.is_(None), uploads.c.lease_expires_at < now()),
+        )
+    )
+    return int(result.rowcount or 0)
+
+
 async def blob_sizes(conn: AsyncConnection, digests: Sequence[str]) -> dict[str, int]:
     if not digests:
         return {}

@@ -357,6 +357,18 @@ class UploadService:
         s = await self._open(repo, upload_id)
         await self._discard(s)
 
+    async def purge_abandoned(self, older_than: timedelta) -> tuple[int, int]:
+        """Forget sessions without progress for *older_than*, then remove what such sessions
+        left in the store (on S3: staging objects and unfinished multipart uploads). For a
+        periodic job; returns (sessions dropped, storage items removed)."""
+        async with self.ctx.write_engine.begin() as conn:
+            sessions = await q.delete_stale_uploads(conn, q.now() - older_than)
+        try:
+            items = await self.ctx.storage.cleanup_abandoned(older_than)
+        except StorageError as exc:
+            raise Unavailable(f"storage error: {exc}") from exc
+        return sessions, items
+
     async def monolithic(self, repo: str, digest: Digest, body: AsyncIterator[bytes]) -> None:
         """POST ?digest=: the whole blob in one request, no session row."""
         upload_id = str(uuid.uuid4())

@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 
@@ -46,7 +47,8 @@ class UploadWriter(ABC):
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
-        """JSON-serializable state that lets :meth:`StorageDriver.resume_writer` continue."""
+        """JSON-serializable state that lets :meth:`StorageDriver.resume_writer` continue from
+        what the last :meth:`flush` made durable (call it after flush)."""
 
     @abstractmethod
     async def flush(self) -> None:
@@ -107,6 +109,12 @@ class StorageDriver(ABC):
     @abstractmethod
     async def resume_writer(self, upload_id: str, state: dict[str, Any]) -> UploadWriter:
         """Reopen an upload session from the state its last request saved."""
+
+    @abstractmethod
+    async def cleanup_abandoned(self, older_than: timedelta) -> int:
+        """Remove what upload sessions untouched for *older_than* left in the store (staging
+        data; on S3 also unfinished multipart uploads); returns how many items went. The database
+        rows of such sessions are the caller's business."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from .base import PathNotFound, StatInfo, StorageDriver, StorageError, UploadWriter, upload_prefix
@@ -142,6 +144,35 @@ class FilesystemDriver(StorageDriver):
         except FileNotFoundError:
             raise PathNotFound(upload_prefix(upload_id)) from None
         return _FileWriter(self, directory, fd, size)
+
+    async def cleanup_abandoned(self, older_than: timedelta) -> int:
+        cutoff = time.time() - older_than.total_seconds()
+        uploads = self._full("uploads")
+
+        def sweep() -> int:
+            removed = 0
+            try:
+                names = os.listdir(uploads)
+            except FileNotFoundError:
+                return 0
+            for name in names:
+                directory = os.path.join(uploads, name)
+                try:
+                    newest = max(
+                        [os.stat(directory).st_mtime]
+                        + [
+                            os.stat(os.path.join(directory, f)).st_mtime
+                            for f in os.listdir(directory)
+                        ]
+                    )
+                except OSError:
+                    continue
+                if newest < cutoff:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
     async def ping(self) -> None:
         def probe() -> None:
