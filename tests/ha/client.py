@@ -57,8 +57,8 @@ def get_verified(
     on_stream: Callable[[], None] | None = None,
 ) -> tuple[bytes, str]:
     """GET *path* and check the body against *digest*; one retry on a broken connection.
-    *pace* seconds of sleep per 64 KiB read make a slow client; *on_stream* is called once the
-    body starts. Returns (body, the X-Moorage-Node that served it)."""
+    *pace* seconds of sleep per 64 KiB read make a slow client; *on_stream* is called once
+    1 MiB of the body has arrived (the transfer is under way). Returns (body, the X-Moorage-Node that served it)."""
     for attempt in (1, 2):
         try:
             with http.stream("GET", path, headers=headers) as r:
@@ -69,7 +69,7 @@ def get_verified(
                 h = hashlib.sha256()
                 parts = []
                 for chunk in r.iter_bytes(1 << 16):
-                    if on_stream is not None and not parts:
+                    if on_stream is not None and len(parts) == 16:
                         on_stream()
                     h.update(chunk)
                     parts.append(chunk)

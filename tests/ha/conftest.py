@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .harness import Cluster
+from .harness import STORAGES, Cluster
 
 _current: Cluster | None = None
 
@@ -30,11 +30,12 @@ def ha_tmp() -> Iterator[Path]:
             shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def cluster(ha_tmp: Path) -> Iterator[Cluster]:
-    """Three ``--no-auth`` nodes over shared storage; tests that stop a node start it again."""
+@pytest.fixture(scope="session", params=STORAGES)
+def cluster(ha_tmp: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Three ``--no-auth`` nodes over S3 (moto), then over a shared directory; tests that stop a
+    node start it again. MOORAGE_TEST_HA_STORAGE=s3 (or filesystem) runs one variant."""
     global _current
-    with Cluster(ha_tmp / "cluster") as c:
+    with Cluster(ha_tmp / f"cluster-{request.param}", storage=request.param) as c:
         _current = c
         try:
             yield c

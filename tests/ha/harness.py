@@ -25,10 +25,13 @@ from typing import Any
 import httpx
 
 from ..conftest import MoorageServer, free_port, postgres_database, stop_process
+from ..s3server import MotoServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO_ROOT / "deploy" / "haproxy.cfg"
 ADMIN_PASSWORD = "ha-admin-password-1"
+# Storage variants of the session cluster (MOORAGE_TEST_HA_STORAGE=s3 runs one).
+STORAGES = [s for s in os.environ.get("MOORAGE_TEST_HA_STORAGE", "s3,filesystem").split(",") if s]
 # A dead node's upload lease is taken over after this long (the default is 15 s).
 LEASE_SECONDS = 2.0
 
@@ -126,7 +129,9 @@ class HAProxy:
 
 
 class Cluster:
-    """Three nodes behind HAProxy over one PostgreSQL database and one shared store.
+    """Three nodes behind HAProxy over one PostgreSQL database and one shared store:
+    ``storage="s3"`` (a bucket on moto's server, behind a relay that can cut it off) or
+    ``"filesystem"`` (one directory every node mounts, as NFS would be).
 
     ``auth=False`` runs the nodes with ``--no-auth`` (for tests about storage and failover);
     with ``auth=True`` they share the administrator (ADMIN_PASSWORD) and token signing keys.
@@ -141,6 +146,7 @@ class Cluster:
         nodes: int = 3,
         auth: bool = False,
         migrate: str = "cli",
+        storage: str = "s3",
         env: dict[str, str] | None = None,
     ) -> None:
         self.work = work
@@ -148,8 +154,10 @@ class Cluster:
         self.auth = auth
         self.migrate = migrate
         self.extra_env = env or {}
+        self.storage = storage
         self.database_url = ""
         self.storage_root = work / "shared-storage"
+        self.s3: MotoServer | None = None
         self.nodes: list[MoorageServer] = []
         self.lb: HAProxy | None = None
         self._stack = ExitStack()
@@ -160,6 +168,9 @@ class Cluster:
         try:
             self.database_url = self._stack.enter_context(postgres_database())
             self.storage_root.mkdir(parents=True, exist_ok=True)
+            if self.storage == "s3":
+                self.s3 = self._stack.enter_context(MotoServer(log_dir=self.work))
+                self.s3.create_bucket("moorage-ha")
             if self.migrate == "cli":
                 self.moorage("db", "upgrade")
             self.nodes = [self._node(i) for i in range(self.n_nodes)]
@@ -186,12 +197,15 @@ class Cluster:
         """The configuration every node shares (as environment variables)."""
         env = {
             "MOORAGE_DATABASE_URL": self.database_url,
-            "MOORAGE_STORAGE_DRIVER": "filesystem",
-            "MOORAGE_STORAGE_FILESYSTEM_ROOT": str(self.storage_root),
             "MOORAGE_DATABASE_MIGRATE_ON_START": "true" if self.migrate == "start" else "false",
             "MOORAGE_REGISTRY_UPLOAD_LEASE_SECONDS": str(LEASE_SECONDS),
             "MOORAGE_HTTP_SHUTDOWN_TIMEOUT": "10",
         }
+        if self.s3 is not None:
+            env.update(self.s3.env("moorage-ha"))
+        else:
+            env["MOORAGE_STORAGE_DRIVER"] = "filesystem"
+            env["MOORAGE_STORAGE_FILESYSTEM_ROOT"] = str(self.storage_root)
         if self.auth:
             env["MOORAGE_ADMIN_PASSWORD"] = ADMIN_PASSWORD
         env.update(self.extra_env)
