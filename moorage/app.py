@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import traceback
 import uuid
@@ -75,6 +77,7 @@ class Moorage:
         self.audit: AuditLog | None = None
         self.api: ManagementAPI | None = None
         self._background: list[asyncio.Task[None]] = []
+        self.draining = False
 
     async def startup(self) -> None:
         engine = create_engine(self.config.database_url, self.config.database.pool_size)
@@ -94,6 +97,30 @@ class Moorage:
             self.token_endpoint = TokenEndpoint(self.access, self._audit_login)
             self.api = ManagementAPI(self.ctx, self.access, self.audit)
         self.registry = RegistryAPI(self.ctx, policy, self.audit)
+        self._drain_on_sigterm()
+
+    def _drain_on_sigterm(self) -> None:
+        """With ``http.drain_seconds``, the first SIGTERM turns /readyz to 503 and the node keeps
+        serving for that long (the load balancer's health checks take it out), then the server's
+        own handler runs: stop listening, let in-flight requests finish. A second SIGTERM stops
+        at once. (Startup runs inside uvicorn's signal capture, in every worker process.)"""
+        drain = self.config.http.drain_seconds
+        if drain <= 0 or threading.current_thread() is not threading.main_thread():
+            return
+        server_handler = signal.getsignal(signal.SIGTERM)
+        if not callable(server_handler):
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm(sig: int, frame: Any) -> None:
+            if self.draining:
+                server_handler(sig, frame)
+                return
+            self.draining = True
+            log.info("SIGTERM: draining for %.1f s (/readyz answers 503), then stopping", drain)
+            loop.call_soon_threadsafe(loop.call_later, drain, server_handler, sig, None)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     async def _audit_v2_login_failure(self, request: Request) -> None:
         """Bad Basic credentials or a refused token presented directly on /v2."""
@@ -208,6 +235,8 @@ class Moorage:
     async def _readyz(self, send: Send) -> None:
         assert self.ctx is not None
         checks: dict[str, str] = {}
+        if self.draining:
+            checks["shutdown"] = "draining"
         try:
             async with self.ctx.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))

@@ -34,6 +34,9 @@ ADMIN_PASSWORD = "ha-admin-password-1"
 STORAGES = [s for s in os.environ.get("MOORAGE_TEST_HA_STORAGE", "s3,filesystem").split(",") if s]
 # A dead node's upload lease is taken over after this long (the default is 15 s).
 LEASE_SECONDS = 2.0
+# On SIGTERM a node answers 503 on /readyz this long before it stops listening: well above
+# HAProxy's 2 failed checks at 0.5-1 s intervals (deploy/haproxy.cfg).
+DRAIN_SECONDS = 4.0
 
 
 def wait_for(
@@ -200,6 +203,7 @@ class Cluster:
             "MOORAGE_DATABASE_MIGRATE_ON_START": "true" if self.migrate == "start" else "false",
             "MOORAGE_REGISTRY_UPLOAD_LEASE_SECONDS": str(LEASE_SECONDS),
             "MOORAGE_HTTP_SHUTDOWN_TIMEOUT": "10",
+            "MOORAGE_HTTP_DRAIN_SECONDS": str(DRAIN_SECONDS),
         }
         if self.s3 is not None:
             env.update(self.s3.env("moorage-ha"))
@@ -222,8 +226,8 @@ class Cluster:
         )
 
     def _stop_nodes(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        with ThreadPoolExecutor(len(self.nodes)) as pool:  # each drains first: in parallel
+            list(pool.map(lambda n: n.stop(), self.nodes))
 
     def moorage(self, *args: str) -> str:
         """``moorage ARGS`` with the cluster's configuration; returns standard output."""
