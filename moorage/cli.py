@@ -28,6 +28,18 @@ def _load(args: argparse.Namespace, **overrides: object) -> Config:
     return load_config(args.config, overrides=values)
 
 
+def _check_storage(config: Config) -> None:
+    """Settings a driver refuses (e.g. S3 without credentials) are a configuration error, said
+    before anything starts."""
+    from .app import make_storage
+    from .storage.base import StorageError
+
+    try:
+        make_storage(config)
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(
         args,
@@ -41,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         },
     )
     setup_logging(config.log.format, config.log.level)
+    _check_storage(config)
     os.makedirs(config.data_dir, exist_ok=True)
     if config.database.migrate_on_start:
         upgrade_sync(config.database_url)

@@ -50,6 +50,8 @@ class _Relay:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        if self._listener is not None:
+            return  # already up
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         deadline = time.monotonic() + 10

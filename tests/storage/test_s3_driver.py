@@ -180,3 +180,21 @@ def test_config_requires_a_bucket_and_hides_the_secret(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "very-secret-value" not in r.stdout and "AKIDEXAMPLE" in r.stdout
     assert json.loads(r.stdout)["storage"]["s3"]["secret_access_key"] == "***"
+
+
+def test_serve_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MOORAGE_", "AWS_ACCESS", "AWS_SECRET", "AWS_SESSION"))
+    }
+    env.update(MOORAGE_STORAGE_DRIVER="s3", MOORAGE_STORAGE_S3_BUCKET="bk")
+    r = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 2 and "S3 credentials missing" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -22,6 +22,7 @@ import pytest
 
 from tests.clients.ocigen import make_image, write_layout
 from tests.conftest import MoorageServer, postgres_database, sha256
+from tests.registry.test_hostile import patch_chunk, start_upload
 from tests.s3server import MotoServer
 
 MiB = 1024 * 1024
@@ -82,23 +83,6 @@ def _repo() -> str:
     return f"s3/r{uuid.uuid4().hex[:10]}"
 
 
-def _start(c: httpx.Client, repo: str) -> str:
-    r = c.post(f"/v2/{repo}/blobs/uploads/")
-    assert r.status_code == 202, r.text
-    return str(r.headers["Location"])
-
-
-def _patch(c: httpx.Client, location: str, data: bytes, start: int) -> httpx.Response:
-    return c.patch(
-        location,
-        content=data,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Range": f"{start}-{start + len(data) - 1}",
-        },
-    )
-
-
 def _get(c: httpx.Client, repo: str, digest: str) -> bytes:
     r = c.get(f"/v2/{repo}/blobs/{digest}")
     assert r.status_code == 200, r.text
@@ -111,10 +95,10 @@ def test_chunked_push_across_parts_and_pull(a: httpx.Client, moto: MotoServer, b
     repo = _repo()
     data = os.urandom(13 * MiB + 7)
     digest = sha256(data)
-    loc = _start(a, repo)
+    loc = start_upload(a, repo)
     pos = 0
     for size in (1, 3 * MiB, 5 * MiB, 4 * MiB):
-        r = _patch(a, loc, data[pos : pos + size], pos)
+        r = patch_chunk(a, loc, data[pos : pos + size], pos)
         assert r.status_code == 202, r.text
         pos += size
         assert r.headers["Range"] == f"0-{pos - 1}"
@@ -139,7 +123,7 @@ def test_chunked_push_across_parts_and_pull(a: httpx.Client, moto: MotoServer, b
 def test_wrong_digest_makes_nothing_visible(a: httpx.Client) -> None:
     repo = _repo()
     data = os.urandom(6 * MiB)
-    loc = _start(a, repo)
+    loc = start_upload(a, repo)
     wrong = sha256(b"something else")
     r = a.put(loc, params={"digest": wrong}, content=data)
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
@@ -189,11 +173,11 @@ def test_upload_started_on_one_process_finished_on_another(
     repo = _repo()
     data = os.urandom(11 * MiB + 5)
     digest = sha256(data)
-    loc = _start(a, repo)
-    r = _patch(a, loc, data[: 6 * MiB + 1], 0)
+    loc = start_upload(a, repo)
+    r = patch_chunk(a, loc, data[: 6 * MiB + 1], 0)
     assert r.status_code == 202, r.text
     loc = r.headers["Location"]
-    r = _patch(b, loc, data[6 * MiB + 1 : 9 * MiB], 6 * MiB + 1)
+    r = patch_chunk(b, loc, data[6 * MiB + 1 : 9 * MiB], 6 * MiB + 1)
     assert r.status_code == 202, r.text
     assert b.get(loc).headers["Range"] == f"0-{9 * MiB - 1}"
     assert a.get(loc).headers["Range"] == f"0-{9 * MiB - 1}"
@@ -208,8 +192,8 @@ def test_s3_outage_mid_push_is_503_then_the_push_succeeds(
     repo = _repo()
     data = os.urandom(14 * MiB)
     digest = sha256(data)
-    loc = _start(a, repo)
-    r = _patch(a, loc, data[: 2 * MiB], 0)
+    loc = start_upload(a, repo)
+    r = patch_chunk(a, loc, data[: 2 * MiB], 0)
     assert r.status_code == 202
     loc = r.headers["Location"]
 
@@ -233,7 +217,7 @@ def test_s3_outage_mid_push_is_503_then_the_push_succeeds(
     assert status.status_code == 204, status.text
     done = int(status.headers["Range"].split("-")[1]) + 1
     assert done == 2 * MiB
-    r = _patch(a, loc, data[done:], done)
+    r = patch_chunk(a, loc, data[done:], done)
     assert r.status_code == 202, r.text
     r = a.put(r.headers["Location"], params={"digest": digest})
     assert r.status_code == 201, r.text
