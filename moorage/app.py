@@ -102,8 +102,9 @@ class Moorage:
     def _drain_on_sigterm(self) -> None:
         """With ``http.drain_seconds``, the first SIGTERM turns /readyz to 503 and the node keeps
         serving for that long (the load balancer's health checks take it out), then the server's
-        own handler runs: stop listening, let in-flight requests finish. A second SIGTERM stops
-        at once. (Startup runs inside uvicorn's signal capture, in every worker process.)"""
+        own handler runs: stop listening, let in-flight requests finish. A second SIGTERM to the
+        same process stops at once (with several workers uvicorn's supervisor forwards only the
+        first). Startup runs inside uvicorn's signal capture, in every worker process."""
         drain = self.config.http.drain_seconds
         if drain <= 0 or threading.current_thread() is not threading.main_thread():
             return
