@@ -36,7 +36,7 @@ STORAGES = [s for s in os.environ.get("MOORAGE_TEST_HA_STORAGE", "s3,filesystem"
 LEASE_SECONDS = 2.0
 # On SIGTERM a node answers 503 on /readyz this long before it stops listening: well above
 # HAProxy's 2 failed checks at 0.5-1 s intervals (deploy/haproxy.cfg).
-DRAIN_SECONDS = 4.0
+DRAIN_SECONDS = 5.0
 
 
 def wait_for(

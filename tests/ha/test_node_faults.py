@@ -109,7 +109,8 @@ def test_sigkill_mid_chunked_upload_continues_on_another_node(
 def test_sigkill_during_twenty_concurrent_pulls(
     cluster: Cluster, repo: str, record_property: pytest.RecordProperty
 ) -> None:
-    image = make_image(n_layers=2, layer_size=12 * MiB)
+    # Layers big enough that a cut transfer is more than the socket buffers on the way hold.
+    image = make_image(n_layers=2, layer_size=24 * MiB)
     with cluster.client() as lb:
         push_image(lb, repo, "v1", image)
 
