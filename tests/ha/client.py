@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from ..clients.ocigen import MANIFEST_ACCEPT, Image, sha256
+from ..registry.test_hostile import patch_chunk as patch_chunk  # the protocol tests' PATCH
 
 RETRYABLE = (httpx.TransportError,)
 
@@ -151,17 +152,6 @@ def upload_offset(http: httpx.Client, location: str) -> int:
     r = expect(http.get(location), 204)
     end = int(r.headers["range"].rsplit("-", 1)[1])
     return end + 1 if end else 0  # "0-0" is how an empty session is reported
-
-
-def patch_chunk(http: httpx.Client, location: str, data: bytes, start: int) -> httpx.Response:
-    return http.patch(
-        location,
-        content=data,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Range": f"{start}-{start + len(data) - 1}",
-        },
-    )
 
 
 def paced(data: bytes, piece: int, on_piece: int, action: threading.Event) -> Iterator[bytes]:
