@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ from ..s3server import MotoServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO_ROOT / "deploy" / "haproxy.cfg"
+NGINX_CONF = REPO_ROOT / "deploy" / "nginx.conf"
 ADMIN_PASSWORD = "ha-admin-password-1"
 # Storage variants of the session cluster (MOORAGE_TEST_HA_STORAGE=s3 runs one).
 STORAGES = [s for s in os.environ.get("MOORAGE_TEST_HA_STORAGE", "s3,filesystem").split(",") if s]
@@ -58,19 +60,16 @@ def readyz(url: str) -> int:
         return 0
 
 
-class HAProxy:
-    """HAProxy in the foreground (``-db``), a child of this process, on deploy/haproxy.cfg."""
+class _Balancer:
+    """A load balancer in the foreground, a child of this process, on a free loopback port."""
 
-    def __init__(self, work: Path, nodes: list[str]) -> None:
+    name = "balancer"
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, work: Path) -> None:
         self.work = work
         self.port = free_port()
-        self.socket_path = work / "haproxy.sock"
-        self.log_path = work / "haproxy.log"
-        self.env = dict(os.environ)
-        self.env["MOORAGE_LB_BIND"] = f"127.0.0.1:{self.port}"
-        self.env["MOORAGE_LB_STATS_SOCKET"] = str(self.socket_path)
-        for i, node in enumerate(nodes, 1):
-            self.env[f"MOORAGE_NODE{i}"] = node
+        self.log_path = work / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,27 +80,50 @@ class HAProxy:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> HAProxy:
-        binary = shutil.which("haproxy")
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        binary = shutil.which(self.name)
         if binary is None:
-            raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
+            raise RuntimeError(f"{self.name} is not installed (apt-get install {self.name})")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [binary, "-db", "-f", str(HAPROXY_CFG)],
-                env=self.env,
+                [binary, *args],
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        wait_for("haproxy to listen", self._listening, timeout=20)
-        return self
+        wait_for(f"{self.name} to listen", self._listening, timeout=20)
 
     def _listening(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"haproxy exited:\n{self.log_path.read_text(errors='replace')}")
+            raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text(errors='replace')}")
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, self.stop_signal)
+            self.proc = None
+
+
+class HAProxy(_Balancer):
+    """HAProxy in the foreground (``-db``) on deploy/haproxy.cfg, addresses in its environment."""
+
+    name = "haproxy"
+
+    def __init__(self, work: Path, nodes: list[str]) -> None:
+        super().__init__(work)
+        self.socket_path = work / "haproxy.sock"
+        self.env = dict(os.environ)
+        self.env["MOORAGE_LB_BIND"] = f"127.0.0.1:{self.port}"
+        self.env["MOORAGE_LB_STATS_SOCKET"] = str(self.socket_path)
+        for i, node in enumerate(nodes, 1):
+            self.env[f"MOORAGE_NODE{i}"] = node
+
+    def start(self) -> HAProxy:
+        self._spawn(["-db", "-f", str(HAPROXY_CFG)], self.env)
+        return self
 
     def command(self, cmd: str) -> str:
         """A command on the stats socket (the runtime API)."""
@@ -125,10 +147,37 @@ class HAProxy:
                 states[row["svname"]] = row["status"].split(" ")[0]
         return states
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
+
+class Nginx(_Balancer):
+    """nginx in the foreground on deploy/nginx.conf, rendered with loopback addresses and paths
+    in *work* (nginx reads no environment variables in its configuration)."""
+
+    name = "nginx"
+    stop_signal = signal.SIGQUIT  # graceful: finish open requests
+
+    def __init__(self, work: Path, nodes: list[str]) -> None:
+        super().__init__(work)
+        conf = NGINX_CONF.read_text()
+        examples = re.findall(r"server (10\.0\.0\.\d+:\d+)", conf)
+        assert len(examples) == len(nodes), "deploy/nginx.conf names one server per node"
+        for example, node in zip(examples, nodes, strict=True):
+            conf = conf.replace(f"server {example}", f"server {node}")
+        conf = conf.replace("listen 5000;", f"listen 127.0.0.1:{self.port};")
+        conf = conf.replace(
+            "access_log /var/log/nginx/moorage.access.log;",
+            f"access_log {work}/nginx-access.log;\n"
+            + "".join(
+                f"    {kind}_temp_path {work}/nginx-{kind};\n"
+                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            ),
+        )
+        self.conf = work / "nginx.conf"
+        self.conf.write_text(conf)
+
+    def start(self) -> Nginx:
+        globals_ = f"daemon off; error_log {self.log_path}; pid {self.work}/nginx.pid;"
+        self._spawn(["-c", str(self.conf), "-p", f"{self.work}/", "-g", globals_])
+        return self
 
 
 class Cluster:
@@ -150,6 +199,7 @@ class Cluster:
         auth: bool = False,
         migrate: str = "cli",
         storage: str = "s3",
+        balancer: str = "haproxy",
         env: dict[str, str] | None = None,
     ) -> None:
         self.work = work
@@ -158,11 +208,12 @@ class Cluster:
         self.migrate = migrate
         self.extra_env = env or {}
         self.storage = storage
+        self.balancer = balancer
         self.database_url = ""
         self.storage_root = work / "shared-storage"
         self.s3: MotoServer | None = None
         self.nodes: list[MoorageServer] = []
-        self.lb: HAProxy | None = None
+        self.lb: HAProxy | Nginx | None = None
         self._stack = ExitStack()
 
     # --- life cycle -------------------------------------------------------------------------
@@ -180,7 +231,8 @@ class Cluster:
             self._stack.callback(self._stop_nodes)
             with ThreadPoolExecutor(self.n_nodes) as pool:  # all at the same moment
                 list(pool.map(lambda n: n.start(timeout=90), self.nodes))
-            self.lb = HAProxy(self.work, [n.host for n in self.nodes]).start()
+            balancer = HAProxy if self.balancer == "haproxy" else Nginx
+            self.lb = balancer(self.work, [n.host for n in self.nodes]).start()
             self._stack.callback(self.lb.stop)
             self.wait_lb({f"node{i + 1}": "UP" for i in range(self.n_nodes)})
         except BaseException:
@@ -275,9 +327,11 @@ class Cluster:
         self.wait_lb({f"node{node + 1}": "UP"})
 
     def wait_lb(self, expected: dict[str, str], timeout: float = 60) -> None:
-        """Wait until HAProxy's health checks see the nodes as *expected* (UP / DOWN)."""
-        assert self.lb is not None
+        """Wait until HAProxy's health checks see the nodes as *expected* (UP / DOWN). nginx
+        has no active checks (nothing to wait for)."""
         lb = self.lb
+        if not isinstance(lb, HAProxy):
+            return
 
         def matches() -> bool:
             states = lb.server_states()
@@ -301,7 +355,9 @@ class Cluster:
         for i, node in enumerate(self.nodes):
             parts.append(f"--- node{i + 1} ({node.host}) ---\n{node.log()[-6000:]}")
         if self.lb is not None and self.lb.log_path.exists():
-            parts.append(f"--- haproxy ---\n{self.lb.log_path.read_text(errors='replace')[-4000:]}")
+            parts.append(
+                f"--- {self.lb.name} ---\n{self.lb.log_path.read_text(errors='replace')[-4000:]}"
+            )
         return "\n".join(parts)
 
 
