@@ -7,6 +7,7 @@ lasts as long as it takes every node to report it (about a second).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -23,7 +24,9 @@ from .harness import STORAGES, Cluster, readyz, wait_for
 
 pytestmark = pytest.mark.ha
 
-PG_CLUSTER = ["15", "main"]
+# The local cluster the tests' server (127.0.0.1:5432) runs as, like .ci/run finds it.
+PG_VERSIONS = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+PG_CLUSTER = [PG_VERSIONS[-1] if PG_VERSIONS else "15", "main"]
 
 
 def pg_ctl(action: str) -> None:
