@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import traceback
 import uuid
@@ -27,7 +29,7 @@ from .auth.sessions import SessionStore
 from .auth.tokens import TokenService
 from .config import Config, load_config
 from .db.engine import create_engine, writer
-from .db.hotpath import hot_reads_for
+from .db.hotpath import HotReadUnavailable, hot_reads_for
 from .jobs.runner import JobRunner
 from .jobs.tasks import register_standard_jobs
 from .logs import request_id, setup_logging
@@ -89,6 +91,7 @@ class Moorage:
         self.management: ManagementService | None = None
         self.ui: WebUI | None = None
         self._background: list[asyncio.Task[None]] = []
+        self.draining = False
 
     async def startup(self) -> None:
         engine = create_engine(self.config.database_url, self.config.database.pool_size)
@@ -123,6 +126,31 @@ class Moorage:
         register_standard_jobs(self.jobs, self.ctx, self.audit, self.sessions)
         if self.config.jobs.enabled:
             self.jobs.start()
+        self._drain_on_sigterm()
+
+    def _drain_on_sigterm(self) -> None:
+        """With ``http.drain_seconds``, the first SIGTERM turns /readyz to 503 and the node keeps
+        serving for that long (the load balancer's health checks take it out), then the server's
+        own handler runs: stop listening, let in-flight requests finish. A second SIGTERM to the
+        same process stops at once (with several workers uvicorn's supervisor forwards only the
+        first). Startup runs inside uvicorn's signal capture, in every worker process."""
+        drain = self.config.http.drain_seconds
+        if drain <= 0 or threading.current_thread() is not threading.main_thread():
+            return
+        server_handler = signal.getsignal(signal.SIGTERM)
+        if not callable(server_handler):
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm(sig: int, frame: Any) -> None:
+            if self.draining:
+                server_handler(sig, frame)
+                return
+            self.draining = True
+            log.info("SIGTERM: draining for %.1f s (/readyz answers 503), then stopping", drain)
+            loop.call_soon_threadsafe(loop.call_later, drain, server_handler, sig, None)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     async def _audit_v2_login_failure(self, request: Request) -> None:
         """Bad Basic credentials or a refused token presented directly on /v2."""
@@ -232,6 +260,8 @@ class Moorage:
     async def _readyz(self, send: Send) -> None:
         assert self.ctx is not None
         checks: dict[str, str] = {}
+        if self.draining:
+            checks["shutdown"] = "draining"
         try:
             async with self.ctx.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
@@ -283,7 +313,7 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 def _unexpected(exc: Exception, scope: Scope) -> RegistryError:
-    if isinstance(exc, (DBAPIError, SQLAlchemyError)):
+    if isinstance(exc, (DBAPIError, SQLAlchemyError, HotReadUnavailable)):
         log.warning("database error on %s %s: %s", scope["method"], scope["path"], exc)
         return RegistryError("UNAVAILABLE", "database unavailable; retry", status=503)
     if isinstance(exc, (StorageError, OSError)):

@@ -37,6 +37,13 @@ class HTTPConfig(_Section):
     shutdown_timeout: float = Field(
         30.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
     )
+    drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Behind a load balancer: on SIGTERM, /readyz answers 503 for this long while "
+        "the node keeps serving, so that health checks take it out before it stops listening "
+        "(set it above the balancer's check interval × fall count). 0: stop listening at once.",
+    )
     base_url: str | None = Field(
         None,
         description="External URL of the registry (for Location headers behind a proxy); "

@@ -16,12 +16,20 @@ import yaml
 from moorage.config import config_keys, env_name, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-# Variables read outside the key table (documented in README.md / docs/configuration.md).
+# Variables read outside the key table (documented in README.md / docs/configuration.md), and
+# the addresses deploy/haproxy.cfg takes from its environment.
 EXTRA = {"MOORAGE_ADMIN_PASSWORD", "MOORAGE_CONFIG"}
+LB_VARS = {
+    "MOORAGE_LB_BIND": "127.0.0.1:5999",
+    "MOORAGE_LB_STATS_SOCKET": "/tmp/moorage-test-haproxy-check.sock",
+    "MOORAGE_NODE1": "127.0.0.1:1",
+    "MOORAGE_NODE2": "127.0.0.1:2",
+    "MOORAGE_NODE3": "127.0.0.1:3",
+}
 
 
 def _known() -> set[str]:
-    return {env_name(k) for k in config_keys()} | EXTRA
+    return {env_name(k) for k in config_keys()} | EXTRA | set(LB_VARS)
 
 
 def _compose() -> dict[str, object]:
@@ -53,6 +61,7 @@ def test_the_compose_nodes_and_the_env_file_load_as_valid_configurations() -> No
     services = _compose()["services"]
     assert isinstance(services, dict)
     nodes = [s for name, s in services.items() if name.startswith("node")]
+    assert set(services["lb"]["environment"]) == set(LB_VARS)
     assert len(nodes) == 3
     for node in nodes:
         env = {
@@ -81,8 +90,9 @@ def test_the_systemd_unit_runs_real_commands() -> None:
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is installed by .ci/run")
 def test_haproxy_accepts_the_example_configuration() -> None:
     r = subprocess.run(
-        ["haproxy", "-c", "-f", str(ROOT / "deploy" / "compose" / "haproxy.cfg")],
+        ["haproxy", "-c", "-f", str(ROOT / "deploy" / "haproxy.cfg")],
         capture_output=True,
         text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **LB_VARS},
     )
     assert r.returncode == 0, r.stdout + r.stderr

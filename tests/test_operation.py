@@ -224,6 +224,36 @@ def test_graceful_shutdown_lets_inflight_requests_finish(tmp_path: Path) -> None
         srv.stop()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_with_drain_seconds_reports_unready_while_still_serving(
+    tmp_path: Path, workers: int
+) -> None:
+    """http.drain_seconds: after SIGTERM /readyz answers 503 (the load balancer takes the node
+    out) while the node still serves; it stops listening afterwards. In every worker."""
+    srv = MoorageServer(
+        tmp_path / "data",
+        extra_args=["--no-auth", "--workers", str(workers)],
+        env={"MOORAGE_HTTP_DRAIN_SECONDS": "5"},
+    ).start()
+    try:
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        r = httpx.get(f"{srv.url}/readyz", timeout=5)
+        while r.status_code != 503 and time.monotonic() < deadline:
+            r = httpx.get(f"{srv.url}/readyz", timeout=5)
+        assert r.status_code == 503 and r.json()["checks"]["shutdown"] == "draining", r.text
+        # Every worker drains (connections land on either), and requests are still served.
+        for _ in range(8):
+            with httpx.Client(timeout=5) as fresh:
+                assert fresh.get(f"{srv.url}/readyz").status_code == 503
+                assert fresh.get(f"{srv.url}/v2/").status_code == 200
+        # Then it stops by itself.
+        assert srv.proc.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("path", ["/nope", "/v3/", "/v2/_catalog/extra"])
 def test_unknown_paths_are_json_404(server: MoorageServer, path: str) -> None:
     r = httpx.get(server.url + path)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db.audit_schema import audit_anchor, audit_events
 from ..db.catalog_queries import bump_counters
-from ..db.engine import writer
+from ..db.engine import serialize, writer
 from .events import (
     GENESIS_HASH,
     Action,
@@ -151,8 +151,7 @@ def _record_to_row(rec: AuditRecord) -> dict[str, Any]:
 
 async def _lock_chain(conn: AsyncConnection) -> None:
     """Serialize with every other appender/pruner (SQLite: BEGIN IMMEDIATE already did)."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+    await serialize(conn, AUDIT_LOCK_KEY)
 
 
 async def read_anchor(conn: AsyncConnection) -> Anchor | None:

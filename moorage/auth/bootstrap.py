@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..db import access_queries as aq
-from ..db.engine import create_engine, writer
+from ..db.engine import SETUP_LOCK_KEY, create_engine, serialize, writer
 from .passwords import hash_password
 
 log = logging.getLogger("moorage.auth")
@@ -23,6 +23,7 @@ async def bootstrap(config: Config) -> None:
     engine = create_engine(config.database_url, 2)
     try:
         async with writer(engine).begin() as conn:
+            await serialize(conn, SETUP_LOCK_KEY)  # nodes starting together: one creates it
             if await aq.count_users(conn) > 0:
                 return
             given = os.environ.get("MOORAGE_ADMIN_PASSWORD")

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db import access_queries as aq
+from ..db.engine import SETUP_LOCK_KEY, serialize
 from ..db.queries import now
 from .scopes import Scope
 
@@ -94,6 +95,7 @@ class TokenService:
     async def ensure_key(self) -> None:
         """Create the first signing key if there is none (idempotent across nodes)."""
         async with self.engine.begin() as conn:
+            await serialize(conn, SETUP_LOCK_KEY)  # else two nodes starting together make two
             if not await aq.signing_keys_all(conn):
                 private, public = generate_es256()
                 await aq.add_signing_key(conn, uuid.uuid4().hex[:16], "ES256", private, public)

@@ -16,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key that serializes migrations of nodes starting together ("moorage" in hex).
 _MIGRATION_LOCK_KEY = 0x6D6F6F72616765
+# pg_advisory_xact_lock key for first-start setup (initial administrator, signing key): nodes
+# starting together would otherwise each see "none yet" and each create one ("mrgboot").
+SETUP_LOCK_KEY = 0x6D7267626F6F74
 
 
 def async_url(url: str) -> sa.URL:
@@ -81,6 +84,14 @@ def _sqlite_begin_immediate(conn: sa.Connection) -> None:
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same pool, marked so that SQLite transactions take the write lock at BEGIN."""
     return engine.execution_options(moorage_write=True)
+
+
+async def serialize(conn: AsyncConnection, key: int) -> None:
+    """Hold the PostgreSQL advisory lock *key* until this transaction ends, so that the same
+    read-then-write on several nodes takes turns. (SQLite: a writer's BEGIN IMMEDIATE already
+    serializes.)"""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 def alembic_config(url: str) -> Any:

@@ -39,6 +39,11 @@ BLOB_IN_REPOSITORY = (
 )
 
 
+class HotReadUnavailable(Exception):
+    """The database could not answer (unreachable, restarting, shutting down): the request gets
+    a retryable 503 like any other database fault, never a 500."""
+
+
 def _qmark(sql: str) -> str:
     return sql.replace("$1", "?").replace("$2", "?")
 
@@ -75,7 +80,11 @@ class SQLiteHotReads:
         except sqlite3.Error:
             # A broken connection (file replaced, I/O error): reopen once.
             self._drop()
+        try:
             return self._connection().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            self._drop()
+            raise HotReadUnavailable(f"sqlite: {exc}") from exc
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -128,8 +137,27 @@ class PostgresHotReads:
         return self._pool
 
     async def _one(self, sql: str, *params: str) -> Any:
-        pool = await self._get_pool()
-        return await pool.fetchrow(sql, *params)
+        import asyncpg
+
+        # Connection-level faults: the server restarted (every pooled connection is dead; the
+        # pool replaces one when it fails), is shutting down or starting up, or is unreachable.
+        # A read is safe to try once more on a fresh connection; then the client gets a 503.
+        faults = (
+            OSError,
+            asyncio.TimeoutError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # e.g. the server closed the connection mid-query
+            asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.OperatorInterventionError,
+        )
+        try:
+            pool = await self._get_pool()
+            try:
+                return await pool.fetchrow(sql, *params)
+            except faults:
+                return await pool.fetchrow(sql, *params)
+        except faults as exc:
+            raise HotReadUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
 
     async def manifest_by_tag(self, repo: str, tag: str) -> ManifestRow | None:
         r = await self._one(MANIFEST_BY_TAG, repo, tag)

@@ -30,7 +30,6 @@ Set ``MOORAGE_TEST_KEEP_TMP=1`` to keep the session temp dir (it is printed) for
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -49,7 +48,7 @@ import pytest
 
 from tests.conftest import stop_process
 
-from .harness import BearerAuth, ClientEnv, Engine, Registry, Skopeo
+from .harness import BearerAuth, ClientEnv, Engine, Registry, Skopeo, make_client_env
 
 REGISTRY_KIND = os.environ.get("MOORAGE_TEST_REGISTRY", "moorage").strip().lower()
 STARTUP_TIMEOUT = float(os.environ.get("MOORAGE_TEST_STARTUP_TIMEOUT", "60"))
@@ -230,54 +229,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
 
 @pytest.fixture(scope="session")
 def client_env(clients_tmp: Path, registry: Registry) -> ClientEnv:
-    root = clients_tmp / f"clients-{registry.host.rsplit(':', 1)[1]}"
-    dirs = {
-        name: root / name for name in ("home", "data", "config", "runtime", "tmp", "registries.d")
-    }
-    for d in dirs.values():
-        d.mkdir(parents=True)
-    dirs["runtime"].chmod(0o700)
-    registries_conf = root / "registries.conf"
-    registries_conf.write_text(
-        "unqualified-search-registries = []\n"
-        'short-name-mode = "disabled"\n\n'
-        "[[registry]]\n"
-        f'location = "{registry.host}"\n'
-        "insecure = true\n"
+    return make_client_env(
+        clients_tmp / f"clients-{registry.host.rsplit(':', 1)[1]}", registry.host
     )
-    auth_file = dirs["runtime"] / "auth.json"
-    auth_file.write_text(json.dumps({"auths": {}}))
-    auth_file.chmod(0o600)
-    policy = root / "policy.json"
-    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
-    containers_conf = root / "containers.conf"
-    (root / "libpod-tmp").mkdir()
-    (root / "networks").mkdir()
-    containers_conf.write_text(
-        "[engine]\n"
-        'lock_type = "file"\n'
-        'events_logger = "none"\n'
-        f'tmp_dir = "{root / "libpod-tmp"}"\n'
-        f'image_copy_tmp_dir = "{dirs["tmp"]}"\n'
-        "[network]\n"
-        f'network_config_dir = "{root / "networks"}"\n'
-    )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "HOME": str(dirs["home"]),
-        "XDG_DATA_HOME": str(dirs["data"]),
-        "XDG_CONFIG_HOME": str(dirs["config"]),
-        "XDG_RUNTIME_DIR": str(dirs["runtime"]),
-        "TMPDIR": str(dirs["tmp"]),
-        "CONTAINERS_REGISTRIES_CONF": str(registries_conf),
-        "CONTAINERS_CONF": str(containers_conf),
-        "REGISTRY_AUTH_FILE": str(auth_file),
-        # containers/image picks its blob-info cache dir from this uid (see module docstring).
-        "_CONTAINERS_ROOTLESS_UID": str(os.getuid() or 1000),
-        "_CONTAINERS_USERNS_CONFIGURED": "1",
-    }
-    return ClientEnv(root, env, registries_conf, dirs["registries.d"], policy)
 
 
 @pytest.fixture(scope="session")

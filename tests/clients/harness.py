@@ -148,6 +148,58 @@ class ClientEnv:
         return proc
 
 
+def make_client_env(root: Path, host: str) -> ClientEnv:
+    """Isolated config, policy, auth file and blob-info cache for skopeo/podman/buildah talking
+    to the registry at *host* (``127.0.0.1:PORT``, insecure)."""
+    dirs = {
+        name: root / name for name in ("home", "data", "config", "runtime", "tmp", "registries.d")
+    }
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    dirs["runtime"].chmod(0o700)
+    registries_conf = root / "registries.conf"
+    registries_conf.write_text(
+        "unqualified-search-registries = []\n"
+        'short-name-mode = "disabled"\n\n'
+        "[[registry]]\n"
+        f'location = "{host}"\n'
+        "insecure = true\n"
+    )
+    auth_file = dirs["runtime"] / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {}}))
+    auth_file.chmod(0o600)
+    policy = root / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    containers_conf = root / "containers.conf"
+    (root / "libpod-tmp").mkdir()
+    (root / "networks").mkdir()
+    containers_conf.write_text(
+        "[engine]\n"
+        'lock_type = "file"\n'
+        'events_logger = "none"\n'
+        f'tmp_dir = "{root / "libpod-tmp"}"\n'
+        f'image_copy_tmp_dir = "{dirs["tmp"]}"\n'
+        "[network]\n"
+        f'network_config_dir = "{root / "networks"}"\n'
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(dirs["home"]),
+        "XDG_DATA_HOME": str(dirs["data"]),
+        "XDG_CONFIG_HOME": str(dirs["config"]),
+        "XDG_RUNTIME_DIR": str(dirs["runtime"]),
+        "TMPDIR": str(dirs["tmp"]),
+        "CONTAINERS_REGISTRIES_CONF": str(registries_conf),
+        "CONTAINERS_CONF": str(containers_conf),
+        "REGISTRY_AUTH_FILE": str(auth_file),
+        # containers/image picks its blob-info cache dir from this uid (see tests/clients/conftest.py).
+        "_CONTAINERS_ROOTLESS_UID": str(os.getuid() or 1000),
+        "_CONTAINERS_USERNS_CONFIGURED": "1",
+    }
+    return ClientEnv(root, env, registries_conf, dirs["registries.d"], policy)
+
+
 class Skopeo:
     """skopeo with the session's isolated registries.conf, registries.d, policy and cache."""
 
