@@ -11,6 +11,8 @@ header), except the audit log's ``{"events": [...], "next_cursor": ...}``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -175,13 +177,8 @@ class ManagementAPI:
 
     async def _authenticate(self, request: Request, op: Op) -> Any:
         try:
-            resolved = await self.resolver.resolve_checked(request, request.method)
-        except AuthFailed:
-            raise APIError(401, "UNAUTHORIZED", "authentication failed") from None
-        except LockedOut as exc:
-            raise APIError(429, "TOO_MANY_REQUESTS", str(exc)) from None
-        except AuthUnavailable:
-            raise APIError(503, "UNAVAILABLE", "directory unavailable; retry") from None
+            with _auth_errors("authentication failed"):
+                resolved = await self.resolver.resolve_checked(request, request.method)
         except CSRFRejected as exc:
             raise APIError(403, "CSRF_FAILED", f"{exc}: send the X-CSRF-Token header") from None
         if resolved.principal.anonymous:
@@ -315,16 +312,10 @@ class ManagementAPI:
 
     async def login(self, c: Call) -> Response:
         b: s.LoginBody = c.body
-        try:
+        with _auth_errors("wrong username or password"):
             cookie, session = await self.m.login(
                 b.username, b.password, client_addr(c.request), c.request.headers.get("user-agent")
             )
-        except AuthFailed:
-            raise APIError(401, "UNAUTHORIZED", "wrong username or password") from None
-        except LockedOut as exc:
-            raise APIError(429, "TOO_MANY_REQUESTS", str(exc)) from None
-        except AuthUnavailable:
-            raise APIError(503, "UNAVAILABLE", "directory unavailable; retry") from None
         info = s.SessionInfo(
             username=session.username, csrf_token=session.csrf_token, expires_at=session.expires_at
         )
@@ -623,6 +614,19 @@ class ManagementAPI:
             media_type=media,
             headers={"Content-Disposition": f'attachment; filename="audit.{fmt}"'},
         )
+
+
+@contextmanager
+def _auth_errors(failed: str) -> Iterator[None]:
+    """AccessService's authentication outcomes as API errors (401, 429, 503)."""
+    try:
+        yield
+    except AuthFailed:
+        raise APIError(401, "UNAUTHORIZED", failed) from None
+    except LockedOut as exc:
+        raise APIError(429, "TOO_MANY_REQUESTS", str(exc)) from None
+    except AuthUnavailable:
+        raise APIError(503, "UNAVAILABLE", "directory unavailable; retry") from None
 
 
 def _in_query(op: Op, field: str | None) -> bool:

@@ -160,7 +160,8 @@ def to_response(op: Op, result: Any, request: Request) -> Response:
     if op.status == 204 or result is None:
         return Response(status_code=204)
     data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-    headers: dict[str, str] = {}
+    # Answers may carry secrets shown once (robot secrets, tokens): never cached.
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
     nxt = data.get("next_cursor") if isinstance(data, dict) else None
     if isinstance(nxt, str):
         url = request.url.include_query_params(cursor=nxt)

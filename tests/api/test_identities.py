@@ -287,7 +287,9 @@ def test_robots(world: World, admin: httpx.Client) -> None:
         assert mine["name"] == f"{world.users['reader']}+me"
         err(c.post(f"{API}/namespaces/{world.users['writer']}/robots", json=body), 403)
     with world.client("orgadmin") as c:
-        r = ok(c.post(f"{API}/namespaces/{org}/robots", json=body), 201)
+        created = c.post(f"{API}/namespaces/{org}/robots", json=body)
+        assert created.headers["cache-control"] == "no-store"
+        r = ok(created, 201)
         name, secret = r["name"], r["secret"]
         assert name == f"{org}+deploy" and r["access"] == [
             {"repository": repo, "organization": None, "actions": ["pull", "push"]}
