@@ -126,8 +126,10 @@ def unique() -> str:
 # --- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One browser per test module. Not per session: Playwright's sync API keeps an event loop
+    running in this thread while it is open, and every asyncio test after it would fail."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
     from playwright.sync_api import sync_playwright
