@@ -53,7 +53,9 @@ class AuthConfig(_Section):
         "development and benchmarks only).",
     )
     anonymous_access: bool = Field(
-        True, description="Anonymous clients may pull public repositories."
+        True,
+        description="Anonymous clients may pull public repositories, and browse them in the "
+        "REST API (`/api/v1/repositories`…) and the web UI's repository pages.",
     )
     realm: str | None = Field(
         None,

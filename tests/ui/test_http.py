@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -58,15 +58,53 @@ def test_anonymous_visitors_are_sent_to_the_login_form(anon: httpx.Client) -> No
     r = anon.get("/")
     assert r.status_code == 303 and r.headers["location"] == "/login"
     assert_secure_headers(r)
-    r = anon.get("/ui/repositories?q=x")
+    r = anon.get("/ui/organizations?q=x")
     assert r.status_code == 303
-    assert r.headers["location"] == "/login?next=/ui/repositories%3Fq%3Dx"
+    assert r.headers["location"] == "/login?next=/ui/organizations%3Fq%3Dx"
     page = anon.get("/login")
     assert page.status_code == 200
     assert_secure_headers(page)
     assert 'name="username"' in page.text and 'name="password"' in page.text
     cookie = page.headers["set-cookie"].lower()
     assert "moorage_login_csrf=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_anonymous_visitors_browse_public_repositories(
+    ui_server: MoorageServer, anon: httpx.Client
+) -> None:
+    """auth.anonymous_access (default on): public repositories read without login; private
+    and missing ones alike lead to the login form; no management form is offered."""
+    suffix = hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:8]
+    pub, priv = f"admin/pub{suffix}", f"admin/priv{suffix}"
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as c:
+        payload = image_manifest(c, pub)
+        assert put_manifest(c, pub, "v1", payload).status_code == 201
+        assert put_manifest(c, priv, "v1", image_manifest(c, priv)).status_code == 201
+        r = c.patch(f"/api/v1/repositories/{pub}", json={"visibility": "public"})
+        assert r.status_code == 200, r.text
+    listing = anon.get("/ui/repositories", params={"namespace": "admin"})
+    assert listing.status_code == 200
+    assert_secure_headers(listing)
+    assert f">{pub}</a>" in listing.text and priv not in listing.text
+    assert 'href="/login?next=/ui/repositories%3Fnamespace%3Dadmin">Sign in</a>' in listing.text
+    assert "Sign out" not in listing.text and 'name="csrf_token"' not in listing.text
+    repo = anon.get(f"/ui/repositories/{pub}")
+    assert repo.status_code == 200 and "v1" in repo.text and "docker pull" in repo.text
+    assert 'method="post"' not in repo.text  # no settings, permissions or delete buttons
+    image = anon.get(f"/ui/repositories/{pub}/manifests/{sha256(payload)}")
+    assert image.status_code == 200 and "Layers" in image.text
+    for hidden in (priv, "admin/does-not-exist", "nobody/nothing"):
+        for page in (
+            f"/ui/repositories/{hidden}",
+            f"/ui/repositories/{hidden}/manifests/{sha256(payload)}",
+        ):
+            r = anon.get(page)
+            assert r.status_code == 303, (page, r.status_code)
+            assert r.headers["location"] == "/login?next=" + quote(page, safe="/")
+    # Changes still need a session (and its CSRF token).
+    r = anon.post(f"/ui/repositories/{pub}/delete")
+    assert r.status_code == 403 and "Sign in again" in r.text
+    assert anon.get("/").headers["location"] == "/login"
 
 
 def test_basic_credentials_do_not_sign_in_to_the_ui(anon: httpx.Client) -> None:
@@ -485,8 +523,9 @@ def test_an_expired_session_is_signed_out(ui_server: MoorageServer) -> None:
         sid = hashlib.sha256(c.cookies["moorage_session"].encode()).hexdigest()
         # The session reaches its end (auth.session.max_hours) without anyone waiting for it.
         _run_sql(ui_server, f"UPDATE web_sessions SET expires_at = created_at WHERE id = '{sid}'")
-        r = c.get("/ui/repositories")
+        r = c.get("/ui/organizations")
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert ">Sign in</a>" in c.get("/ui/repositories").text  # public pages: signed out
 
 
 def test_the_audit_page_pages_through_filtered_records(
