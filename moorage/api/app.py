@@ -49,6 +49,7 @@ from ..services.models import (
     SystemInfo,
     TagInfo,
     Team,
+    TeamGrant,
     User,
 )
 from . import schemas as s
@@ -87,6 +88,11 @@ def _paged(items: list[Any], key: Any, q: s.PageQuery) -> tuple[list[Any], str |
 
 def _grant_key(g: Grant) -> str:
     return f"user:{g.user}" if g.user else f"team:{g.team}"
+
+
+def _team_grant_key(g: TeamGrant) -> str:
+    # the service's order: organization roles first, then repositories by name
+    return f"0:{g.organization}" if g.organization else f"1:{g.repository}"
 
 
 class ManagementAPI:
@@ -251,6 +257,7 @@ class ManagementAPI:
             Op("GET", team, self.get_team, "A team and its members", "teams", R, response=Team),
             Op("PATCH", team, self.update_team, "Set a team's description", "teams", RW, body=s.DescriptionBody, response=Team, errors=w),
             Op("DELETE", team, self.delete_team, "Delete a team", "teams", RW, status=204, errors=w),
+            Op("GET", team + "/permissions", self.team_permissions, "Roles the team holds on its organization and on repositories (organization admins); revoke them through the organization's or the repository's permissions", "permissions", R, query=s.PageQuery, response=Page[TeamGrant]),
             Op("PUT", team + "/members/{username}", self.add_member, "Add a member", "teams", RW, status=204, errors=w),
             Op("DELETE", team + "/members/{username}", self.remove_member, "Remove a member", "teams", RW, status=204, errors=w),
             # users and tokens
@@ -417,6 +424,11 @@ class ManagementAPI:
         )
 
     # --- organizations and teams ------------------------------------------------------------
+
+    async def team_permissions(self, c: Call) -> Any:
+        grants = await self.m.team_permissions(c.caller, c.path["organization"], c.path["team"])
+        items, nxt = _paged(grants, _team_grant_key, c.query)
+        return Page[TeamGrant](items=items, next_cursor=nxt)
 
     async def list_orgs(self, c: Call) -> Any:
         return await self.m.list_organizations(c.caller, c.query.cursor, c.query.limit)

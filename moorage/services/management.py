@@ -41,6 +41,7 @@ from .models import (
     RobotAccess,
     RobotWithSecret,
     Team,
+    TeamGrant,
     User,
 )
 
@@ -343,6 +344,14 @@ class ManagementService:
             tid = await admin.team_id_in(conn, org, team)
         await self._org_reader(c, org)
         return await self._team_model(org, tid)
+
+    async def team_permissions(self, c: Caller, org: str, team: str) -> list[TeamGrant]:
+        """The roles *org/team* holds (organization and repository grants): its org's admins,
+        as for the organization's own permissions."""
+        await self._existing_org_admin(c, org)
+        async with self.ctx.engine.connect() as conn:
+            rows = await aq.team_permissions(conn, await admin.team_id_in(conn, org, team))
+        return [TeamGrant(**r) for r in rows]
 
     async def _team_model(self, org: str, tid: int) -> Team:
         async with self.ctx.engine.connect() as conn:

@@ -218,6 +218,11 @@ class WebUI:
                 self.page(self.team_grant),
                 methods=post,
             ),
+            Route(
+                "/ui/organizations/{org}/teams/{team}/revoke",
+                self.page(self.team_revoke),
+                methods=post,
+            ),
             Route("/ui/users", self.page(self.users), methods=get),
             Route("/ui/users", self.page(self.create_user), methods=post),
             Route("/ui/users/{username}", self.page(self.update_user), methods=post),
@@ -732,13 +737,21 @@ class WebUI:
     async def team(self, visit: Visit) -> Response:
         org, name = visit.request.path_params["org"], visit.request.path_params["team"]
         team = await self._service(self.management.team(visit.caller, org, name))
+        org_admin = await self._org_admin(visit, org)
+        roles = (
+            await self._service(self.management.team_permissions(visit.caller, org, name))
+            if org_admin
+            else []
+        )
         return self.render(
             visit,
             "team.html",
             section="organizations",
             org=org,
             team=team,
-            can_admin=await self._org_admin(visit, org) and team.source == "local",
+            roles=roles,
+            org_admin=org_admin,
+            can_admin=org_admin and team.source == "local",  # members: not directory teams
             error="",
         )
 
@@ -759,6 +772,22 @@ class WebUI:
             )
         )
         return see_other(f"/ui/organizations/{_quote(org)}/teams/{_quote(team)}?done=granted")
+
+    async def team_revoke(self, visit: Visit) -> Response:
+        """Revoke one of the team's roles: on its organization, or on a repository (the
+        services check the organization's, or the repository's, admin role)."""
+        org, team = visit.request.path_params["org"], visit.request.path_params["team"]
+        repo = visit.form.get("repository", "").strip()
+        if repo:
+            call = self.management.set_repository_permission(
+                visit.caller, repo, None, user=None, team=f"{org}/{team}"
+            )
+        else:
+            call = self.management.set_organization_permission(
+                visit.caller, org, None, user=None, team=f"{org}/{team}"
+            )
+        await self._change(call)
+        return see_other(f"/ui/organizations/{_quote(org)}/teams/{_quote(team)}?done=revoked")
 
     # --- users ------------------------------------------------------------------------------
 

@@ -149,6 +149,41 @@ def test_organization_permissions(world: World, admin: httpx.Client) -> None:
     err(admin.get(f"{API}/organizations/nosuch{world.s}/permissions"), 404)
 
 
+def test_team_permissions(world: World, admin: httpx.Client) -> None:
+    """The roles a team holds, organization first then repositories, paginated; its org's
+    admins only."""
+    org = world.org
+    url = f"{API}/organizations/{org}/teams/devs/permissions"
+    team_on_pub = f"{API}/repositories/{world.pub}/-/permissions/teams/{org}/devs"
+    ok(admin.put(team_on_pub, json={"role": "read"}), 204)
+    try:
+        with world.client("orgadmin") as c:
+            assert ok(c.get(url))["items"] == [
+                {"organization": org, "repository": None, "role": "write"},
+                {"organization": None, "repository": world.pub, "role": "read"},
+            ]
+            first = c.get(url, params={"limit": 1})
+            page = ok(first)
+            assert [g["organization"] for g in page["items"]] == [org]
+            assert page["next_cursor"] and 'rel="next"' in first.headers["link"]
+            rest = ok(c.get(url, params={"limit": 1, "cursor": page["next_cursor"]}))
+            assert [g["repository"] for g in rest["items"]] == [world.pub]
+            assert rest["next_cursor"] is None
+            err(c.get(url, params={"limit": 0}), 400, "limit")
+            err(c.get(f"{API}/organizations/{org}/teams/nosuch/permissions"), 404)
+        for who, status in (("teamuser", 403), ("outsider", 403), ("robot", 403)):
+            with world.client(who) as c:
+                err(c.get(url), status)
+        with world.client("anonymous") as c:
+            err(c.get(url), 401)
+    finally:
+        ok(admin.delete(team_on_pub), 204)
+    assert ok(admin.get(url))["items"] == [
+        {"organization": org, "repository": None, "role": "write"}
+    ]
+    err(admin.get(f"{API}/organizations/nosuch{world.s}/teams/devs/permissions"), 404)
+
+
 def test_users_admin_and_self(world: World, admin: httpx.Client) -> None:
     name = f"u{uuid.uuid4().hex[:8]}"
     with world.client("reader") as c:

@@ -397,6 +397,20 @@ def test_roles_are_granted_and_revoked_from_the_pages(
     )
     assert r.status_code == 303
     assert "user: admin" not in admin.get(f"/ui/repositories/{repo}").text
+    # The team's page lists its roles (organization and repositories) and revokes them.
+    admin_cli(ui_server, "grant", "write", org, "--team", f"{org}/ops")
+    team_page = f"/ui/organizations/{org}/teams/ops"
+    roles = admin.get(team_page).text.split('id="role-table"')[1].split("</table>")[0]
+    assert f">{org}</a></td>\n    <td>write</td>" in roles
+    assert f">{repo}</a></td>\n    <td>read</td>" in roles
+    r = admin.post(f"{team_page}/revoke", data={"repository": repo, "csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"].endswith("?done=revoked")
+    roles = admin.get(team_page).text.split('id="role-table"')[1].split("</table>")[0]
+    assert repo not in roles and f">{org}</a>" in roles
+    assert admin.post(f"{team_page}/revoke", data={"csrf_token": token}).status_code == 303
+    assert "This team holds no role yet" in admin.get(team_page).text
+    # the team's organization role was the last one: the organization page agrees
+    assert 'id="org-perm-table"' not in admin.get(f"/ui/organizations/{org}").text
     # An unknown operation is a 404, not a grant.
     r = admin.post(
         f"/ui/repositories/{repo}/permissions/steal",
