@@ -272,6 +272,7 @@ class ManagementAPI:
             Op("POST", user + "/tokens", self.create_token, "Create a personal access token (its text is shown once)", "tokens", RW, body=s.TokenCreate, response=AccessTokenWithSecret, status=201, errors=w),
             Op("DELETE", user + "/tokens/{token_id}", self.delete_token, "Revoke and delete a personal access token", "tokens", RW, status=204, errors=w),
             # robots
+            Op("GET", "/robots", self.all_robots, "Every robot account, or one namespace's (administrators)", "robots", R, query=s.RobotQuery, response=Page[Robot], errors=(400, 401, 403)),
             Op("GET", "/namespaces/{namespace}/robots", self.list_robots, "Robot accounts of a namespace (its admins)", "robots", R, query=s.PageQuery, response=Page[Robot]),
             Op("POST", "/namespaces/{namespace}/robots", self.create_robot, "Create a robot account (the secret is shown once)", "robots", RW, body=s.RobotCreate, response=RobotWithSecret, status=201, errors=w),
             Op("GET", robot, self.get_robot, "A robot account", "robots", R, response=Robot),
@@ -557,6 +558,10 @@ class ManagementAPI:
     @staticmethod
     def _access(items: list[Any]) -> list[dict[str, Any]]:
         return [a.model_dump(exclude_none=True) for a in items]
+
+    async def all_robots(self, c: Call) -> Any:
+        q: s.RobotQuery = c.query
+        return await self.m.all_robots(c.caller, q.namespace, q.cursor, q.limit)
 
     async def create_robot(self, c: Call) -> Any:
         b: s.RobotCreate = c.body

@@ -574,6 +574,23 @@ class ManagementService:
         items, nxt = page_of(rows, [r.name for r in rows], n)
         return Page[Robot](items=[_robot(r) for r in items], next_cursor=nxt)
 
+    async def all_robots(
+        self,
+        c: Caller,
+        namespace: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Robot]:
+        """Every robot account, or those of one namespace (system administrators)."""
+        n = check_limit(limit)
+        self._sysadmin_read(c)
+        if namespace is not None:
+            admin.validate_username(namespace, "namespace")
+        async with self.ctx.engine.connect() as conn:
+            rows = await mq.list_robots(conn, namespace, decode_cursor(cursor), n + 1)
+        items, nxt = page_of(rows, [r.name for r in rows], n)
+        return Page[Robot](items=[_robot(r) for r in items], next_cursor=nxt)
+
     async def robot(self, c: Caller, namespace: str, name: str) -> Robot:
         await self._namespace_admin(c, namespace)
         async with self.ctx.engine.connect() as conn:

@@ -43,7 +43,7 @@ from ..services.catalog import CatalogService
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, Missing
 from ..services.management import Caller, ManagementService
-from ..services.models import Page, RepositorySummary, TagInfo
+from ..services.models import Page, RepositorySummary, Robot, TagInfo
 from .charts import bar_chart, line_chart
 from .web import (
     HERE,
@@ -892,13 +892,17 @@ class WebUI:
         return [visit.principal.name, *(o.name for o in orgs.items)]
 
     async def robots(self, visit: Visit) -> Response:
-        robots = []
-        for ns in await self._robot_namespaces(visit):
-            try:
-                page = await self.management.list_robots(visit.caller, ns, limit=200)
-            except (Denied, Invalid, Missing):
-                continue  # an organization the caller belongs to but does not administer
-            robots.extend(page.items)
+        extra: dict[str, Any] = {"admin_view": False}
+        if visit.is_admin:
+            robots, extra = await self._all_robots(visit)
+        else:
+            robots = []
+            for ns in await self._robot_namespaces(visit):
+                try:
+                    page = await self.management.list_robots(visit.caller, ns, limit=200)
+                except (Denied, Invalid, Missing):
+                    continue  # an organization the caller belongs to but does not administer
+                robots.extend(page.items)
         return self.render(
             visit,
             "robots.html",
@@ -906,7 +910,29 @@ class WebUI:
             robots=robots,
             form=dict.fromkeys(("namespace", "name", "description", "access", "expires_days"), ""),
             error="",
+            **extra,
         )
+
+    async def _all_robots(self, visit: Visit) -> tuple[list[Robot], dict[str, Any]]:
+        """System administrators: every namespace's robots, filtered by namespace, paged."""
+        qp = visit.request.query_params
+        filters = {"namespace": qp.get("namespace", "").strip()[:64]}
+        cursor = qp.get("after") or None
+        try:
+            page = await self.management.all_robots(
+                visit.caller, filters["namespace"] or None, cursor, limit=100
+            )
+            error = ""
+        except Invalid as exc:
+            page, error = Page[Robot](items=[], next_cursor=None), str(exc)
+        view = {
+            "admin_view": True,
+            "filters": filters,
+            "next_after": page.next_cursor,
+            "first_page": cursor is None,
+            "filter_error": error,
+        }
+        return page.items, view
 
     async def create_robot(self, visit: Visit) -> Response:
         f = visit.form

@@ -297,6 +297,49 @@ def test_users_admin_and_self(world: World, admin: httpx.Client) -> None:
     assert actions
 
 
+def test_every_robot_for_administrators(world: World, admin: httpx.Client) -> None:
+    """GET /robots: all namespaces' robots (system administrators), a namespace filter,
+    pagination; others keep the per-namespace list."""
+    own = world.users["writer"]
+    with world.client("writer") as c:
+        mine = ok(
+            c.post(
+                f"{API}/namespaces/{own}/robots",
+                json={"name": "mine", "access": [{"organization": own, "actions": ["pull"]}]},
+            ),
+            201,
+        )["name"]
+    names = set()
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = ok(admin.get(f"{API}/robots", params=params))
+        assert len(page["items"]) <= 2
+        names |= {r["name"] for r in page["items"]}
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert {world.robot[0], mine} <= names
+    assert [
+        r["name"] for r in ok(admin.get(f"{API}/robots", params={"namespace": own}))["items"]
+    ] == [mine]
+    in_org = ok(admin.get(f"{API}/robots", params={"namespace": world.org}))["items"]
+    assert {r["namespace"] for r in in_org} == {world.org} and world.robot[0] in {
+        r["name"] for r in in_org
+    }
+    assert ok(admin.get(f"{API}/robots", params={"namespace": f"none{world.s}"}))["items"] == []
+    err(admin.get(f"{API}/robots", params={"namespace": "a/b"}), 400, "namespace")
+    err(admin.get(f"{API}/robots", params={"limit": 500}), 400, "limit")
+    for who in ("orgadmin", "writer", "robot"):
+        with world.client(who) as c:
+            err(c.get(f"{API}/robots"), 403)
+    with world.client("anonymous") as c:
+        err(c.get(f"{API}/robots"), 401)
+    with world.client("writer") as c:  # what non-admins see is unchanged
+        assert [r["name"] for r in ok(c.get(f"{API}/namespaces/{own}/robots"))["items"]] == [mine]
+        ok(c.delete(f"{API}/namespaces/{own}/robots/mine"), 204)
+
+
 def test_robots(world: World, admin: httpx.Client) -> None:
     org = world.org
     repo = f"{org}/robotic"

@@ -270,6 +270,35 @@ def test_non_admins_cannot_open_admin_pages(ui_server: MoorageServer, unique: st
         assert r.status_code == 403
 
 
+def test_administrators_see_every_robot(ui_server: MoorageServer, unique: str) -> None:
+    org, user = f"rb{unique}", f"rbu{unique}"
+    admin_cli(ui_server, "create-org", org)
+    admin_cli(ui_server, "create-user", user, "--password-stdin", stdin="robot-owner-pw1\n")
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD)) as api:
+        for i in range(3):
+            body = {"name": f"ci{i}", "access": [{"organization": org, "actions": ["pull"]}]}
+            r = api.post(f"/api/v1/namespaces/{org}/robots", json=body)
+            assert r.status_code == 201, r.text
+    with httpx.Client(base_url=ui_server.url, auth=(user, "robot-owner-pw1")) as api:
+        body = {"name": "own", "access": [{"organization": user, "actions": ["pull"]}]}
+        assert api.post(f"/api/v1/namespaces/{user}/robots", json=body).status_code == 201
+    with login_http(ui_server) as c:
+        page = c.get("/ui/robots").text
+        assert 'name="namespace" value=""' in page  # the filter
+        assert f"{org}+ci0" in page and f"{user}+own" in page  # every namespace
+        only = c.get("/ui/robots", params={"namespace": org}).text
+        assert f"{org}+ci0" in only and f"{user}+own" not in only
+        bad = c.get("/ui/robots", params={"namespace": "<b>x</b>"})
+        assert bad.status_code == 200 and "namespace must be" in bad.text and "<b>x" not in bad.text
+        empty = c.get("/ui/robots", params={"namespace": f"none{unique}"}).text
+        assert f"No robot accounts in none{unique}" in empty
+    with login_http(ui_server, user, "robot-owner-pw1") as c:  # non-admins: as before
+        page = c.get("/ui/robots").text
+        assert (
+            f"{user}+own" in page and org not in page and 'placeholder="all namespaces"' not in page
+        )
+
+
 def _login_attempt(c: httpx.Client, username: str, password: str) -> httpx.Response:
     token = csrf_from(c.get("/login").text)
     return c.post("/login", data={"username": username, "password": password, "csrf_token": token})
