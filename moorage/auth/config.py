@@ -35,8 +35,11 @@ class LockoutConfig(_Section):
 
 
 class SessionConfig(_Section):
-    idle_minutes: int = Field(
-        60, ge=1, le=10080, description="A web session ends after this many idle minutes."
+    idle_minutes: float = Field(
+        60,
+        gt=0,
+        le=10080,
+        description="A web session ends after this many idle minutes (fractions allowed).",
     )
     max_hours: int = Field(
         12,

@@ -9,7 +9,9 @@ import re
 import sqlite3
 import ssl
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -569,6 +571,65 @@ def test_an_expired_session_is_signed_out(ui_server: MoorageServer) -> None:
         r = c.get("/ui/organizations")
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
         assert ">Sign in</a>" in c.get("/ui/repositories").text  # public pages: signed out
+
+
+@pytest.fixture(scope="module")
+def short_idle_server() -> Iterator[MoorageServer]:
+    """Sessions end after 6 idle seconds (auth.session.idle_minutes = 0.1, from the env)."""
+    with tempfile.TemporaryDirectory(prefix="moorage-idle-") as tmp:
+        srv = MoorageServer(
+            Path(tmp) / "data",
+            env={
+                "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "MOORAGE_AUTH_SESSION_IDLE_MINUTES": "0.1",
+            },
+        ).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+
+def test_an_idle_session_ends_while_an_active_one_continues(
+    short_idle_server: MoorageServer,
+) -> None:
+    idle_limit = 6.0
+    with login_http(short_idle_server) as active, login_http(short_idle_server) as idle:
+        assert idle.get("/ui/account").status_code == 200
+        last_idle_use = time.monotonic()
+        # The active session is used every half second for longer than the idle limit
+        # (each use counts, even though use is recorded only every idle/4).
+        while time.monotonic() - last_idle_use < idle_limit + 2:
+            assert active.get("/ui/account").status_code == 200
+            time.sleep(0.5)
+        r = idle.get("/ui/account")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert idle.get("/api/v1/user").status_code == 401  # gone for the API too
+        page = active.get("/ui/account")
+        assert page.status_code == 200 and "admin" in page.text
+
+
+def test_the_repository_list_links_to_its_next_page(
+    ui_server: MoorageServer, admin: httpx.Client, unique: str
+) -> None:
+    org = f"many{unique}"
+    admin_cli(ui_server, "create-org", org)
+    names = [f"{org}/r{i:02d}" for i in range(51)]  # a page holds 50
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as c:
+        for name in names:
+            assert (
+                put_manifest(c, name, "v1", image_manifest(c, name, layers=[])).status_code == 201
+            )
+    first = admin.get("/ui/repositories", params={"namespace": org})
+    rows = re.findall(r'<td><a href="/ui/repositories/([^"]+)">', first.text)
+    assert rows == names[:50]
+    links = re.findall(r'<a href="(/ui/repositories\?[^"]*after=[^"]*)">Next page', first.text)
+    assert len(links) == 1 and "First page" not in first.text
+    second = admin.get(links[0].replace("&amp;", "&"))
+    assert second.status_code == 200
+    assert re.findall(r'<td><a href="/ui/repositories/([^"]+)">', second.text) == names[50:]
+    assert "Next page" not in second.text and "First page" in second.text
+    assert f"namespace={org}" in second.text.split("First page")[0].rsplit("<a", 1)[1]
 
 
 def test_the_audit_page_pages_through_filtered_records(
