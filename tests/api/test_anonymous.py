@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.conftest import API, World, err, ok
-from tests.conftest import ADMIN_PASSWORD, MoorageServer, image_manifest, put_manifest
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    MoorageServer,
+    image_manifest,
+    own_auth_server,
+    put_manifest,
+)
 
 PATHS = ("", "/-/tags", "/-/manifests/latest")
 
@@ -61,22 +65,12 @@ def test_openapi_marks_public_reads(world: World) -> None:
 @pytest.fixture(scope="module")
 def closed_server() -> Iterator[MoorageServer]:
     """A registry with anonymous access off (SQLite) and one public repository."""
-    with tempfile.TemporaryDirectory(prefix="moorage-closed-") as tmp:
-        srv = MoorageServer(
-            Path(tmp) / "data",
-            env={
-                "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                "MOORAGE_AUTH_ANONYMOUS_ACCESS": "false",
-            },
-        ).start()
-        try:
-            with httpx.Client(base_url=srv.url, auth=("admin", ADMIN_PASSWORD)) as c:
-                r = put_manifest(c, "admin/open", "latest", image_manifest(c, "admin/open"))
-                assert r.status_code == 201, r.text
-                ok(c.patch(f"{API}/repositories/admin/open", json={"visibility": "public"}))
-            yield srv
-        finally:
-            srv.stop()
+    with own_auth_server(MOORAGE_AUTH_ANONYMOUS_ACCESS="false") as srv:
+        with httpx.Client(base_url=srv.url, auth=("admin", ADMIN_PASSWORD)) as c:
+            r = put_manifest(c, "admin/open", "latest", image_manifest(c, "admin/open"))
+            assert r.status_code == 201, r.text
+            ok(c.patch(f"{API}/repositories/admin/open", json={"visibility": "public"}))
+        yield srv
 
 
 def test_anonymous_access_off_refuses_everything(closed_server: MoorageServer) -> None:

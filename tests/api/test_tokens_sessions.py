@@ -306,14 +306,19 @@ def test_skopeo_pushes_and_pulls_with_a_token(
         timeout=180,
     )
     assert push.returncode == 0, push.stderr
-    inspect = subprocess.run(
-        ["skopeo", *common, "inspect", "--tls-verify=false", "--creds", f"{user}:{token}", dest],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert inspect.returncode == 0, inspect.stderr
+
+    def inspect(password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["skopeo", *common, "inspect", "--tls-verify=false", "--creds", f"{user}:{password}"]
+            + [dest],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    found = inspect(token)
+    assert found.returncode == 0, found.stderr
     tags = {
         t["name"]
         for t in ok(admin.get(f"{API}/repositories/{world.app}/-/tags", params={"limit": 200}))[
@@ -321,31 +326,10 @@ def test_skopeo_pushes_and_pulls_with_a_token(
         ]
     }
     assert "skopeo-pat" in tags
-    refused = subprocess.run(
-        [
-            "skopeo",
-            *common,
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            f"{user}:{token[:-1]}x",
-            dest,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert refused.returncode != 0
+    assert inspect(f"{token[:-1]}x").returncode != 0
     with world.client("writer") as c:
         ok(c.delete(f"{API}/users/{user}/tokens/{ok_id}"), 204)
-    revoked = subprocess.run(
-        ["skopeo", *common, "inspect", "--tls-verify=false", "--creds", f"{user}:{token}", dest],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    revoked = inspect(token)  # the same token, once revoked
     assert revoked.returncode != 0 and "unauthorized" in revoked.stderr
 
 

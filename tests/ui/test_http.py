@@ -9,7 +9,6 @@ import re
 import sqlite3
 import ssl
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.conftest import (
     MoorageServer,
     admin_cli,
     image_manifest,
+    own_auth_server,
     put_manifest,
     sha256,
     stop_process,
@@ -576,18 +576,8 @@ def test_an_expired_session_is_signed_out(ui_server: MoorageServer) -> None:
 @pytest.fixture(scope="module")
 def short_idle_server() -> Iterator[MoorageServer]:
     """Sessions end after 6 idle seconds (auth.session.idle_minutes = 0.1, from the env)."""
-    with tempfile.TemporaryDirectory(prefix="moorage-idle-") as tmp:
-        srv = MoorageServer(
-            Path(tmp) / "data",
-            env={
-                "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                "MOORAGE_AUTH_SESSION_IDLE_MINUTES": "0.1",
-            },
-        ).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
+    with own_auth_server(MOORAGE_AUTH_SESSION_IDLE_MINUTES="0.1") as srv:
+        yield srv
 
 
 def test_an_idle_session_ends_while_an_active_one_continues(
