@@ -190,6 +190,20 @@ def server(backend: tuple[str, str | None], storage_env: dict[str, str]) -> Iter
             srv.stop()
 
 
+@contextlib.contextmanager
+def own_auth_server(**env: str) -> Iterator[MoorageServer]:
+    """A registry of its own (SQLite, access control on, admin password ADMIN_PASSWORD) with
+    extra ``MOORAGE_*`` settings, for tests of a configuration the shared server lacks."""
+    with tempfile.TemporaryDirectory(prefix="moorage-own-") as tmp:
+        srv = MoorageServer(
+            Path(tmp) / "data", env={"MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD, **env}
+        ).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+
 @pytest.fixture(scope="session")
 def auth_server(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
     """A registry with access control on (the default), admin password ADMIN_PASSWORD."""

@@ -49,6 +49,7 @@ from ..services.models import (
     SystemInfo,
     TagInfo,
     Team,
+    TeamGrant,
     User,
 )
 from . import schemas as s
@@ -87,6 +88,11 @@ def _paged(items: list[Any], key: Any, q: s.PageQuery) -> tuple[list[Any], str |
 
 def _grant_key(g: Grant) -> str:
     return f"user:{g.user}" if g.user else f"team:{g.team}"
+
+
+def _team_grant_key(g: TeamGrant) -> str:
+    # the service's order: organization roles first, then repositories by name
+    return f"0:{g.organization}" if g.organization else f"1:{g.repository}"
 
 
 class ManagementAPI:
@@ -172,7 +178,14 @@ class ManagementAPI:
 
             resolved = Resolved(ANONYMOUS)
         caller = Caller(resolved.principal, client_addr(request), request.headers.get("user-agent"))
-        result = await op.handler(Call(request, resolved, caller, params, query, body))
+        try:
+            result = await op.handler(Call(request, resolved, caller, params, query, body))
+        except Denied:
+            if resolved.principal.anonymous and op.auth != "none":
+                # As /v2 answers anonymous callers: log in (a private repository and a missing
+                # one are refused alike, before existence is checked).
+                raise APIError(401, "UNAUTHORIZED", "authentication required") from None
+            raise
         return to_response(op, result, request)
 
     async def _authenticate(self, request: Request, op: Op) -> Any:
@@ -181,7 +194,9 @@ class ManagementAPI:
                 resolved = await self.resolver.resolve_checked(request, request.method)
         except CSRFRejected as exc:
             raise APIError(403, "CSRF_FAILED", f"{exc}: send the X-CSRF-Token header") from None
-        if resolved.principal.anonymous:
+        if resolved.principal.anonymous and not (
+            op.auth == "public" and self.access.config.anonymous_access
+        ):
             raise APIError(401, "UNAUTHORIZED", "authentication required")
         if not resolved.principal.may_use_api(write=op.auth == "write"):
             need = "api:write" if op.auth == "write" else "api:read"
@@ -192,6 +207,7 @@ class ManagementAPI:
 
     def _ops(self) -> list[Op]:
         R: Auth = "read"
+        P: Auth = "public"  # anonymous too (public repositories), when anonymous access is on
         RW: Auth = "write"
         repo = "/repositories/{repository}"
         org = "/organizations/{organization}"
@@ -211,15 +227,15 @@ class ManagementAPI:
             Op("POST", "/session", self.login, "Log in: sets the session cookie (HttpOnly) and returns the CSRF token", "session", "none", body=s.LoginBody, response=s.SessionInfo, status=201, errors=(400, 401, 413, 422, 429)),
             Op("DELETE", "/session", self.logout, "Log out: ends the session of the cookie sent", "session", "write", status=204, errors=(401, 403)),
             # repositories
-            Op("GET", "/repositories", self.list_repositories, "List and search repositories the caller may pull", "repositories", R, query=s.RepositoryQuery, response=Page[RepositorySummary], errors=(400, 401, 403)),
-            Op("GET", repo, self.get_repository, "Repository details", "repositories", R, response=RepositoryDetail),
+            Op("GET", "/repositories", self.list_repositories, "List and search repositories the caller may pull (anonymous callers: public ones)", "repositories", P, query=s.RepositoryQuery, response=Page[RepositorySummary], errors=(400, 401, 403)),
+            Op("GET", repo, self.get_repository, "Repository details", "repositories", P, response=RepositoryDetail),
             Op("PATCH", repo, self.update_repository, "Set description and visibility (admin role)", "repositories", RW, body=s.RepositoryUpdate, response=RepositoryDetail, errors=w),
             Op("DELETE", repo, self.delete_repository, "Delete a repository: its tags, manifests and links (admin role); blobs become garbage for GC", "repositories", RW, status=204, errors=w),
-            Op("GET", repo + "/-/tags", self.list_tags, "Tags with digest, media type, platforms, size and times", "repositories", R, query=s.PageQuery, response=Page[TagInfo]),
+            Op("GET", repo + "/-/tags", self.list_tags, "Tags with digest, media type, platforms, size and times", "repositories", P, query=s.PageQuery, response=Page[TagInfo]),
             Op("DELETE", repo + "/-/tags/{tag}", self.delete_tag, "Delete a tag (delete right)", "repositories", RW, status=204, errors=w),
-            Op("GET", repo + "/-/manifests/{reference}", self.get_image, "A manifest by tag or digest: layers, config, platforms, referrers", "repositories", R, response=ImageDetail),
+            Op("GET", repo + "/-/manifests/{reference}", self.get_image, "A manifest by tag or digest: layers, config, platforms, referrers", "repositories", P, response=ImageDetail),
             Op("DELETE", repo + "/-/manifests/{reference}", self.delete_manifest, "Delete a manifest and the tags pointing to it (delete right)", "repositories", RW, status=204, errors=w),
-            Op("GET", repo + "/-/referrers/{digest}", self.referrers, "Artifacts (signatures, SBOMs, ...) referring to a digest", "repositories", R, query=s.ReferrerQuery, response=Page[Referrer]),
+            Op("GET", repo + "/-/referrers/{digest}", self.referrers, "Artifacts (signatures, SBOMs, ...) referring to a digest", "repositories", P, query=s.ReferrerQuery, response=Page[Referrer]),
             Op("GET", repo + "/-/permissions", self.repo_permissions, "Roles granted on the repository (admin role)", "permissions", R, query=s.PageQuery, response=Page[Grant]),
             Op("PUT", repo + "/-/permissions/users/{username}", self.set_repo_user, "Grant a user a role on the repository", "permissions", RW, body=s.RoleBody, status=204, errors=w),
             Op("DELETE", repo + "/-/permissions/users/{username}", self.set_repo_user, "Revoke a user's role on the repository", "permissions", RW, status=204, errors=w),
@@ -241,6 +257,7 @@ class ManagementAPI:
             Op("GET", team, self.get_team, "A team and its members", "teams", R, response=Team),
             Op("PATCH", team, self.update_team, "Set a team's description", "teams", RW, body=s.DescriptionBody, response=Team, errors=w),
             Op("DELETE", team, self.delete_team, "Delete a team", "teams", RW, status=204, errors=w),
+            Op("GET", team + "/permissions", self.team_permissions, "Roles the team holds on its organization and on repositories (organization admins); revoke them through the organization's or the repository's permissions", "permissions", R, query=s.PageQuery, response=Page[TeamGrant]),
             Op("PUT", team + "/members/{username}", self.add_member, "Add a member", "teams", RW, status=204, errors=w),
             Op("DELETE", team + "/members/{username}", self.remove_member, "Remove a member", "teams", RW, status=204, errors=w),
             # users and tokens
@@ -255,6 +272,7 @@ class ManagementAPI:
             Op("POST", user + "/tokens", self.create_token, "Create a personal access token (its text is shown once)", "tokens", RW, body=s.TokenCreate, response=AccessTokenWithSecret, status=201, errors=w),
             Op("DELETE", user + "/tokens/{token_id}", self.delete_token, "Revoke and delete a personal access token", "tokens", RW, status=204, errors=w),
             # robots
+            Op("GET", "/robots", self.all_robots, "Every robot account, or one namespace's (administrators)", "robots", R, query=s.RobotQuery, response=Page[Robot], errors=(400, 401, 403)),
             Op("GET", "/namespaces/{namespace}/robots", self.list_robots, "Robot accounts of a namespace (its admins)", "robots", R, query=s.PageQuery, response=Page[Robot]),
             Op("POST", "/namespaces/{namespace}/robots", self.create_robot, "Create a robot account (the secret is shown once)", "robots", RW, body=s.RobotCreate, response=RobotWithSecret, status=201, errors=w),
             Op("GET", robot, self.get_robot, "A robot account", "robots", R, response=Robot),
@@ -408,6 +426,11 @@ class ManagementAPI:
 
     # --- organizations and teams ------------------------------------------------------------
 
+    async def team_permissions(self, c: Call) -> Any:
+        grants = await self.m.team_permissions(c.caller, c.path["organization"], c.path["team"])
+        items, nxt = _paged(grants, _team_grant_key, c.query)
+        return Page[TeamGrant](items=items, next_cursor=nxt)
+
     async def list_orgs(self, c: Call) -> Any:
         return await self.m.list_organizations(c.caller, c.query.cursor, c.query.limit)
 
@@ -535,6 +558,10 @@ class ManagementAPI:
     @staticmethod
     def _access(items: list[Any]) -> list[dict[str, Any]]:
         return [a.model_dump(exclude_none=True) for a in items]
+
+    async def all_robots(self, c: Call) -> Any:
+        q: s.RobotQuery = c.query
+        return await self.m.all_robots(c.caller, q.namespace, q.cursor, q.limit)
 
     async def create_robot(self, c: Call) -> Any:
         b: s.RobotCreate = c.body

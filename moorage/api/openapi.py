@@ -135,6 +135,8 @@ def build_openapi(
             }
         if op.auth != "none":
             item["security"] = [{"basic": []}, {"bearer": []}, {"session": []}]
+            if op.auth == "public":  # anonymous too, when anonymous access is on
+                item["security"].append({})
         else:
             item["security"] = []
         paths.setdefault(op.path, {})[op.method.lower()] = item

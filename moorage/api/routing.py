@@ -16,7 +16,9 @@ from starlette.responses import JSONResponse, Response
 from ..auth.resolver import Resolved
 from ..services.management import Caller
 
-Auth = Literal["none", "read", "write"]
+# "public": a read that anonymous callers may make too while auth.anonymous_access is on (the
+# services then answer with public repositories only).
+Auth = Literal["none", "public", "read", "write"]
 MAX_BODY = 1 << 20
 
 

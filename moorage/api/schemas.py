@@ -52,6 +52,12 @@ class UserQuery(PageQuery):
     q: str | None = Field(None, max_length=64, description="Part of the username.")
 
 
+class RobotQuery(PageQuery):
+    namespace: str | None = Field(
+        None, max_length=64, description="Only the robots of this organization or user."
+    )
+
+
 class ReferrerQuery(PageQuery):
     artifact_type: str | None = Field(None, max_length=255)
 

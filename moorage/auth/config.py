@@ -35,8 +35,11 @@ class LockoutConfig(_Section):
 
 
 class SessionConfig(_Section):
-    idle_minutes: int = Field(
-        60, ge=1, le=10080, description="A web session ends after this many idle minutes."
+    idle_minutes: float = Field(
+        60,
+        gt=0,
+        le=10080,
+        description="A web session ends after this many idle minutes (fractions allowed).",
     )
     max_hours: int = Field(
         12,
@@ -53,7 +56,9 @@ class AuthConfig(_Section):
         "development and benchmarks only).",
     )
     anonymous_access: bool = Field(
-        True, description="Anonymous clients may pull public repositories."
+        True,
+        description="Anonymous clients may pull public repositories, and browse them in the "
+        "REST API (`/api/v1/repositories`…) and the web UI's repository pages.",
     )
     realm: str | None = Field(
         None,

@@ -185,7 +185,7 @@ class TokenEndpoint:
         requested = parse_scopes(raw_scopes)
         granted = await self.access.grant(principal, requested)
         token, lifetime = await self.access.tokens.issue(
-            principal.name, principal.kind, principal.id, granted
+            principal.name, principal.kind, principal.id, granted, pat_id=principal.pat_id
         )
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         body: dict[str, Any] = {
@@ -199,7 +199,12 @@ class TokenEndpoint:
             body["token_type"] = "Bearer"
         if offline:
             refresh, _ = await self.access.tokens.issue(
-                principal.name, principal.kind, principal.id, [], token_type="refresh"
+                principal.name,
+                principal.kind,
+                principal.id,
+                [],
+                token_type="refresh",
+                pat_id=principal.pat_id,
             )
             body["refresh_token"] = refresh
         await self._event(

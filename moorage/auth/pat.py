@@ -89,6 +89,15 @@ class PersonalTokens:
         await self._touch(row.id)
         return PATOwner(row.id, user.id, user.username, user.is_admin, frozenset(row.scopes))
 
+    async def current_scopes(self, user_id: int, token_id: int) -> frozenset[str] | None:
+        """The scopes of *user_id*'s token *token_id* while it is usable (not revoked, not
+        expired), else None: bearer tokens issued for it are re-checked with this."""
+        async with self.engine.connect() as conn:
+            row = await sq.token_by_id(conn, user_id, token_id)
+        if row is None or not row.usable(now()):
+            return None
+        return frozenset(row.scopes)
+
     async def _touch(self, token_id: int) -> None:
         """last_used_at, written at most once a minute per token and process."""
         mono = time.monotonic()

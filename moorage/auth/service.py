@@ -41,8 +41,10 @@ class Principal:
     # Set when the caller presented a bearer token: what the token grants, nothing more.
     token_scopes: tuple[Scope, ...] | None = None
     token_id: str | None = None
-    # Set when the caller presented a personal access token: its scopes (moorage.auth.pat).
+    # Set when the caller presented a personal access token (directly, or through a bearer
+    # token issued for one): its scopes (moorage.auth.pat) and its id.
     pat_scopes: frozenset[str] | None = None
+    pat_id: int | None = None
 
     def may_use_api(self, write: bool) -> bool:
         """Whether a personal access token's scopes allow this REST call (others: yes)."""
@@ -130,7 +132,12 @@ class AccessService:
         if owner is None or (username is not None and username.strip() != owner.username):
             raise AuthFailed("invalid credentials")
         return Principal(
-            "user", owner.username, owner.user_id, owner.is_admin, pat_scopes=owner.scopes
+            "user",
+            owner.username,
+            owner.user_id,
+            owner.is_admin,
+            pat_scopes=owner.scopes,
+            pat_id=owner.token_id,
         )
 
     async def from_token(self, token: str) -> Principal:
@@ -145,6 +152,15 @@ class AccessService:
         base = await self._current(claims.kind, claims.principal_id, claims.subject)
         if base is None:
             raise AuthFailed("the token's account is disabled, revoked or gone")
+        pat_scopes: frozenset[str] | None = None
+        if claims.pat_id is not None:
+            # Issued for a personal access token: it lives no longer than that token, and
+            # never does more than its scopes (a refresh keeps them too).
+            if base.kind != "user" or base.id is None:
+                raise AuthFailed("malformed token")
+            pat_scopes = await self.pats.current_scopes(base.id, claims.pat_id)
+            if pat_scopes is None:
+                raise AuthFailed("the token's personal access token is revoked or expired")
         return Principal(
             base.kind,
             base.name,
@@ -153,6 +169,8 @@ class AccessService:
             base.robot_access,
             token_scopes=claims.access,
             token_id=claims.jti,
+            pat_scopes=pat_scopes,
+            pat_id=claims.pat_id,
         )
 
     async def _current(self, kind: str, pid: int | None, name: str) -> Principal | None:

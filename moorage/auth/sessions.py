@@ -90,7 +90,9 @@ class SessionStore:
                 await sq.delete_session(conn, sid)
             return None
         seen = row.last_seen_at
-        if at - seen >= TOUCH_EVERY:
+        # Use is recorded at most once a minute — more often under a short idle limit, so
+        # that a session in use never looks idle.
+        if at - seen >= min(TOUCH_EVERY, self.idle / 4):
             async with writer(self.engine).begin() as conn:
                 await sq.touch_session(conn, sid, at)
             seen = at

@@ -47,6 +47,7 @@ class TokenClaims:
     jti: str
     token_type: str = "access"  # access | refresh
     expires_at: float = 0.0
+    pat_id: int | None = None  # issued for this personal access token (private claim)
 
 
 @dataclass
@@ -142,6 +143,7 @@ class TokenService:
         principal_id: int | None,
         access: list[Scope],
         token_type: str = "access",
+        pat_id: int | None = None,
     ) -> tuple[str, int]:
         ks = await self._keyset()
         if ks.signing_key is None or ks.signing_kid is None:
@@ -159,6 +161,8 @@ class TokenService:
             "access": [s.to_claim() for s in access],
             "moorage": {"kind": kind, "id": principal_id, "typ": token_type},
         }
+        if pat_id is not None:
+            claims["moorage"]["pat"] = pat_id
         token = jwt.encode(
             claims, ks.signing_key, algorithm="ES256", headers={"kid": ks.signing_kid}
         )
@@ -203,7 +207,9 @@ class TokenService:
             access.append(
                 Scope(str(entry.get("type")), str(entry.get("name")), frozenset(map(str, actions)))
             )
-        pid = meta.get("id")
+        pid, pat = meta.get("id"), meta.get("pat")
+        if pat is not None and (not isinstance(pat, int) or isinstance(pat, bool)):
+            raise InvalidToken("malformed pat claim")
         return TokenClaims(
             subject=str(claims["sub"]),
             kind=str(meta.get("kind", "user")),
@@ -212,6 +218,7 @@ class TokenService:
             jti=str(claims["jti"]),
             token_type=token_type,
             expires_at=float(claims["exp"]),
+            pat_id=pat,
         )
 
     async def public_jwks(self) -> dict[str, Any]:

@@ -435,6 +435,29 @@ async def organization_permissions(conn: AsyncConnection, org_id: int) -> list[d
     return await _grants(conn, permissions, permissions.c.organization_id == org_id)
 
 
+async def team_permissions(conn: AsyncConnection, team_id: int) -> list[dict[str, Any]]:
+    """The roles a team holds: [{"organization": name, "role"} | {"repository": name, "role"}],
+    organization roles first, then repositories by name."""
+    q = (
+        sa.select(permissions.c.role, organizations.c.name, repositories.c.name)
+        .select_from(
+            permissions.outerjoin(
+                organizations, organizations.c.id == permissions.c.organization_id
+            ).outerjoin(repositories, repositories.c.id == permissions.c.repository_id)
+        )
+        .where(permissions.c.team_id == team_id)
+    )
+    out: list[dict[str, Any]] = []
+    for role, org, repo in await conn.execute(q):
+        if org is not None:
+            out.append({"organization": org, "role": role})
+        elif repo is not None:
+            out.append({"repository": repo, "role": role})
+    return sorted(
+        out, key=lambda d: ("organization" not in d, d.get("organization") or d.get("repository"))
+    )
+
+
 async def _grants(conn: AsyncConnection, base: Any, where: Any) -> list[dict[str, Any]]:
     """[{"user": name, "role"} | {"team": "org/team", "role"}] of the permission rows
     selected by *where* over *base* (``permissions`` or a join of it)."""

@@ -182,9 +182,12 @@ async def delete_team(conn: AsyncConnection, team_id: int) -> None:
 
 
 async def list_robots(
-    conn: AsyncConnection, namespace: str, after: str | None, limit: int
+    conn: AsyncConnection, namespace: str | None, after: str | None, limit: int
 ) -> list[Any]:
-    q = sa.select(robots).where(robots.c.namespace == namespace, _after(robots.c.name, after))
+    """Robots of *namespace* (None: of every namespace), by name."""
+    q = sa.select(robots).where(_after(robots.c.name, after))
+    if namespace is not None:
+        q = q.where(robots.c.namespace == namespace)
     return list(await conn.execute(q.order_by(robots.c.name).limit(limit)))
 
 

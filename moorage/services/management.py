@@ -41,6 +41,7 @@ from .models import (
     RobotAccess,
     RobotWithSecret,
     Team,
+    TeamGrant,
     User,
 )
 
@@ -344,6 +345,14 @@ class ManagementService:
         await self._org_reader(c, org)
         return await self._team_model(org, tid)
 
+    async def team_permissions(self, c: Caller, org: str, team: str) -> list[TeamGrant]:
+        """The roles *org/team* holds (organization and repository grants): its org's admins,
+        as for the organization's own permissions."""
+        await self._existing_org_admin(c, org)
+        async with self.ctx.engine.connect() as conn:
+            rows = await aq.team_permissions(conn, await admin.team_id_in(conn, org, team))
+        return [TeamGrant(**r) for r in rows]
+
     async def _team_model(self, org: str, tid: int) -> Team:
         async with self.ctx.engine.connect() as conn:
             row = await mq.team_row(conn, tid)
@@ -560,6 +569,23 @@ class ManagementService:
     ) -> Page[Robot]:
         n = check_limit(limit)
         await self._namespace_admin(c, namespace)
+        async with self.ctx.engine.connect() as conn:
+            rows = await mq.list_robots(conn, namespace, decode_cursor(cursor), n + 1)
+        items, nxt = page_of(rows, [r.name for r in rows], n)
+        return Page[Robot](items=[_robot(r) for r in items], next_cursor=nxt)
+
+    async def all_robots(
+        self,
+        c: Caller,
+        namespace: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Robot]:
+        """Every robot account, or those of one namespace (system administrators)."""
+        n = check_limit(limit)
+        self._sysadmin_read(c)
+        if namespace is not None:
+            admin.validate_username(namespace, "namespace")
         async with self.ctx.engine.connect() as conn:
             rows = await mq.list_robots(conn, namespace, decode_cursor(cursor), n + 1)
         items, nxt = page_of(rows, [r.name for r in rows], n)

@@ -193,6 +193,14 @@ class Grant(Model):
     role: Role
 
 
+class TeamGrant(Model):
+    """A role a team holds on an organization or on one repository."""
+
+    organization: str | None = None
+    repository: str | None = None
+    role: Role
+
+
 class User(Model):
     username: str
     email: str | None

@@ -28,7 +28,7 @@ from ..audit.store import query_events
 from ..auth.pat import PAT_SCOPES
 from ..auth.resolver import CSRFRejected, PrincipalResolver, Resolved
 from ..auth.scopes import ADMIN, DELETE
-from ..auth.service import AccessService, AuthFailed, LockedOut, Principal
+from ..auth.service import ANONYMOUS, AccessService, AuthFailed, LockedOut, Principal
 from ..auth.service import Unavailable as AuthUnavailable
 from ..auth.sessions import (
     SESSION_COOKIE,
@@ -43,7 +43,7 @@ from ..services.catalog import CatalogService
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, Missing
 from ..services.management import Caller, ManagementService
-from ..services.models import Page, RepositorySummary, TagInfo
+from ..services.models import Page, RepositorySummary, Robot, TagInfo
 from .charts import bar_chart, line_chart
 from .web import (
     HERE,
@@ -110,11 +110,12 @@ DONE = {
 
 @dataclass
 class Visit:
-    """One signed-in request: who, their session, and the posted form (for POST)."""
+    """One request: who, their session, and the posted form (for POST). An anonymous visitor
+    of a public page has the anonymous principal and no session."""
 
     request: Request
     principal: Principal
-    session: Session
+    session: Session | None
     form: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -171,7 +172,7 @@ class WebUI:
             Route("/static/ui/{name}", self.static_file, methods=get),
             Route("/ui", self.to_dashboard, methods=get),
             Route("/ui/", self.to_dashboard, methods=get),
-            Route("/ui/repositories", self.page(self.repositories), methods=get),
+            Route("/ui/repositories", self.page(self.repositories, public=True), methods=get),
             Route(
                 "/ui/repositories/{name:path}/tags/{tag}/delete",
                 self.page(self.delete_tag),
@@ -188,10 +189,14 @@ class WebUI:
             Route("/ui/repositories/{name:path}/delete", self.page(self.delete_repo), methods=post),
             Route(
                 "/ui/repositories/{name:path}/manifests/{digest}",
-                self.page(self.image),
+                self.page(self.image, public=True),
                 methods=get,
             ),
-            Route("/ui/repositories/{name:path}", self.page(self.repository), methods=get),
+            Route(
+                "/ui/repositories/{name:path}",
+                self.page(self.repository, public=True),
+                methods=get,
+            ),
             Route("/ui/audit", self.page(self.audit_page), methods=get),
             Route("/ui/organizations", self.page(self.organizations), methods=get),
             Route("/ui/organizations", self.page(self.create_org), methods=post),
@@ -211,6 +216,11 @@ class WebUI:
             Route(
                 "/ui/organizations/{org}/teams/{team}/grant",
                 self.page(self.team_grant),
+                methods=post,
+            ),
+            Route(
+                "/ui/organizations/{org}/teams/{team}/revoke",
+                self.page(self.team_revoke),
                 methods=post,
             ),
             Route("/ui/users", self.page(self.users), methods=get),
@@ -285,22 +295,29 @@ class WebUI:
             return None
         return resolved
 
-    def page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def page(
+        self, handler: Handler, public: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A page for signed-in users; with *public*, anonymous visitors may read it too while
+        ``auth.anonymous_access`` is on (the services then show public repositories only)."""
+
         async def endpoint(request: Request) -> Response:
             resolved = await self.resolve(request)
-            if resolved is None or resolved.session is None:
-                if request.method in ("GET", "HEAD"):
-                    target = request.url.path
-                    if request.url.query:
-                        target += "?" + request.url.query
-                    dest = "/login" if target == "/" else "/login?next=" + _quote(target)
-                    return see_other(dest)
+            reading = request.method in ("GET", "HEAD")
+            if resolved is not None and resolved.session is not None:
+                visit = Visit(request, resolved.principal, resolved.session)
+            elif public and reading and self.access.config.anonymous_access:
+                visit = Visit(request, ANONYMOUS, None)
+            elif reading:
+                return see_other(_login_for(request))
+            else:
                 return self.error_page(
                     request, None, 403, "Signed out", "Your session has ended. Sign in again."
                 )
-            visit = Visit(request, resolved.principal, resolved.session)
             try:
                 if request.method == "POST":
+                    if resolved is None:  # anonymous visitors only read public pages
+                        raise PageError(403, "Signed out", "Sign in to make changes.")
                     try:
                         visit.form = await read_form(request)
                     except FormError:
@@ -318,6 +335,10 @@ class WebUI:
                         ) from None
                 return await handler(visit)
             except PageError as exc:
+                if exc.status == 403 and visit.principal.anonymous:
+                    # Private and missing repositories alike (refused before existence is
+                    # checked): sign in, as /v2 and the API answer anonymous callers.
+                    return see_other(_login_for(request))
                 return self.error_page(request, visit, exc.status, exc.title, exc.message)
 
         return endpoint
@@ -335,8 +356,10 @@ class WebUI:
             self.templates,
             template,
             status,
-            user=visit.principal if visit else None,
-            csrf_token=visit.session.csrf_token if visit else "",
+            user=visit.principal if visit and not visit.principal.anonymous else None,
+            # An anonymous visitor of a public page: the top bar offers "Sign in" (back here).
+            sign_in=_login_for(visit.request) if visit and visit.principal.anonymous else "",
+            csrf_token=visit.session.csrf_token if visit and visit.session else "",
             version=__version__,
             flashes=flashes,
             nav=[item for item in NAV if visit is None or _shows(item[0], visit)],
@@ -714,13 +737,21 @@ class WebUI:
     async def team(self, visit: Visit) -> Response:
         org, name = visit.request.path_params["org"], visit.request.path_params["team"]
         team = await self._service(self.management.team(visit.caller, org, name))
+        org_admin = await self._org_admin(visit, org)
+        roles = (
+            await self._service(self.management.team_permissions(visit.caller, org, name))
+            if org_admin
+            else []
+        )
         return self.render(
             visit,
             "team.html",
             section="organizations",
             org=org,
             team=team,
-            can_admin=await self._org_admin(visit, org) and team.source == "local",
+            roles=roles,
+            org_admin=org_admin,
+            can_admin=org_admin and team.source == "local",  # members: not directory teams
             error="",
         )
 
@@ -741,6 +772,22 @@ class WebUI:
             )
         )
         return see_other(f"/ui/organizations/{_quote(org)}/teams/{_quote(team)}?done=granted")
+
+    async def team_revoke(self, visit: Visit) -> Response:
+        """Revoke one of the team's roles: on its organization, or on a repository (the
+        services check the organization's, or the repository's, admin role)."""
+        org, team = visit.request.path_params["org"], visit.request.path_params["team"]
+        repo = visit.form.get("repository", "").strip()
+        if repo:
+            call = self.management.set_repository_permission(
+                visit.caller, repo, None, user=None, team=f"{org}/{team}"
+            )
+        else:
+            call = self.management.set_organization_permission(
+                visit.caller, org, None, user=None, team=f"{org}/{team}"
+            )
+        await self._change(call)
+        return see_other(f"/ui/organizations/{_quote(org)}/teams/{_quote(team)}?done=revoked")
 
     # --- users ------------------------------------------------------------------------------
 
@@ -845,13 +892,17 @@ class WebUI:
         return [visit.principal.name, *(o.name for o in orgs.items)]
 
     async def robots(self, visit: Visit) -> Response:
-        robots = []
-        for ns in await self._robot_namespaces(visit):
-            try:
-                page = await self.management.list_robots(visit.caller, ns, limit=200)
-            except (Denied, Invalid, Missing):
-                continue  # an organization the caller belongs to but does not administer
-            robots.extend(page.items)
+        extra: dict[str, Any] = {"admin_view": False}
+        if visit.is_admin:
+            robots, extra = await self._all_robots(visit)
+        else:
+            robots = []
+            for ns in await self._robot_namespaces(visit):
+                try:
+                    page = await self.management.list_robots(visit.caller, ns, limit=200)
+                except (Denied, Invalid, Missing):
+                    continue  # an organization the caller belongs to but does not administer
+                robots.extend(page.items)
         return self.render(
             visit,
             "robots.html",
@@ -859,7 +910,29 @@ class WebUI:
             robots=robots,
             form=dict.fromkeys(("namespace", "name", "description", "access", "expires_days"), ""),
             error="",
+            **extra,
         )
+
+    async def _all_robots(self, visit: Visit) -> tuple[list[Robot], dict[str, Any]]:
+        """System administrators: every namespace's robots, filtered by namespace, paged."""
+        qp = visit.request.query_params
+        filters = {"namespace": qp.get("namespace", "").strip()[:64]}
+        cursor = qp.get("after") or None
+        try:
+            page = await self.management.all_robots(
+                visit.caller, filters["namespace"] or None, cursor, limit=100
+            )
+            error = ""
+        except Invalid as exc:
+            page, error = Page[Robot](items=[], next_cursor=None), str(exc)
+        view = {
+            "admin_view": True,
+            "filters": filters,
+            "next_after": page.next_cursor,
+            "first_page": cursor is None,
+            "filter_error": error,
+        }
+        return page.items, view
 
     async def create_robot(self, visit: Visit) -> Response:
         f = visit.form
@@ -971,6 +1044,14 @@ def _tag_view(t: TagInfo) -> TagView:
     else:
         kind = "artifact" if t.artifact_type else "image"
     return TagView(t.name, t.digest, kind, t.platforms, t.size, t.pushed_at)
+
+
+def _login_for(request: Request) -> str:
+    """The login form, returning to *request*'s page afterwards (``/`` needs no ``next``)."""
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    return "/login" if target == "/" else "/login?next=" + _quote(target)
 
 
 def _shows(section: str, visit: Visit) -> bool:

@@ -149,6 +149,41 @@ def test_organization_permissions(world: World, admin: httpx.Client) -> None:
     err(admin.get(f"{API}/organizations/nosuch{world.s}/permissions"), 404)
 
 
+def test_team_permissions(world: World, admin: httpx.Client) -> None:
+    """The roles a team holds, organization first then repositories, paginated; its org's
+    admins only."""
+    org = world.org
+    url = f"{API}/organizations/{org}/teams/devs/permissions"
+    team_on_pub = f"{API}/repositories/{world.pub}/-/permissions/teams/{org}/devs"
+    ok(admin.put(team_on_pub, json={"role": "read"}), 204)
+    try:
+        with world.client("orgadmin") as c:
+            assert ok(c.get(url))["items"] == [
+                {"organization": org, "repository": None, "role": "write"},
+                {"organization": None, "repository": world.pub, "role": "read"},
+            ]
+            first = c.get(url, params={"limit": 1})
+            page = ok(first)
+            assert [g["organization"] for g in page["items"]] == [org]
+            assert page["next_cursor"] and 'rel="next"' in first.headers["link"]
+            rest = ok(c.get(url, params={"limit": 1, "cursor": page["next_cursor"]}))
+            assert [g["repository"] for g in rest["items"]] == [world.pub]
+            assert rest["next_cursor"] is None
+            err(c.get(url, params={"limit": 0}), 400, "limit")
+            err(c.get(f"{API}/organizations/{org}/teams/nosuch/permissions"), 404)
+        for who, status in (("teamuser", 403), ("outsider", 403), ("robot", 403)):
+            with world.client(who) as c:
+                err(c.get(url), status)
+        with world.client("anonymous") as c:
+            err(c.get(url), 401)
+    finally:
+        ok(admin.delete(team_on_pub), 204)
+    assert ok(admin.get(url))["items"] == [
+        {"organization": org, "repository": None, "role": "write"}
+    ]
+    err(admin.get(f"{API}/organizations/nosuch{world.s}/teams/devs/permissions"), 404)
+
+
 def test_users_admin_and_self(world: World, admin: httpx.Client) -> None:
     name = f"u{uuid.uuid4().hex[:8]}"
     with world.client("reader") as c:
@@ -260,6 +295,49 @@ def test_users_admin_and_self(world: World, admin: httpx.Client) -> None:
         ]
     ]
     assert actions
+
+
+def test_every_robot_for_administrators(world: World, admin: httpx.Client) -> None:
+    """GET /robots: all namespaces' robots (system administrators), a namespace filter,
+    pagination; others keep the per-namespace list."""
+    own = world.users["writer"]
+    with world.client("writer") as c:
+        mine = ok(
+            c.post(
+                f"{API}/namespaces/{own}/robots",
+                json={"name": "mine", "access": [{"organization": own, "actions": ["pull"]}]},
+            ),
+            201,
+        )["name"]
+    names = set()
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = ok(admin.get(f"{API}/robots", params=params))
+        assert len(page["items"]) <= 2
+        names |= {r["name"] for r in page["items"]}
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert {world.robot[0], mine} <= names
+    assert [
+        r["name"] for r in ok(admin.get(f"{API}/robots", params={"namespace": own}))["items"]
+    ] == [mine]
+    in_org = ok(admin.get(f"{API}/robots", params={"namespace": world.org}))["items"]
+    assert {r["namespace"] for r in in_org} == {world.org} and world.robot[0] in {
+        r["name"] for r in in_org
+    }
+    assert ok(admin.get(f"{API}/robots", params={"namespace": f"none{world.s}"}))["items"] == []
+    err(admin.get(f"{API}/robots", params={"namespace": "a/b"}), 400, "namespace")
+    err(admin.get(f"{API}/robots", params={"limit": 500}), 400, "limit")
+    for who in ("orgadmin", "writer", "robot"):
+        with world.client(who) as c:
+            err(c.get(f"{API}/robots"), 403)
+    with world.client("anonymous") as c:
+        err(c.get(f"{API}/robots"), 401)
+    with world.client("writer") as c:  # what non-admins see is unchanged
+        assert [r["name"] for r in ok(c.get(f"{API}/namespaces/{own}/robots"))["items"]] == [mine]
+        ok(c.delete(f"{API}/namespaces/{own}/robots/mine"), 204)
 
 
 def test_robots(world: World, admin: httpx.Client) -> None:

@@ -121,6 +121,60 @@ def test_token_scopes_narrow_the_owner(world: World) -> None:
         err(c.get(f"{API}/user"), 403)
 
 
+def test_bearer_tokens_issued_for_a_pat_die_with_it(world: World) -> None:
+    """A JWT from /auth/token obtained with a personal access token is refused on the very next
+    request once that token is revoked; a refresh keeps the token's scopes."""
+    user = world.users["writer"]
+    t = _token(world, "writer", scopes=["registry:pull"])
+    token = str(t["token"])
+    r = httpx.get(
+        f"{world.server.url}/auth/token",
+        params={
+            "service": "moorage",
+            "scope": f"repository:{world.app}:pull,push",
+            "offline_token": "true",
+        },
+        auth=(user, token),
+    )
+    assert r.status_code == 200, r.text
+    jwt, refresh = r.json()["token"], r.json()["refresh_token"]
+    refreshed = httpx.post(
+        f"{world.server.url}/auth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "service": "moorage",
+            "scope": f"repository:{world.app}:pull,push",
+        },
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["scope"] == f"repository:{world.app}:pull"  # not push: the PAT's
+    bearer = {"Authorization": f"Bearer {jwt}"}
+    with httpx.Client(base_url=world.server.url, headers=bearer) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 200
+        with world.client("writer") as owner:
+            ok(owner.delete(f"{API}/users/{user}/tokens/{t['id']}"), 204)
+        refused = c.get(f"/v2/{world.app}/manifests/v1")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer ")
+        err(c.get(f"{API}/repositories/{world.app}"), 401)
+    again = httpx.post(
+        f"{world.server.url}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh, "service": "moorage"},
+    )
+    assert again.status_code == 401
+    # A user's own JWT (password login) is untouched by revoking one of their tokens.
+    r = httpx.get(
+        f"{world.server.url}/auth/token",
+        params={"service": "moorage", "scope": f"repository:{world.app}:pull"},
+        auth=(user, PASSWORD),
+    )
+    with httpx.Client(
+        base_url=world.server.url, headers={"Authorization": f"Bearer {r.json()['token']}"}
+    ) as c:
+        assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 200
+
+
 def test_token_of_a_disabled_user_is_refused(world: World, admin: httpx.Client) -> None:
     name = f"p{uuid.uuid4().hex[:8]}"
     ok(admin.post(f"{API}/users", json={"username": name, "password": PASSWORD}), 201)
@@ -222,7 +276,8 @@ def test_skopeo_pushes_and_pulls_with_a_token(
     from tests.clients.ocigen import make_image, write_layout
 
     user = world.users["writer"]
-    token = str(_token(world, "writer", scopes=["registry:pull", "registry:push"])["token"])
+    created = _token(world, "writer", scopes=["registry:pull", "registry:push"])
+    token, ok_id = str(created["token"]), created["id"]
     layout = write_layout(tmp_path / "src", {"v1": make_image(n_layers=1)})
     conf = tmp_path / "registries.conf"
     conf.write_text("")
@@ -251,14 +306,19 @@ def test_skopeo_pushes_and_pulls_with_a_token(
         timeout=180,
     )
     assert push.returncode == 0, push.stderr
-    inspect = subprocess.run(
-        ["skopeo", *common, "inspect", "--tls-verify=false", "--creds", f"{user}:{token}", dest],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert inspect.returncode == 0, inspect.stderr
+
+    def inspect(password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["skopeo", *common, "inspect", "--tls-verify=false", "--creds", f"{user}:{password}"]
+            + [dest],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    found = inspect(token)
+    assert found.returncode == 0, found.stderr
     tags = {
         t["name"]
         for t in ok(admin.get(f"{API}/repositories/{world.app}/-/tags", params={"limit": 200}))[
@@ -266,22 +326,11 @@ def test_skopeo_pushes_and_pulls_with_a_token(
         ]
     }
     assert "skopeo-pat" in tags
-    refused = subprocess.run(
-        [
-            "skopeo",
-            *common,
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            f"{user}:{token[:-1]}x",
-            dest,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert refused.returncode != 0
+    assert inspect(f"{token[:-1]}x").returncode != 0
+    with world.client("writer") as c:
+        ok(c.delete(f"{API}/users/{user}/tokens/{ok_id}"), 204)
+    revoked = inspect(token)  # the same token, once revoked
+    assert revoked.returncode != 0 and "unauthorized" in revoked.stderr
 
 
 def test_login_and_logout_over_the_api(world: World, admin: httpx.Client) -> None:

@@ -105,6 +105,9 @@ def test_team_grant_robot_push_and_audit(
     # The hostile description is text on the page, and no dialog fired.
     assert page.locator(".description").inner_text() == XSS_TEAM
     assert page.locator("main img").count() == 0
+    # The team's roles: the repository grant, with its revoke button.
+    role = page.locator("#role-table tr", has_text=repo)
+    assert "write" in role.inner_text() and role.locator("button", has_text="Revoke").count() == 1
     shot(page, "08-team")
     # The repository page lists the team's grant in its permissions section.
     page.goto(f"/ui/repositories/{repo}")
@@ -113,10 +116,11 @@ def test_team_grant_robot_push_and_audit(
 
     # A robot with push on the repository; its secret shown once.
     page.goto("/ui/robots")
-    page.fill("input[name=namespace]", org)
-    page.fill("input[name=name]", "ci")
-    page.fill("textarea[name=access]", f"{repo}=pull,push")
-    page.click("form[action='/ui/robots'] button[type=submit]")
+    create = "form[method=post][action='/ui/robots']"  # administrators also get a filter form
+    page.fill(f"{create} input[name=namespace]", org)
+    page.fill(f"{create} input[name=name]", "ci")
+    page.fill(f"{create} textarea[name=access]", f"{repo}=pull,push")
+    page.click(f"{create} button[type=submit]")
     robot = page.locator("#secret-user").inner_text()
     secret = page.locator("#secret-value").inner_text()
     assert robot == f"{org}+ci" and len(secret) >= 20
@@ -143,6 +147,41 @@ def test_team_grant_robot_push_and_audit(
     export = page.locator("a", has_text="CSV").get_attribute("href")
     assert export is not None and export.startswith("/api/v1/audit/export")
     assert page.dialogs == []
+
+
+def test_an_anonymous_visitor_reads_a_public_repository(
+    browser: Any, pushed: dict[str, str], skopeo: Skopeo, ui_server: MoorageServer
+) -> None:
+    import httpx
+
+    org = pushed["org"]
+    repo = f"{org}/public-site"
+    skopeo_push(skopeo, ui_server, repo, "2.1", f"admin:{ADMIN_PASSWORD}")
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD)) as api:
+        body = {"visibility": "public", "description": "The public web site image."}
+        assert api.patch(f"/api/v1/repositories/{repo}", json=body).status_code == 200
+    page = new_page(browser, ui_server)
+    try:
+        page.goto(f"/ui/repositories?namespace={org}")
+        names = page.locator("#repo-table tbody td:first-child").all_inner_texts()
+        assert names == [repo]  # the private pushed["repo"] is not listed
+        sign_in = page.locator(".topbar a", has_text="Sign in")
+        assert sign_in.get_attribute("href") == f"/login?next=/ui/repositories%3Fnamespace%3D{org}"
+        shot(page, "15-public-repositories")
+        page.click(f"#repo-table >> text={repo}")
+        assert page.locator("h1").inner_text().startswith(repo)
+        assert page.locator("form[method=post]").count() == 0  # no management forms
+        shot(page, "16-public-repository")
+        page.click("#tag-table >> text=2.1")
+        assert "linux/amd64" in page.locator("main").inner_text()
+        shot(page, "17-public-image")
+        page.goto(f"/ui/repositories/{pushed['repo']}")  # private: sign in first
+        assert "/login?next=" in page.url
+        page.goto("/")
+        assert page.url.endswith("/login")
+        assert page.dialogs == []
+    finally:
+        page.context.close()
 
 
 def test_xss_in_a_repository_description_is_text(admin_page: Any, pushed: dict[str, str]) -> None:
@@ -181,7 +220,7 @@ def test_logout_invalidates_the_cookie(browser: Any, ui_server: MoorageServer) -
     page.wait_for_url("**/login")
     other = new_page(page.context.browser, ui_server)
     other.context.add_cookies([{**cookie}])
-    other.goto("/ui/repositories")
+    other.goto("/ui/organizations")  # a page for signed-in users only
     assert "/login" in other.url
     other.context.close()
     page.context.close()

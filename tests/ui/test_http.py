@@ -10,8 +10,9 @@ import sqlite3
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from tests.conftest import (
     MoorageServer,
     admin_cli,
     image_manifest,
+    own_auth_server,
     put_manifest,
     sha256,
     stop_process,
@@ -58,15 +60,53 @@ def test_anonymous_visitors_are_sent_to_the_login_form(anon: httpx.Client) -> No
     r = anon.get("/")
     assert r.status_code == 303 and r.headers["location"] == "/login"
     assert_secure_headers(r)
-    r = anon.get("/ui/repositories?q=x")
+    r = anon.get("/ui/organizations?q=x")
     assert r.status_code == 303
-    assert r.headers["location"] == "/login?next=/ui/repositories%3Fq%3Dx"
+    assert r.headers["location"] == "/login?next=/ui/organizations%3Fq%3Dx"
     page = anon.get("/login")
     assert page.status_code == 200
     assert_secure_headers(page)
     assert 'name="username"' in page.text and 'name="password"' in page.text
     cookie = page.headers["set-cookie"].lower()
     assert "moorage_login_csrf=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_anonymous_visitors_browse_public_repositories(
+    ui_server: MoorageServer, anon: httpx.Client
+) -> None:
+    """auth.anonymous_access (default on): public repositories read without login; private
+    and missing ones alike lead to the login form; no management form is offered."""
+    suffix = hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:8]
+    pub, priv = f"admin/pub{suffix}", f"admin/priv{suffix}"
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as c:
+        payload = image_manifest(c, pub)
+        assert put_manifest(c, pub, "v1", payload).status_code == 201
+        assert put_manifest(c, priv, "v1", image_manifest(c, priv)).status_code == 201
+        r = c.patch(f"/api/v1/repositories/{pub}", json={"visibility": "public"})
+        assert r.status_code == 200, r.text
+    listing = anon.get("/ui/repositories", params={"namespace": "admin"})
+    assert listing.status_code == 200
+    assert_secure_headers(listing)
+    assert f">{pub}</a>" in listing.text and priv not in listing.text
+    assert 'href="/login?next=/ui/repositories%3Fnamespace%3Dadmin">Sign in</a>' in listing.text
+    assert "Sign out" not in listing.text and 'name="csrf_token"' not in listing.text
+    repo = anon.get(f"/ui/repositories/{pub}")
+    assert repo.status_code == 200 and "v1" in repo.text and "docker pull" in repo.text
+    assert 'method="post"' not in repo.text  # no settings, permissions or delete buttons
+    image = anon.get(f"/ui/repositories/{pub}/manifests/{sha256(payload)}")
+    assert image.status_code == 200 and "Layers" in image.text
+    for hidden in (priv, "admin/does-not-exist", "nobody/nothing"):
+        for page in (
+            f"/ui/repositories/{hidden}",
+            f"/ui/repositories/{hidden}/manifests/{sha256(payload)}",
+        ):
+            r = anon.get(page)
+            assert r.status_code == 303, (page, r.status_code)
+            assert r.headers["location"] == "/login?next=" + quote(page, safe="/")
+    # Changes still need a session (and its CSRF token).
+    r = anon.post(f"/ui/repositories/{pub}/delete")
+    assert r.status_code == 403 and "Sign in again" in r.text
+    assert anon.get("/").headers["location"] == "/login"
 
 
 def test_basic_credentials_do_not_sign_in_to_the_ui(anon: httpx.Client) -> None:
@@ -232,6 +272,35 @@ def test_non_admins_cannot_open_admin_pages(ui_server: MoorageServer, unique: st
         assert r.status_code == 403
 
 
+def test_administrators_see_every_robot(ui_server: MoorageServer, unique: str) -> None:
+    org, user = f"rb{unique}", f"rbu{unique}"
+    admin_cli(ui_server, "create-org", org)
+    admin_cli(ui_server, "create-user", user, "--password-stdin", stdin="robot-owner-pw1\n")
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD)) as api:
+        for i in range(3):
+            body = {"name": f"ci{i}", "access": [{"organization": org, "actions": ["pull"]}]}
+            r = api.post(f"/api/v1/namespaces/{org}/robots", json=body)
+            assert r.status_code == 201, r.text
+    with httpx.Client(base_url=ui_server.url, auth=(user, "robot-owner-pw1")) as api:
+        body = {"name": "own", "access": [{"organization": user, "actions": ["pull"]}]}
+        assert api.post(f"/api/v1/namespaces/{user}/robots", json=body).status_code == 201
+    with login_http(ui_server) as c:
+        page = c.get("/ui/robots").text
+        assert 'name="namespace" value=""' in page  # the filter
+        assert f"{org}+ci0" in page and f"{user}+own" in page  # every namespace
+        only = c.get("/ui/robots", params={"namespace": org}).text
+        assert f"{org}+ci0" in only and f"{user}+own" not in only
+        bad = c.get("/ui/robots", params={"namespace": "<b>x</b>"})
+        assert bad.status_code == 200 and "namespace must be" in bad.text and "<b>x" not in bad.text
+        empty = c.get("/ui/robots", params={"namespace": f"none{unique}"}).text
+        assert f"No robot accounts in none{unique}" in empty
+    with login_http(ui_server, user, "robot-owner-pw1") as c:  # non-admins: as before
+        page = c.get("/ui/robots").text
+        assert (
+            f"{user}+own" in page and org not in page and 'placeholder="all namespaces"' not in page
+        )
+
+
 def _login_attempt(c: httpx.Client, username: str, password: str) -> httpx.Response:
     token = csrf_from(c.get("/login").text)
     return c.post("/login", data={"username": username, "password": password, "csrf_token": token})
@@ -359,6 +428,20 @@ def test_roles_are_granted_and_revoked_from_the_pages(
     )
     assert r.status_code == 303
     assert "user: admin" not in admin.get(f"/ui/repositories/{repo}").text
+    # The team's page lists its roles (organization and repositories) and revokes them.
+    admin_cli(ui_server, "grant", "write", org, "--team", f"{org}/ops")
+    team_page = f"/ui/organizations/{org}/teams/ops"
+    roles = admin.get(team_page).text.split('id="role-table"')[1].split("</table>")[0]
+    assert f">{org}</a></td>\n    <td>write</td>" in roles
+    assert f">{repo}</a></td>\n    <td>read</td>" in roles
+    r = admin.post(f"{team_page}/revoke", data={"repository": repo, "csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"].endswith("?done=revoked")
+    roles = admin.get(team_page).text.split('id="role-table"')[1].split("</table>")[0]
+    assert repo not in roles and f">{org}</a>" in roles
+    assert admin.post(f"{team_page}/revoke", data={"csrf_token": token}).status_code == 303
+    assert "This team holds no role yet" in admin.get(team_page).text
+    # the team's organization role was the last one: the organization page agrees
+    assert 'id="org-perm-table"' not in admin.get(f"/ui/organizations/{org}").text
     # An unknown operation is a 404, not a grant.
     r = admin.post(
         f"/ui/repositories/{repo}/permissions/steal",
@@ -485,8 +568,58 @@ def test_an_expired_session_is_signed_out(ui_server: MoorageServer) -> None:
         sid = hashlib.sha256(c.cookies["moorage_session"].encode()).hexdigest()
         # The session reaches its end (auth.session.max_hours) without anyone waiting for it.
         _run_sql(ui_server, f"UPDATE web_sessions SET expires_at = created_at WHERE id = '{sid}'")
-        r = c.get("/ui/repositories")
+        r = c.get("/ui/organizations")
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert ">Sign in</a>" in c.get("/ui/repositories").text  # public pages: signed out
+
+
+@pytest.fixture(scope="module")
+def short_idle_server() -> Iterator[MoorageServer]:
+    """Sessions end after 6 idle seconds (auth.session.idle_minutes = 0.1, from the env)."""
+    with own_auth_server(MOORAGE_AUTH_SESSION_IDLE_MINUTES="0.1") as srv:
+        yield srv
+
+
+def test_an_idle_session_ends_while_an_active_one_continues(
+    short_idle_server: MoorageServer,
+) -> None:
+    idle_limit = 6.0
+    with login_http(short_idle_server) as active, login_http(short_idle_server) as idle:
+        assert idle.get("/ui/account").status_code == 200
+        last_idle_use = time.monotonic()
+        # The active session is used every half second for longer than the idle limit
+        # (each use counts, even though use is recorded only every idle/4).
+        while time.monotonic() - last_idle_use < idle_limit + 2:
+            assert active.get("/ui/account").status_code == 200
+            time.sleep(0.5)
+        r = idle.get("/ui/account")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert idle.get("/api/v1/user").status_code == 401  # gone for the API too
+        page = active.get("/ui/account")
+        assert page.status_code == 200 and "admin" in page.text
+
+
+def test_the_repository_list_links_to_its_next_page(
+    ui_server: MoorageServer, admin: httpx.Client, unique: str
+) -> None:
+    org = f"many{unique}"
+    admin_cli(ui_server, "create-org", org)
+    names = [f"{org}/r{i:02d}" for i in range(51)]  # a page holds 50
+    with httpx.Client(base_url=ui_server.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as c:
+        for name in names:
+            assert (
+                put_manifest(c, name, "v1", image_manifest(c, name, layers=[])).status_code == 201
+            )
+    first = admin.get("/ui/repositories", params={"namespace": org})
+    rows = re.findall(r'<td><a href="/ui/repositories/([^"]+)">', first.text)
+    assert rows == names[:50]
+    links = re.findall(r'<a href="(/ui/repositories\?[^"]*after=[^"]*)">Next page', first.text)
+    assert len(links) == 1 and "First page" not in first.text
+    second = admin.get(links[0].replace("&amp;", "&"))
+    assert second.status_code == 200
+    assert re.findall(r'<td><a href="/ui/repositories/([^"]+)">', second.text) == names[50:]
+    assert "Next page" not in second.text and "First page" in second.text
+    assert f"namespace={org}" in second.text.split("First page")[0].rsplit("<a", 1)[1]
 
 
 def test_the_audit_page_pages_through_filtered_records(
