@@ -4,14 +4,18 @@ key; tests/test_operation.py fails while a key is undocumented)."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic_core import PydanticUndefined
 
-from moorage.config import config_keys, env_name
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's package, whatever is installed
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+from moorage.config import config_keys, env_name  # noqa: E402
+
+DOC = ROOT / "docs" / "configuration.md"
 
 
 def _default(info: Any) -> str:
