@@ -267,10 +267,9 @@ class ManagementService:
         return Page[Organization](items=[_org(r) for r in items], next_cursor=nxt)
 
     async def organization(self, c: Caller, org: str) -> Organization:
+        await self._org_reader(c, org)  # before existence: outsiders learn no names
         async with self.ctx.engine.connect() as conn:
             await admin.org_id_in(conn, org)
-        await self._org_reader(c, org)
-        async with self.ctx.engine.connect() as conn:
             return _org(await mq.org_full(conn, org))
 
     async def create_organization(
@@ -286,9 +285,7 @@ class ManagementService:
 
     async def update_organization(self, c: Caller, org: str, description: str) -> Organization:
         description = _text(description, "description")
-        async with self.ctx.engine.connect() as conn:
-            await admin.org_id_in(conn, org)
-        await self._org_admin(c, org)
+        await self._existing_org_admin(c, org)
         async with self._tx() as conn:
             await mq.update_org(conn, await admin.org_id_in(conn, org), description)
             row = await mq.org_full(conn, org)
@@ -317,9 +314,11 @@ class ManagementService:
         await self._set_grant(c, org, role, user=user, team=team, organization=org)
 
     async def _existing_org_admin(self, c: Caller, org: str) -> None:
+        """The admin role on *org*, asked before its existence: to anyone else an existing
+        organization and a missing one look the same (403)."""
+        await self._org_admin(c, org)
         async with self.ctx.engine.connect() as conn:
             await admin.org_id_in(conn, org)
-        await self._org_admin(c, org)
 
     # --- teams ------------------------------------------------------------------------------
 
@@ -327,10 +326,9 @@ class ManagementService:
         self, c: Caller, org: str, cursor: str | None = None, limit: int | None = None
     ) -> Page[Team]:
         n = check_limit(limit)
-        async with self.ctx.engine.connect() as conn:
-            org_id = await admin.org_id_in(conn, org)
         await self._org_reader(c, org)
         async with self.ctx.engine.connect() as conn:
+            org_id = await admin.org_id_in(conn, org)
             rows = await mq.list_teams(conn, org_id, decode_cursor(cursor), n + 1)
             items, nxt = page_of(rows, [r.name for r in rows], n)
             members = await mq.team_members_of(conn, [r.id for r in items])
@@ -339,9 +337,9 @@ class ManagementService:
         )
 
     async def team(self, c: Caller, org: str, team: str) -> Team:
+        await self._org_reader(c, org)
         async with self.ctx.engine.connect() as conn:
             tid = await admin.team_id_in(conn, org, team)
-        await self._org_reader(c, org)
         return await self._team_model(org, tid)
 
     async def _team_model(self, org: str, tid: int) -> Team:
