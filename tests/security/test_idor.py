@@ -239,3 +239,58 @@ def test_org_admin_cannot_become_system_admin(tenants: Tenants) -> None:
     with httpx.Client(base_url=tenants.server.url, auth=(name, secret), timeout=60) as c:
         r = c.get(f"/v2/{tenants.org['y']}/app/manifests/v1")
         assert r.status_code in (401, 403), r.text
+
+
+def test_mass_assignment_renames_and_transfers_are_refused(tenants: Tenants) -> None:
+    x, me = tenants.org["x"], tenants.users["xadmin"]
+    with tenants.client("xadmin") as c:
+        for method, path, body in [
+            ("PATCH", f"/users/{me}", {"username": "admin"}),
+            ("PATCH", f"/users/{me}", {"source": "ldap"}),
+            ("PATCH", f"/users/{me}", {"password_hash": "x"}),
+            ("PATCH", f"/organizations/{x}", {"description": "d", "name": tenants.org["y"]}),
+            ("PATCH", f"/organizations/{x}/teams/devs", {"description": "d", "organization": tenants.org["y"]}),
+            ("PATCH", f"/namespaces/{x}/robots/ci", {"namespace": tenants.org["y"]}),
+            ("PATCH", f"/repositories/{x}/app", {"name": f"{tenants.org['y']}/app"}),
+            ("POST", f"/namespaces/{x}/robots", {"name": "n1", "namespace": tenants.org["y"], "access": []}),
+        ]:  # fmt: skip
+            r = c.request(method, API + path, json=body)
+            assert r.status_code == 422, (method, path, r.text)
+        assert expect(c.get(f"{API}/users/{me}"), 200)["is_admin"] is False
+
+
+def test_ui_admin_forms_refuse_non_admins(tenants: Tenants) -> None:
+    from tests.security.conftest import login_form, page_csrf
+
+    me, y = tenants.users["xadmin"], tenants.org["y"]
+    with login_form(tenants.server, me) as c:
+        csrf = page_csrf(c)
+        for path, form in [
+            (f"/ui/users/{me}", {"is_admin": "true"}),
+            (
+                "/ui/users",
+                {"username": "uisneaky", "password": "long-password-1", "is_admin": "true"},
+            ),
+            ("/ui/organizations", {"name": "uisneakyorg"}),
+            (f"/ui/organizations/{y}/teams", {"name": "mine"}),
+            (
+                f"/ui/organizations/{y}/permissions/grant",
+                {"kind": "user", "subject": me, "role": "admin"},
+            ),
+            (f"/ui/organizations/{y}/teams/devs/members/add", {"username": me}),
+            (f"/ui/repositories/{y}/app/settings", {"visibility": "public"}),
+            (
+                f"/ui/repositories/{y}/app/permissions/grant",
+                {"kind": "user", "subject": me, "role": "admin"},
+            ),
+            (f"/ui/repositories/{y}/app/tags/v1/delete", {}),
+            (f"/ui/robots/{y}+ci/revoke", {}),
+            ("/ui/robots", {"namespace": y, "name": "mine", "access": f"{y}/app=pull"}),
+        ]:
+            r = c.post(path, data={**form, "csrf_token": csrf})
+            assert r.status_code == 403, (path, r.status_code)
+        assert c.get("/ui/audit").status_code == 403
+        assert c.get("/ui/users").status_code == 403
+    with tenants.client("sysadmin") as c:
+        assert expect(c.get(f"{API}/users/{me}"), 200)["is_admin"] is False
+        assert expect(c.get(f"{API}/repositories/{y}/app"), 200)["visibility"] == "private"
