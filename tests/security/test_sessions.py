@@ -120,3 +120,23 @@ def test_basic_credentials_do_not_open_ui_pages(tenants: Tenants) -> None:
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
         r = c.post("/ui/users", data={"username": "viabasic", "password": "long-password-1"})
         assert r.status_code == 403
+
+
+def test_the_registry_protocol_ignores_the_session_cookie(tenants: Tenants) -> None:
+    """/v2 and /auth/token have no CSRF check, so a browser's cookie must not authenticate
+    there (else a cross-site form could delete or push with the victim's rights)."""
+    x = tenants.org["x"]
+    with _api_login(tenants, "xadmin") as (c, _csrf):
+        assert c.get(f"/v2/{x}/app/tags/list").status_code == 401
+        r = c.delete(f"/v2/{x}/app/manifests/{tenants.digest['x']}")
+        assert r.status_code == 401
+        r = c.get("/auth/token", params={"scope": f"repository:{x}/app:pull,push,delete"})
+        assert r.status_code in (200, 401)
+        if r.status_code == 200:
+            assert r.json().get("scope", "") == "" or "push" not in r.json()["scope"]
+            token = r.json()["token"]
+            with tenants.bearer(token) as b:
+                assert b.get(f"/v2/{x}/app/tags/list").status_code in (401, 403)
+    with tenants.client("xadmin") as c:
+        tags = expect(c.get(f"{API}/repositories/{x}/app/-/tags"), 200)["items"]
+        assert [t["name"] for t in tags] == ["v1"]
