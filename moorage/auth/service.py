@@ -271,6 +271,11 @@ class AccessService:
             return None
         async with self.write_engine.begin() as conn:
             user = await aq.user_by_name(conn, ident.username)
+            if user is None and await aq.org_by_name(conn, ident.username) is not None:
+                # A user owns the namespace of their name: a directory account named like an
+                # organization would get every right on that organization's repositories.
+                log.warning("directory user %s has an organization's name: refused", ident.username)
+                return None
             if user is None:
                 uid = await aq.create_user(
                     conn,
