@@ -51,3 +51,20 @@ def test_directory_user_named_like_an_organization_gets_nothing(reg: LdapRegistr
     with httpx.Client(base_url=url, auth=("admin", ADMIN_PASSWORD), timeout=60) as admin:
         assert admin.get(f"/v2/{REPO}/manifests/v1").status_code == 200
         assert admin.get(f"/api/v1/users/{ORG}").status_code == 404  # no account was made
+
+
+def test_directory_user_named_like_a_namespace_with_repositories_gets_nothing(
+    reg: LdapRegistry,
+) -> None:
+    """``library/nginx`` pushed by an administrator (no organization ``library``): a directory
+    account ``library`` must not become its owner."""
+    url = reg.server.url
+    repo = "library/nginx"
+    with httpx.Client(base_url=url, auth=("admin", ADMIN_PASSWORD), timeout=60) as admin:
+        assert put_manifest(admin, repo, "v1", image_manifest(admin, repo)).status_code == 201
+    reg.ldap.add_user("library", LDAP_PASSWORD)
+    headers = _basic("library", LDAP_PASSWORD)
+    r = httpx.delete(f"{url}/v2/{repo}/manifests/v1", headers=headers, timeout=60)
+    assert r.status_code == 401, r.text
+    with httpx.Client(base_url=url, auth=("admin", ADMIN_PASSWORD), timeout=60) as admin:
+        assert admin.get(f"/v2/{repo}/manifests/v1").status_code == 200
