@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -140,3 +141,22 @@ def test_the_registry_protocol_ignores_the_session_cookie(tenants: Tenants) -> N
     with tenants.client("xadmin") as c:
         tags = expect(c.get(f"{API}/repositories/{x}/app/-/tags"), 200)["items"]
         assert [t["name"] for t in tags] == ["v1"]
+
+
+def test_api_login_cannot_be_forged_by_a_cross_site_form(tenants: Tenants) -> None:
+    """A cross-site HTML form can post text/plain or form bodies, never application/json
+    (that needs a CORS preflight this server never grants)."""
+    body = json.dumps({"username": tenants.users["outsider"], "password": PASSWORD})
+    with httpx.Client(base_url=tenants.server.url, timeout=60) as c:
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            r = c.post(
+                f"{API}/session",
+                content=body,
+                headers={"content-type": ctype, "origin": "https://evil.example"},
+            )
+            assert r.status_code == 400 and "moorage_session" not in r.cookies, ctype
+        r = c.options(
+            f"{API}/session",
+            headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+        )
+        assert "access-control-allow-origin" not in r.headers
