@@ -178,3 +178,44 @@ def test_names_cannot_inject_headers(tenants: Tenants, sysadmin: httpx.Client) -
         assert r.status_code == 303
         location = r.headers["location"]
         assert "\r" not in location and "\n" not in location and location.startswith("/login?next=")
+
+
+def test_hostile_referrer_and_layer_fields_are_shown_as_text(
+    tenants: Tenants, sysadmin: httpx.Client
+) -> None:
+    """A referrer (signature) whose artifactType and annotations carry markup, and layers with
+    hostile annotations, on the subject's image page."""
+    from tests.conftest import push_blob
+
+    repo = f"{tenants.org['x']}/ref{uuid.uuid4().hex[:6]}"
+    subject = image_manifest(sysadmin, repo, [os.urandom(32)])
+    doc = json.loads(subject)
+    doc["layers"][0]["annotations"] = {XSS: XSS}
+    subject = json.dumps(doc).encode()
+    assert put_manifest(sysadmin, repo, "v1", subject).status_code == 201
+    empty = push_blob(sysadmin, repo, b"{}")
+    sig = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.x+json;<script>alert(1)</script>",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(subject), "size": len(subject)},
+        "annotations": {XSS: XSS},
+    }  # fmt: skip
+    payload = json.dumps(sig).encode()
+    pushed = put_manifest(sysadmin, repo, sha256(payload), payload).status_code
+    assert pushed in (201, 400), pushed
+    with login_form(tenants.server, "admin", ADMIN_PASSWORD) as c:
+        for path in (
+            f"/ui/repositories/{repo}/manifests/{sha256(subject)}",
+            f"/ui/repositories/{repo}",
+        ):
+            r = c.get(path)
+            assert r.status_code == 200
+            for raw in RAW:
+                assert raw not in r.text, (path, raw)
+        if pushed == 201:
+            r = c.get(f"/ui/repositories/{repo}/manifests/{sha256(payload)}")
+            assert r.status_code == 200
+            _assert_escaped(r.text, "referrer")
