@@ -553,6 +553,13 @@ class ManagementService:
             raise Denied(f"robots of {namespace} are managed by {namespace} only")
         await self._org_admin(c, namespace)
 
+    @staticmethod
+    def _no_token_minting(c: Caller) -> None:
+        """A robot secret is a credential: like tokens, personal access tokens cannot mint
+        them (else a narrow or later revoked token leaves a wider robot behind)."""
+        if c.principal.pat_scopes is not None:
+            raise Denied("personal access tokens cannot create robot secrets; log in instead")
+
     async def list_robots(
         self, c: Caller, namespace: str, cursor: str | None = None, limit: int | None = None
     ) -> Page[Robot]:
@@ -582,6 +589,7 @@ class ManagementService:
         expires_in_days: int | None = None,
     ) -> RobotWithSecret:
         await self._namespace_admin(c, namespace)
+        self._no_token_minting(c)
         description = _text(description, "description")
         if expires_in_days is not None and not (
             isinstance(expires_in_days, int) and 1 <= expires_in_days <= 3650
@@ -637,6 +645,7 @@ class ManagementService:
     ) -> RobotWithSecret:
         """A new secret (shown once); the old one stops working at once. Also un-revokes."""
         await self._namespace_admin(c, namespace)
+        self._no_token_minting(c)
         secret = new_secret()
         async with self._tx() as conn:
             row = await self._robot_row(conn, namespace, name)

@@ -181,3 +181,38 @@ def test_write_token_pushes_only_where_its_owner_may(tenants: Tenants) -> None:
         assert c.post(f"/v2/{x}/app/blobs/uploads/").status_code == 403
         mine = f"{tenants.users['xmember']}/own"
         assert put_manifest(c, mine, "v1", image_manifest(c, mine)).status_code == 201
+
+
+def test_a_token_cannot_mint_robot_secrets(tenants: Tenants) -> None:
+    """Tokens cannot create tokens — nor robot secrets: an api:write token without
+    registry:push made a robot with push on its owner's namespace, a credential that outlived
+    the token's revocation."""
+    user = tenants.users["outsider"]
+    pat = tenants.token("outsider", ["api:read", "api:write"])
+    robots = f"{API}/namespaces/{user}/robots"
+    with tenants.client("outsider") as c:
+        expect(
+            c.post(
+                robots,
+                json={"name": "made", "access": [{"organization": user, "actions": ["pull"]}]},
+            ),
+            201,
+        )
+    with tenants.bearer(pat) as c:
+        assert c.post(f"/v2/{user}/app/blobs/uploads/").status_code in (
+            401,
+            403,
+        )  # no registry:push
+        r = c.post(
+            robots,
+            json={
+                "name": "minted",
+                "access": [{"organization": user, "actions": ["pull", "push", "delete"]}],
+            },
+        )
+        assert r.status_code == 403 and "secret\"" not in r.text, r.text
+        r = c.post(f"{robots}/made/secret")
+        assert r.status_code == 403 and "secret\"" not in r.text, r.text
+        # reading and revoking robots stays possible with api:write
+        expect(c.get(robots), 200)
+        expect(c.post(f"{robots}/made/revoke"), 204)
