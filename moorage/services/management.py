@@ -16,10 +16,10 @@ from typing import Any
 
 from ..audit import AuditEvent, AuditLog
 from ..auth import admin
-from ..auth.passwords import hash_password, hash_secret, new_secret, verify_password
-from ..auth.pat import PAT_SCOPES, expiry
+from ..auth.passwords import hash_password, hash_secret, new_secret
+from ..auth.pat import PAT_SCOPES, expiry, looks_like_pat
 from ..auth.scopes import ADMIN, DELETE
-from ..auth.service import ANONYMOUS, AccessService, AuthFailed, Principal
+from ..auth.service import ANONYMOUS, AccessService, AuthFailed, LockedOut, Principal
 from ..auth.sessions import Session, SessionStore
 from ..db import access_queries as aq
 from ..db import catalog_queries as cq
@@ -137,7 +137,6 @@ class ManagementService:
         """Check a user's password (with the registry's lockout) and open a web session:
         (cookie value for SESSION_COOKIE, session). Robots and tokens cannot open sessions.
         Raises AuthFailed / LockedOut / Unavailable (moorage.auth.service). Audited."""
-        from ..auth.pat import looks_like_pat
 
         anonymous = Caller(ANONYMOUS, client_addr, user_agent)
         try:
@@ -518,8 +517,16 @@ class ManagementService:
             row = await admin.user_in(conn, username)
         if row.source != "local":
             raise Conflict("a directory (LDAP) user's password is kept by the directory")
-        if not await verify_password(row.password_hash, old, username):
-            raise Invalid("old_password", "the old password is wrong")
+        # Checked as a login (counted, locked out): else a session or an api:write token
+        # could guess the password here without limit.
+        try:
+            if looks_like_pat(old):
+                raise AuthFailed("a token is not a password")
+            await self.access.login(username, old, c.client_addr or "-")
+        except AuthFailed:
+            raise Invalid("old_password", "the old password is wrong") from None
+        except LockedOut:
+            raise Denied("too many failed attempts; try again later") from None
         async with self._tx() as conn:
             await mq.update_user(conn, row.id, {"password_hash": hash_password(new)})
             await sq.delete_user_sessions(conn, row.id)
