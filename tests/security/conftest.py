@@ -17,12 +17,44 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, MoorageServer, image_manifest, put_manifest, sha256
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    MoorageServer,
+    image_manifest,
+    push_blob,
+    put_manifest,
+    sha256,
+)
 
 API = "/api/v1"
 PASSWORD = "correct-horse-battery"
 XSS = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def signature(
+    subject: bytes,
+    empty: str,
+    artifact_type: str = "application/vnd.example.signature",
+    **extra: object,
+) -> bytes:
+    """An artifact manifest referring to *subject* (a signature), with the empty config and
+    layer *empty* (digest of ``{}``, pushed by the caller)."""
+    descriptor = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact_type,
+        "config": descriptor,
+        "layers": [descriptor],
+        "subject": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256(subject),
+            "size": len(subject),
+        },
+        **extra,
+    }
+    return json.dumps(doc).encode()
 
 
 def expect(r: httpx.Response, status: int) -> Any:
@@ -92,23 +124,7 @@ class Tenants:
 
     @staticmethod
     def _sign(c: httpx.Client, repo: str, subject: bytes) -> None:
-        empty = json.dumps({}).encode()
-        from tests.conftest import push_blob
-
-        d = push_blob(c, repo, empty)
-        sig = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": "application/vnd.example.signature",
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": d, "size": 2},
-            "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": d, "size": 2}],
-            "subject": {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": sha256(subject),
-                "size": len(subject),
-            },
-        }
-        payload = json.dumps(sig).encode()
+        payload = signature(subject, push_blob(c, repo, b"{}"))
         assert put_manifest(c, repo, sha256(payload), payload).status_code == 201
 
     def token(self, who: str, scopes: list[str] | None) -> str:

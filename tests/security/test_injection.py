@@ -12,7 +12,15 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_PASSWORD, image_manifest, put_manifest, sha256
-from tests.security.conftest import API, PASSWORD, XSS, Tenants, expect, login_form
+from tests.security.conftest import (
+    API,
+    PASSWORD,
+    XSS,
+    Tenants,
+    expect,
+    login_form,
+    signature,
+)
 
 RAW = ("<script>alert(1)</script>", "<img src=x onerror=alert(2)>")
 
@@ -193,17 +201,12 @@ def test_hostile_referrer_and_layer_fields_are_shown_as_text(
     doc["layers"][0]["annotations"] = {XSS: XSS}
     subject = json.dumps(doc).encode()
     assert put_manifest(sysadmin, repo, "v1", subject).status_code == 201
-    empty = push_blob(sysadmin, repo, b"{}")
-    sig = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": "application/vnd.x+json;<script>alert(1)</script>",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
-        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(subject), "size": len(subject)},
-        "annotations": {XSS: XSS},
-    }  # fmt: skip
-    payload = json.dumps(sig).encode()
+    payload = signature(
+        subject,
+        push_blob(sysadmin, repo, b"{}"),
+        "application/vnd.x+json;<script>alert(1)</script>",
+        annotations={XSS: XSS},
+    )
     pushed = put_manifest(sysadmin, repo, sha256(payload), payload).status_code
     assert pushed in (201, 400), pushed
     with login_form(tenants.server, "admin", ADMIN_PASSWORD) as c:
