@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -228,9 +229,20 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 SECRET_KEYS = ("bind_password", "password", "secret", "secret_key", "secret_access_key")
 
 
-def _redact(value: object) -> object:
+# The password of a URL's userinfo (database.url, audit.http.url): scheme://user:***@host
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/:@]*:)[^/]*@")
+
+
+def _redact(value: object, key: str = "") -> object:
+    """Secrets masked: SECRET_KEYS, every header value (audit.http.headers carries
+    Authorization), and passwords inside URLs."""
     if isinstance(value, dict):
-        return {k: ("***" if k in SECRET_KEYS and v else _redact(v)) for k, v in value.items()}
+        return {
+            k: ("***" if v and (k in SECRET_KEYS or key == "headers") else _redact(v, k))
+            for k, v in value.items()
+        }
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
     return value
 
 

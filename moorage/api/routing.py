@@ -144,11 +144,16 @@ async def parse_body(op: Op, request: Request) -> Any:
             raise APIError(413, "TOO_LARGE", "request body is too large", "body")
     try:
         doc = json.loads(data)
+    except RecursionError:  # "[[[[…" nested deeper than the parser's stack: not a 500
+        raise APIError(400, "INVALID", "the body is nested too deeply", "body") from None
     except (ValueError, UnicodeDecodeError):
         raise APIError(400, "INVALID", "the body is not valid JSON", "body") from None
     if not isinstance(doc, dict):
         raise APIError(400, "INVALID", "the body must be a JSON object", "body")
-    check_text(doc, "body", 422)
+    try:
+        check_text(doc, "body", 422)
+    except RecursionError:
+        raise APIError(400, "INVALID", "the body is nested too deeply", "body") from None
     try:
         return op.body.model_validate(doc, strict=True)  # JSON types as declared: 0 is no bool
     except ValidationError as exc:

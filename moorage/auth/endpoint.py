@@ -197,7 +197,9 @@ class TokenEndpoint:
         if oauth:
             body["scope"] = " ".join(str(s) for s in granted if s.actions)
             body["token_type"] = "Bearer"
-        if offline:
+        # A refresh token carries no personal access token's scopes: a token made from a
+        # narrow PAT would mint full-rights access tokens. PAT holders re-send the PAT instead.
+        if offline and principal.pat_scopes is None:
             refresh, _ = await self.access.tokens.issue(
                 principal.name,
                 principal.kind,

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db import access_queries as aq
 from ..db import catalog_queries as cq
+from ..db import management_queries as mq
 from ..db.catalog_queries import ReadScope
 from ..db.queries import now
 from ..oci.names import namespace_of
@@ -289,6 +290,15 @@ class AccessService:
             return None
         async with self.write_engine.begin() as conn:
             user = await aq.user_by_name(conn, ident.username)
+            if user is None and (
+                await aq.org_by_name(conn, ident.username) is not None
+                or await mq.namespace_has_repositories(conn, ident.username)
+            ):
+                # A user owns the namespace of their name: a directory account named like an
+                # organization, or like a namespace holding repositories, would get every
+                # right on those repositories.
+                log.warning("directory user %s names a taken namespace: refused", ident.username)
+                return None
             if user is None:
                 uid = await aq.create_user(
                     conn,

@@ -16,10 +16,10 @@ from typing import Any
 
 from ..audit import AuditEvent, AuditLog
 from ..auth import admin
-from ..auth.passwords import hash_password, hash_secret, new_secret, verify_password
-from ..auth.pat import PAT_SCOPES, expiry
+from ..auth.passwords import hash_password, hash_secret, new_secret
+from ..auth.pat import PAT_SCOPES, expiry, looks_like_pat
 from ..auth.scopes import ADMIN, DELETE
-from ..auth.service import ANONYMOUS, AccessService, AuthFailed, Principal
+from ..auth.service import ANONYMOUS, AccessService, AuthFailed, LockedOut, Principal
 from ..auth.sessions import Session, SessionStore
 from ..db import access_queries as aq
 from ..db import catalog_queries as cq
@@ -138,7 +138,6 @@ class ManagementService:
         """Check a user's password (with the registry's lockout) and open a web session:
         (cookie value for SESSION_COOKIE, session). Robots and tokens cannot open sessions.
         Raises AuthFailed / LockedOut / Unavailable (moorage.auth.service). Audited."""
-        from ..auth.pat import looks_like_pat
 
         anonymous = Caller(ANONYMOUS, client_addr, user_agent)
         try:
@@ -268,10 +267,9 @@ class ManagementService:
         return Page[Organization](items=[_org(r) for r in items], next_cursor=nxt)
 
     async def organization(self, c: Caller, org: str) -> Organization:
+        await self._org_reader(c, org)  # before existence: outsiders learn no names
         async with self.ctx.engine.connect() as conn:
             await admin.org_id_in(conn, org)
-        await self._org_reader(c, org)
-        async with self.ctx.engine.connect() as conn:
             return _org(await mq.org_full(conn, org))
 
     async def create_organization(
@@ -287,9 +285,7 @@ class ManagementService:
 
     async def update_organization(self, c: Caller, org: str, description: str) -> Organization:
         description = _text(description, "description")
-        async with self.ctx.engine.connect() as conn:
-            await admin.org_id_in(conn, org)
-        await self._org_admin(c, org)
+        await self._existing_org_admin(c, org)
         async with self._tx() as conn:
             await mq.update_org(conn, await admin.org_id_in(conn, org), description)
             row = await mq.org_full(conn, org)
@@ -318,9 +314,11 @@ class ManagementService:
         await self._set_grant(c, org, role, user=user, team=team, organization=org)
 
     async def _existing_org_admin(self, c: Caller, org: str) -> None:
+        """The admin role on *org*, asked before its existence: to anyone else an existing
+        organization and a missing one look the same (403)."""
+        await self._org_admin(c, org)
         async with self.ctx.engine.connect() as conn:
             await admin.org_id_in(conn, org)
-        await self._org_admin(c, org)
 
     # --- teams ------------------------------------------------------------------------------
 
@@ -328,10 +326,9 @@ class ManagementService:
         self, c: Caller, org: str, cursor: str | None = None, limit: int | None = None
     ) -> Page[Team]:
         n = check_limit(limit)
-        async with self.ctx.engine.connect() as conn:
-            org_id = await admin.org_id_in(conn, org)
         await self._org_reader(c, org)
         async with self.ctx.engine.connect() as conn:
+            org_id = await admin.org_id_in(conn, org)
             rows = await mq.list_teams(conn, org_id, decode_cursor(cursor), n + 1)
             items, nxt = page_of(rows, [r.name for r in rows], n)
             members = await mq.team_members_of(conn, [r.id for r in items])
@@ -340,9 +337,9 @@ class ManagementService:
         )
 
     async def team(self, c: Caller, org: str, team: str) -> Team:
+        await self._org_reader(c, org)
         async with self.ctx.engine.connect() as conn:
             tid = await admin.team_id_in(conn, org, team)
-        await self._org_reader(c, org)
         return await self._team_model(org, tid)
 
     async def team_permissions(self, c: Caller, org: str, team: str) -> list[TeamGrant]:
@@ -529,8 +526,16 @@ class ManagementService:
             row = await admin.user_in(conn, username)
         if row.source != "local":
             raise Conflict("a directory (LDAP) user's password is kept by the directory")
-        if not await verify_password(row.password_hash, old, username):
-            raise Invalid("old_password", "the old password is wrong")
+        # Checked as a login (counted, locked out): else a session or an api:write token
+        # could guess the password here without limit.
+        try:
+            if looks_like_pat(old):
+                raise AuthFailed("a token is not a password")
+            await self.access.login(username, old, c.client_addr or "-")
+        except AuthFailed:
+            raise Invalid("old_password", "the old password is wrong") from None
+        except LockedOut:
+            raise Denied("too many failed attempts; try again later") from None
         async with self._tx() as conn:
             await mq.update_user(conn, row.id, {"password_hash": hash_password(new)})
             await sq.delete_user_sessions(conn, row.id)
@@ -563,6 +568,13 @@ class ManagementService:
         if not is_org:
             raise Denied(f"robots of {namespace} are managed by {namespace} only")
         await self._org_admin(c, namespace)
+
+    @staticmethod
+    def _no_token_minting(c: Caller) -> None:
+        """A robot secret is a credential: like tokens, personal access tokens cannot mint
+        them (else a narrow or later revoked token leaves a wider robot behind)."""
+        if c.principal.pat_scopes is not None:
+            raise Denied("personal access tokens cannot create robot secrets; log in instead")
 
     async def list_robots(
         self, c: Caller, namespace: str, cursor: str | None = None, limit: int | None = None
@@ -610,6 +622,7 @@ class ManagementService:
         expires_in_days: int | None = None,
     ) -> RobotWithSecret:
         await self._namespace_admin(c, namespace)
+        self._no_token_minting(c)
         description = _text(description, "description")
         if expires_in_days is not None and not (
             isinstance(expires_in_days, int) and 1 <= expires_in_days <= 3650
@@ -665,6 +678,7 @@ class ManagementService:
     ) -> RobotWithSecret:
         """A new secret (shown once); the old one stops working at once. Also un-revokes."""
         await self._namespace_admin(c, namespace)
+        self._no_token_minting(c)
         secret = new_secret()
         async with self._tx() as conn:
             row = await self._robot_row(conn, namespace, name)

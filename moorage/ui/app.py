@@ -980,6 +980,8 @@ class WebUI:
             cursor = int(qp["cursor"]) if qp.get("cursor") else None
         except ValueError:
             cursor = None
+        if cursor is not None and not 0 <= cursor <= 2**62:  # as the API's AuditQuery
+            cursor = None  # beyond a database integer: an OverflowError, a 500
         page = await query_events(
             self.ctx.engine,
             actor=filters["actor"] or None,

@@ -57,7 +57,10 @@ async def read_form(request: Request) -> dict[str, str]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise FormError("form is not UTF-8") from None
-    return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
+    except ValueError:  # more than 200 fields
+        raise FormError("form has too many fields") from None
 
 
 def tokens_equal(a: str | None, b: str | None) -> bool:

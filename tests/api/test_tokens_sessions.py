@@ -123,7 +123,7 @@ def test_token_scopes_narrow_the_owner(world: World) -> None:
 
 def test_bearer_tokens_issued_for_a_pat_die_with_it(world: World) -> None:
     """A JWT from /auth/token obtained with a personal access token is refused on the very next
-    request once that token is revoked; a refresh keeps the token's scopes."""
+    request once that token is revoked."""
     user = world.users["writer"]
     t = _token(world, "writer", scopes=["registry:pull"])
     token = str(t["token"])
@@ -137,18 +137,9 @@ def test_bearer_tokens_issued_for_a_pat_die_with_it(world: World) -> None:
         auth=(user, token),
     )
     assert r.status_code == 200, r.text
-    jwt, refresh = r.json()["token"], r.json()["refresh_token"]
-    refreshed = httpx.post(
-        f"{world.server.url}/auth/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": refresh,
-            "service": "moorage",
-            "scope": f"repository:{world.app}:pull,push",
-        },
-    )
-    assert refreshed.status_code == 200, refreshed.text
-    assert refreshed.json()["scope"] == f"repository:{world.app}:pull"  # not push: the PAT's
+    jwt = r.json()["token"]
+    # No refresh token for a PAT: it could outlive the PAT (re-send the PAT instead).
+    assert "refresh_token" not in r.json()
     bearer = {"Authorization": f"Bearer {jwt}"}
     with httpx.Client(base_url=world.server.url, headers=bearer) as c:
         assert c.get(f"/v2/{world.app}/manifests/v1").status_code == 200
@@ -158,11 +149,6 @@ def test_bearer_tokens_issued_for_a_pat_die_with_it(world: World) -> None:
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer ")
         err(c.get(f"{API}/repositories/{world.app}"), 401)
-    again = httpx.post(
-        f"{world.server.url}/auth/token",
-        data={"grant_type": "refresh_token", "refresh_token": refresh, "service": "moorage"},
-    )
-    assert again.status_code == 401
     # A user's own JWT (password login) is untouched by revoking one of their tokens.
     r = httpx.get(
         f"{world.server.url}/auth/token",
