@@ -177,7 +177,12 @@ class ManagementAPI:
             from ..auth.service import ANONYMOUS
 
             resolved = Resolved(ANONYMOUS)
-        caller = Caller(resolved.principal, client_addr(request), request.headers.get("user-agent"))
+        caller = Caller(
+            resolved.principal,
+            client_addr(request),
+            request.headers.get("user-agent"),
+            resolved.session.id if resolved.session is not None else None,
+        )
         try:
             result = await op.handler(Call(request, resolved, caller, params, query, body))
         except Denied:

@@ -185,7 +185,12 @@ class TokenEndpoint:
         requested = parse_scopes(raw_scopes)
         granted = await self.access.grant(principal, requested)
         token, lifetime = await self.access.tokens.issue(
-            principal.name, principal.kind, principal.id, granted, pat_id=principal.pat_id
+            principal.name,
+            principal.kind,
+            principal.id,
+            granted,
+            pat_id=principal.pat_id,
+            version=principal.token_version,
         )
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         body: dict[str, Any] = {
@@ -207,6 +212,7 @@ class TokenEndpoint:
                 [],
                 token_type="refresh",
                 pat_id=principal.pat_id,
+                version=principal.token_version,
             )
             body["refresh_token"] = refresh
         await self._event(

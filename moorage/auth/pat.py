@@ -46,6 +46,7 @@ class PATOwner:
     username: str
     is_admin: bool
     scopes: frozenset[str]
+    token_version: int = 0
 
 
 class PersonalTokens:
@@ -87,7 +88,14 @@ class PersonalTokens:
         if row is None or user is None or user.disabled or not row.usable(now()):
             return None
         await self._touch(row.id)
-        return PATOwner(row.id, user.id, user.username, user.is_admin, frozenset(row.scopes))
+        return PATOwner(
+            row.id,
+            user.id,
+            user.username,
+            user.is_admin,
+            frozenset(row.scopes),
+            user.token_version,
+        )
 
     async def current_scopes(self, user_id: int, token_id: int) -> frozenset[str] | None:
         """The scopes of *user_id*'s token *token_id* while it is usable (not revoked, not

@@ -46,6 +46,9 @@ class Principal:
     # token issued for one): its scopes (moorage.auth.pat) and its id.
     pat_scopes: frozenset[str] | None = None
     pat_id: int | None = None
+    # A user's credential epoch (users.token_version) as read when they authenticated: tokens
+    # issued to them carry it, and a password change or (dis|en)abling makes them stale.
+    token_version: int = 0
 
     def may_use_api(self, write: bool) -> bool:
         """Whether a personal access token's scopes allow this REST call (others: yes)."""
@@ -139,6 +142,7 @@ class AccessService:
             owner.is_admin,
             pat_scopes=owner.scopes,
             pat_id=owner.token_id,
+            token_version=owner.token_version,
         )
 
     async def from_token(self, token: str) -> Principal:
@@ -153,6 +157,9 @@ class AccessService:
         base = await self._current(claims.kind, claims.principal_id, claims.subject)
         if base is None:
             raise AuthFailed("the token's account is disabled, revoked or gone")
+        if base.kind == "user" and claims.version != base.token_version:
+            # Issued before a password change or reset, or before a disabling.
+            raise AuthFailed("the token predates a change of the account's credentials")
         pat_scopes: frozenset[str] | None = None
         if claims.pat_id is not None:
             # Issued for a personal access token: it lives no longer than that token, and
@@ -172,6 +179,7 @@ class AccessService:
             token_id=claims.jti,
             pat_scopes=pat_scopes,
             pat_id=claims.pat_id,
+            token_version=base.token_version,
         )
 
     async def _current(self, kind: str, pid: int | None, name: str) -> Principal | None:
@@ -189,7 +197,7 @@ class AccessService:
             user = await aq.user_by_id(conn, pid)
         if user is None or user.disabled or user.username != name:
             return None
-        return Principal("user", user.username, user.id, user.is_admin)
+        return _user_principal(user)
 
     async def login(self, username: str, password: str, client: str) -> Principal:
         """Check a username/password (or robot name/secret, or username/personal access
@@ -255,7 +263,7 @@ class AccessService:
             and not user.disabled
             and recently_verified(user.password_hash, password, username)
         ):
-            return Principal("user", user.username, user.id, user.is_admin)
+            return _user_principal(user)
         return None
 
     async def _check_credentials(self, username: str, password: str) -> Principal | None:
@@ -272,7 +280,7 @@ class AccessService:
             ok = await verify_password(user.password_hash, password, username)
             if not ok or user.disabled:
                 return None
-            return Principal("user", user.username, user.id, user.is_admin)
+            return _user_principal(user)
         if self.directory is not None:
             return await self._directory_login(username, password)
         await verify_password(None, password, username)  # same effort as a real check
@@ -314,7 +322,7 @@ class AccessService:
             elif user.source != "ldap" or user.disabled:
                 return None
             await self._sync_directory_teams(conn, user.id, ident.teams, self._mapped_teams())
-        return Principal("user", user.username, user.id, user.is_admin)
+        return _user_principal(user)
 
     def _mapped_teams(self) -> list[tuple[str, str]]:
         out = []
@@ -456,6 +464,12 @@ class AccessService:
             granted = scope.actions & allowed
             out.append(Scope("repository", scope.name, granted))
         return out
+
+
+def _user_principal(user: aq.UserRow) -> Principal:
+    return Principal(
+        "user", user.username, user.id, user.is_admin, token_version=user.token_version
+    )
 
 
 def _robot_principal(robot: aq.RobotRow) -> Principal:

@@ -48,6 +48,8 @@ class TokenClaims:
     token_type: str = "access"  # access | refresh
     expires_at: float = 0.0
     pat_id: int | None = None  # issued for this personal access token (private claim)
+    # The user's credential epoch when issued (private claim; 0 for tokens that predate it).
+    version: int = 0
 
 
 @dataclass
@@ -144,6 +146,7 @@ class TokenService:
         access: list[Scope],
         token_type: str = "access",
         pat_id: int | None = None,
+        version: int = 0,
     ) -> tuple[str, int]:
         ks = await self._keyset()
         if ks.signing_key is None or ks.signing_kid is None:
@@ -163,6 +166,8 @@ class TokenService:
         }
         if pat_id is not None:
             claims["moorage"]["pat"] = pat_id
+        if version:
+            claims["moorage"]["ver"] = version
         token = jwt.encode(
             claims, ks.signing_key, algorithm="ES256", headers={"kid": ks.signing_kid}
         )
@@ -207,9 +212,11 @@ class TokenService:
             access.append(
                 Scope(str(entry.get("type")), str(entry.get("name")), frozenset(map(str, actions)))
             )
-        pid, pat = meta.get("id"), meta.get("pat")
+        pid, pat, ver = meta.get("id"), meta.get("pat"), meta.get("ver", 0)
         if pat is not None and (not isinstance(pat, int) or isinstance(pat, bool)):
             raise InvalidToken("malformed pat claim")
+        if not isinstance(ver, int) or isinstance(ver, bool):
+            raise InvalidToken("malformed ver claim")
         return TokenClaims(
             subject=str(claims["sub"]),
             kind=str(meta.get("kind", "user")),
@@ -219,6 +226,7 @@ class TokenService:
             token_type=token_type,
             expires_at=float(claims["exp"]),
             pat_id=pat,
+            version=ver,
         )
 
     async def public_jwks(self) -> dict[str, Any]:

@@ -32,11 +32,19 @@ class UserRow:
     is_admin: bool
     source: str
     disabled: bool
+    token_version: int = 0  # credential epoch (schema.users)
 
 
 def _user(r: Any) -> UserRow:
     return UserRow(
-        r.id, r.username, r.email, r.password_hash, bool(r.is_admin), r.source, bool(r.disabled)
+        r.id,
+        r.username,
+        r.email,
+        r.password_hash,
+        bool(r.is_admin),
+        r.source,
+        bool(r.disabled),
+        int(r.token_version),
     )
 
 

@@ -48,6 +48,23 @@ async def update_user(conn: AsyncConnection, user_id: int, values: dict[str, Any
     )
 
 
+async def end_credentials(
+    conn: AsyncConnection, user_id: int, keep_session: str | None = None
+) -> None:
+    """After a password change or reset, or a disabling: every bearer and refresh token issued
+    before is refused (a new credential epoch) and every web session ends but *keep_session*
+    (the one that made the change)."""
+    await conn.execute(
+        sa.update(users)
+        .where(users.c.id == user_id)
+        .values(token_version=users.c.token_version + 1)
+    )
+    ended = sa.delete(web_sessions).where(web_sessions.c.user_id == user_id)
+    if keep_session is not None:
+        ended = ended.where(web_sessions.c.id != keep_session)
+    await conn.execute(ended)
+
+
 async def delete_user(conn: AsyncConnection, user_id: int, username: str) -> None:
     """The user, their grants, memberships, tokens, sessions and the robots of their personal
     namespace (a later account of the same name must inherit nothing)."""

@@ -160,6 +160,9 @@ users = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.Column("last_login_at", Timestamp, nullable=True),
+    # Credential epoch: bumped on a password change or reset and on (dis|en)abling; issued
+    # tokens carry it and older ones are refused (migration 0005).
+    sa.Column("token_version", sa.Integer(), nullable=False, server_default="0"),
 )
 
 organizations = sa.Table(

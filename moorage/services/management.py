@@ -55,6 +55,7 @@ class Caller:
     principal: Principal
     client_addr: str | None = None
     user_agent: str | None = None
+    session_id: str | None = None  # the web session making the call, if any
 
 
 def _text(value: Any, field: str, limit: int = MAX_DESCRIPTION) -> str:
@@ -507,8 +508,10 @@ class ManagementService:
                 raise Conflict("a directory (LDAP) user's password is kept by the directory")
             if values:
                 await mq.update_user(conn, row.id, values)
-            if values.get("disabled") or "password_hash" in values:
-                await sq.delete_user_sessions(conn, row.id)
+            if "disabled" in values or "password_hash" in values:
+                # Disabling ends everything; re-enabling must not revive the tokens issued
+                # before the disabling; a reset password voids what the old one obtained.
+                await mq.end_credentials(conn, row.id)
             full = await mq.user_full(conn, username)
         if values:
             fields = sorted(k if k != "password_hash" else "password" for k in values)
@@ -516,7 +519,8 @@ class ManagementService:
         return _user(full)
 
     async def change_password(self, c: Caller, username: str, old: str, new: str) -> None:
-        """A user changes their own password, proving the old one; other sessions end."""
+        """A user changes their own password, proving the old one; their other sessions and
+        every token issued for the old password end (the session making the change stays)."""
         if self._self_or_admin(c, username, write=True) and c.principal.name != username:
             raise Denied("set another user's password with PATCH /users/{username}")
         if not isinstance(old, str) or not old:
@@ -538,7 +542,7 @@ class ManagementService:
             raise Denied("too many failed attempts; try again later") from None
         async with self._tx() as conn:
             await mq.update_user(conn, row.id, {"password_hash": hash_password(new)})
-            await sq.delete_user_sessions(conn, row.id)
+            await mq.end_credentials(conn, row.id, keep_session=c.session_id)
         await self._audit(c, "user.update", details={"user": username, "fields": ["password"]})
 
     async def delete_user(self, c: Caller, username: str) -> None:

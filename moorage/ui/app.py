@@ -122,7 +122,8 @@ class Visit:
     def caller(self) -> Caller:
         """The principal with its address, for the services' audit records."""
         client = self.request.client.host if self.request.client else None
-        return Caller(self.principal, client, self.request.headers.get("user-agent"))
+        session = self.session.id if self.session is not None else None
+        return Caller(self.principal, client, self.request.headers.get("user-agent"), session)
 
     @property
     def is_admin(self) -> bool:
@@ -881,8 +882,8 @@ class WebUI:
                 f.get("new_password", ""),
             )
         )
-        # Every session of the account ends with the old password, this one too.
-        return see_other("/login")
+        # The account's other sessions and tokens end with the old password; this one stays.
+        return see_other("/ui/account?done=password-changed")
 
     # --- robots -----------------------------------------------------------------------------
 

@@ -196,9 +196,10 @@ def test_session_cookie_and_csrf(world: World, admin: httpx.Client) -> None:
         err(c.patch(url, json={"description": "x"}, headers={"X-CSRF-Token": other_csrf}), 403)
 
 
-def test_session_ends_when_the_password_changes(world: World, admin: httpx.Client) -> None:
+def test_other_sessions_end_when_the_password_changes(world: World, admin: httpx.Client) -> None:
     name = f"s{uuid.uuid4().hex[:8]}"
     ok(admin.post(f"{API}/users", json={"username": name, "password": PASSWORD}), 201)
+    other, _ = new_session(world.server, name)
     cookie, csrf = new_session(world.server, name)
     with httpx.Client(base_url=world.server.url, cookies={"moorage_session": cookie}) as c:
         ok(c.get(f"{API}/user"))
@@ -210,7 +211,9 @@ def test_session_ends_when_the_password_changes(world: World, admin: httpx.Clien
             ),
             204,
         )
-        err(c.get(f"{API}/user"), 401)
+        ok(c.get(f"{API}/user"))  # the session that made the change stays
+    with httpx.Client(base_url=world.server.url, cookies={"moorage_session": other}) as c:
+        err(c.get(f"{API}/user"), 401)  # the others end
 
 
 @pytest.mark.parametrize("idle", [False, True])

@@ -342,8 +342,8 @@ def test_users_are_managed_from_the_ui(ui_server: MoorageServer, unique: str) ->
                 "csrf_token": token,
             },
         )
-        assert r.status_code == 303 and r.headers["location"] == "/login"
-        assert user.get("/").status_code == 303  # the password change ended the session
+        assert r.status_code == 303 and r.headers["location"] == "/ui/account?done=password-changed"
+        assert user.get("/ui/account").status_code == 200  # this session stays
     with login_http(ui_server, name, "second-password-2"):
         pass
     with login_http(ui_server) as admin:
