@@ -23,7 +23,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .audit import store
 from .audit.events import RESULTS, parse_time
-from .audit.export import FORMATS, ExportFormat, export_to
+from .audit.export import (
+    CSV_FIELDS,
+    FORMATS,
+    ExportFormat,
+    export_to,
+    parse_csv,
+    parse_jsonl,
+    verify_export,
+)
 from .config import Config, ConfigError
 
 
@@ -63,6 +71,12 @@ def register(subparsers: Any) -> None:
         "verify", help="check the hash chain; exit 1 naming the first bad record"
     )
     _common(verify)
+    verify.add_argument(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="check an unfiltered export (JSON Lines or CSV) instead of the database",
+    )
     verify.set_defaults(func=cmd_audit_verify)
 
 
@@ -142,7 +156,25 @@ async def _export_file(
     os.fsync(out.fileno())
 
 
+def _verify_file(path: str) -> int:
+    """An export file, CSV (recognized by its header row; its formula escaping undone) or
+    JSON Lines, re-hashed and linked from its first record."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            first = f.readline()
+            f.seek(0)
+            is_csv = first.rstrip("\r\n") == ",".join(CSV_FIELDS)
+            result = verify_export(parse_csv(f) if is_csv else parse_jsonl(f))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        print(f"moorage: cannot read the export {path}: {exc}", file=sys.stderr)
+        return 2
+    print(result.message())
+    return 0 if result.ok else 1
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    if args.input:
+        return _verify_file(args.input)
     url = _database_url(_config(args))
     try:
         result = asyncio.run(_with_engine(url, store.verify))

@@ -2,6 +2,11 @@
 
 A full export (no filters) is itself verifiable: ``verify_export(parse_jsonl(f))`` re-checks
 every hash and link, anchored at the first record's ``prev_hash``.
+
+CSV cells are escaped against formula injection (OWASP): a cell a spreadsheet would evaluate
+(starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return) is written with a leading
+``'``. A cell that itself starts with ``'`` gets one too, so that ``parse_csv`` can undo the
+escaping exactly (drop one leading ``'``) and the records still hash as they were recorded.
 """
 
 from __future__ import annotations
@@ -46,8 +51,20 @@ def jsonl_line(rec: AuditRecord) -> str:
     return json.dumps(rec.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+# What makes a spreadsheet read a cell as a formula, plus the escape character itself.
+_CSV_ESCAPE_FIRST = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell(value: str) -> str:
+    return "'" + value if value.startswith(_CSV_ESCAPE_FIRST) else value
+
+
+def csv_uncell(value: str) -> str:
+    return value[1:] if value.startswith("'") else value
+
+
 def csv_row(rec: AuditRecord) -> list[str]:
-    return [
+    cells = [
         str(rec.id),
         format_time(rec.time),
         rec.actor,
@@ -64,6 +81,7 @@ def csv_row(rec: AuditRecord) -> list[str]:
         rec.prev_hash,
         rec.hash,
     ]
+    return [csv_cell(c) for c in cells]
 
 
 async def iter_export(
@@ -109,7 +127,9 @@ def parse_csv(lines: Iterable[str]) -> Iterator[AuditRecord]:
     if tuple(reader.fieldnames or ()) != CSV_FIELDS:
         raise ValueError(f"not a Moorage audit CSV export (columns {reader.fieldnames})")
     for row in reader:
-        yield AuditRecord.from_dict(row)
+        yield AuditRecord.from_dict(
+            {k: csv_uncell(v) if isinstance(v, str) else v for k, v in row.items()}
+        )
 
 
 def verify_export(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
@@ -219,3 +220,18 @@ async def test_export_rejects_unknown_format(engine: AsyncEngine) -> None:
     with pytest.raises(ValueError):
         async for _ in iter_export(engine, "xml"):  # type: ignore[arg-type]
             pass
+
+
+@pytest.mark.parametrize(
+    "agent", ["=1+1", "+cmd", "-2", "@SUM(A1)", "\tx", "\rx", "'=already quoted", "'", "a=b"]
+)
+async def test_export_csv_escapes_formulas_reversibly(engine: AsyncEngine, agent: str) -> None:
+    await audit_store.append(engine, [event(0, user_agent=agent, actor=agent)])
+    text = "".join([chunk async for chunk in iter_export(engine, "csv")])
+    row = list(csv.reader(io.StringIO(text, newline="")))[-1]
+    cell = row[CSV_FIELDS.index("user_agent")]
+    assert cell == (agent if agent[0].isalnum() else "'" + agent)
+    assert row[CSV_FIELDS.index("actor")] == cell
+    parsed = list(parse_csv(io.StringIO(text, newline="")))
+    assert parsed[-1].user_agent == agent and parsed[-1].actor == agent
+    assert verify_export(parsed).ok
