@@ -358,15 +358,7 @@ async def _send_json(send: Send, status: int, data: object) -> None:
 
 
 def build_access_service(config: Config, ctx: ServiceContext) -> AccessService:
-    t = config.auth.token
-    tokens = TokenService(
-        ctx.write_engine,
-        issuer=t.issuer,
-        service=t.service,
-        lifetime=t.lifetime,
-        refresh_lifetime=t.refresh_lifetime,
-        key_overlap=t.key_overlap,
-    )
+    tokens = TokenService.from_config(ctx.write_engine, config.auth.token)
     directory = None
     if config.auth.ldap.enabled:
         from .auth.ldap import LDAPAuthenticator

@@ -226,7 +226,14 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-SECRET_KEYS = ("bind_password", "password", "secret", "secret_key", "secret_access_key")
+SECRET_KEYS = (
+    "bind_password",
+    "password",
+    "secret",
+    "secret_key",
+    "secret_access_key",
+    "key_encryption_secret",
+)
 
 
 # The password of a URL's userinfo (database.url, audit.http.url): scheme://user:***@host

@@ -25,6 +25,13 @@ class TokenConfig(_Section):
         ge=0,
         description="Seconds a superseded signing key keeps verifying after a rotation.",
     )
+    key_encryption_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="Secret the signing keys' private halves are encrypted with in the "
+        "database (AES-GCM, key derived by HKDF). Every node must have the same one; set it "
+        "through the environment. Unset: stored unencrypted (a warning on PostgreSQL).",
+    )
 
 
 class LockoutConfig(_Section):

@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..db import access_queries as aq
 from ..db.engine import SETUP_LOCK_KEY, serialize
 from ..db.queries import now
+from .config import TokenConfig
+from .keycrypt import decrypt_pem, is_encrypted, seal
 from .scopes import Scope
 
 ALLOWED_ALGORITHMS = ["ES256", "RS256"]
@@ -85,8 +87,10 @@ class TokenService:
         lifetime: int,
         refresh_lifetime: int,
         key_overlap: int,
+        key_secret: str | None = None,
     ) -> None:
         self.engine = write_engine
+        self.key_secret = key_secret
         self.issuer = issuer
         self.service = service
         self.lifetime = lifetime
@@ -95,20 +99,44 @@ class TokenService:
         self._keys = _KeySet()
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def from_config(cls, write_engine: AsyncEngine, t: TokenConfig) -> TokenService:
+        return cls(
+            write_engine,
+            issuer=t.issuer,
+            service=t.service,
+            lifetime=t.lifetime,
+            refresh_lifetime=t.refresh_lifetime,
+            key_overlap=t.key_overlap,
+            key_secret=t.key_encryption_secret,
+        )
+
     async def ensure_key(self) -> None:
-        """Create the first signing key if there is none (idempotent across nodes)."""
+        """Create the first signing key if there is none, and with a key encryption secret,
+        encrypt the keys stored in plaintext (idempotent across nodes). Raises
+        keycrypt.KeyDecryptionError when a stored key does not decrypt with the secret."""
         async with self.engine.begin() as conn:
             await serialize(conn, SETUP_LOCK_KEY)  # else two nodes starting together make two
-            if not await aq.signing_keys_all(conn):
-                private, public = generate_es256()
-                await aq.add_signing_key(conn, uuid.uuid4().hex[:16], "ES256", private, public)
+            rows = await aq.signing_keys_all(conn)
+            if not rows:
+                await self._add_key(conn)
+            for row in rows:
+                pem = decrypt_pem(self.key_secret, row.kid, row.private_pem)
+                if self.key_secret and not is_encrypted(row.private_pem):
+                    await aq.set_signing_key_private(
+                        conn, row.kid, seal(self.key_secret, row.kid, pem)
+                    )
         await self._reload()
 
-    async def rotate(self) -> str:
+    async def _add_key(self, conn: Any) -> str:
         kid = uuid.uuid4().hex[:16]
         private, public = generate_es256()
+        await aq.add_signing_key(conn, kid, "ES256", seal(self.key_secret, kid, private), public)
+        return kid
+
+    async def rotate(self) -> str:
         async with self.engine.begin() as conn:
-            await aq.add_signing_key(conn, kid, "ES256", private, public)
+            kid = await self._add_key(conn)
         await self._reload()
         return kid
 
@@ -120,7 +148,8 @@ class TokenService:
         for row in rows:
             if row.superseded_at is None:
                 ks.signing_kid = row.kid
-                ks.signing_key = serialization.load_pem_private_key(row.private_pem.encode(), None)
+                pem = decrypt_pem(self.key_secret, row.kid, row.private_pem)
+                ks.signing_key = serialization.load_pem_private_key(pem.encode(), None)
             if row.superseded_at is None or row.superseded_at > cutoff:
                 ks.verify[row.kid] = serialization.load_pem_public_key(row.public_pem.encode())
         self._keys = ks

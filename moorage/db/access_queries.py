@@ -357,6 +357,12 @@ async def signing_keys_all(conn: AsyncConnection) -> list[KeyRow]:
     ]
 
 
+async def set_signing_key_private(conn: AsyncConnection, kid: str, private_pem: str) -> None:
+    await conn.execute(
+        sa.update(signing_keys).where(signing_keys.c.kid == kid).values(private_pem=private_pem)
+    )
+
+
 async def add_signing_key(
     conn: AsyncConnection, kid: str, algorithm: str, private_pem: str, public_pem: str
 ) -> None:
