@@ -241,7 +241,23 @@ class ManagementService:
         team: str | None,
         **where: str,
     ) -> None:
+        """Organization and repository admins must name whom they grant, so they learn whether
+        a username exists (as in Harbor and Quay), but no more: a disabled account answers like
+        a missing one, and teams are those of the target's own organization (Quay's rule),
+        never another organization's. System administrators see everything anyway."""
+        p = c.principal
+        sysadmin = p.kind == "user" and p.is_admin and p.token_scopes is None
+        if team is not None and not sysadmin:
+            home = target.split("/", 1)[0]
+            if team.partition("/")[0] != home:
+                raise Invalid("team", f"a team of {home} ({home}/TEAM) only")
         async with self._tx() as conn:
+            if user is not None and not sysadmin:
+                row = await aq.user_by_name(conn, user)
+                if role is None and row is None:
+                    return  # nothing to revoke: as for an account that holds no grant here
+                if role is not None and (row is None or row.disabled):
+                    raise Missing(f"no user {user}")
             await admin.grant_role_in(conn, role, user=user, team=team, target=target)
         action = "permission.revoke" if role is None else "permission.grant"
         subject = f"user:{user}" if user is not None else f"team:{team}"
