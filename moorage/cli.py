@@ -209,9 +209,13 @@ def cmd_create_robot(args: argparse.Namespace) -> int:
 
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
     from .auth.admin import rotate_keys
+    from .auth.keycrypt import KeyDecryptionError
 
     config = _load(args)
-    kid = asyncio.run(rotate_keys(config))
+    try:
+        kid = asyncio.run(rotate_keys(config))
+    except KeyDecryptionError as exc:
+        raise ConfigError(str(exc)) from None
     _audit_cli(config, "config.change", change="signing key rotated", kid=kid)
     print(f"new signing key {kid}; the previous one verifies for {config.auth.token.key_overlap} s")
     return 0

@@ -117,16 +117,19 @@ class TokenService:
         keycrypt.KeyDecryptionError when a stored key does not decrypt with the secret."""
         async with self.engine.begin() as conn:
             await serialize(conn, SETUP_LOCK_KEY)  # else two nodes starting together make two
-            rows = await aq.signing_keys_all(conn)
-            if not rows:
+            if not await self._seal_stored(conn):
                 await self._add_key(conn)
-            for row in rows:
-                pem = decrypt_pem(self.key_secret, row.kid, row.private_pem)
-                if self.key_secret and not is_encrypted(row.private_pem):
-                    await aq.set_signing_key_private(
-                        conn, row.kid, seal(self.key_secret, row.kid, pem)
-                    )
         await self._reload()
+
+    async def _seal_stored(self, conn: Any) -> int:
+        """Check that every stored key decrypts with this secret (KeyDecryptionError if not),
+        and encrypt the plaintext ones when there is a secret. Returns how many there are."""
+        rows = await aq.signing_keys_all(conn)
+        for row in rows:
+            pem = decrypt_pem(self.key_secret, row.kid, row.private_pem)
+            if self.key_secret and not is_encrypted(row.private_pem):
+                await aq.set_signing_key_private(conn, row.kid, seal(self.key_secret, row.kid, pem))
+        return len(rows)
 
     async def _add_key(self, conn: Any) -> str:
         kid = uuid.uuid4().hex[:16]
@@ -136,6 +139,9 @@ class TokenService:
 
     async def rotate(self) -> str:
         async with self.engine.begin() as conn:
+            # A wrong secret here would store a key no node could read.
+            await serialize(conn, SETUP_LOCK_KEY)
+            await self._seal_stored(conn)
             kid = await self._add_key(conn)
         await self._reload()
         return kid

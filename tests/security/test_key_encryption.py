@@ -5,8 +5,10 @@ encrypted at the next start, and a wrong or missing secret stops the start with 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +87,21 @@ def test_plaintext_key_is_encrypted_at_start_and_a_wrong_secret_refuses(data_dir
         message = str(exc.value)
         assert "configuration error" in message and says in message, message
         assert "Traceback" not in message, message
+
+    # `moorage admin rotate-keys` with a wrong secret would add a key no node can read.
+    def rotate(secret: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, ENV: secret}
+        cmd = [sys.executable, "-m", "moorage.cli", "admin", "rotate-keys", "--data-dir"]
+        return subprocess.run(
+            [*cmd, str(data_dir)], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    bad = rotate("not-the-secret-it-was-encrypted-with")
+    assert bad.returncode == 2 and "wrong secret" in bad.stderr, bad.stderr
+    assert len(stored_private_keys(srv)) == 1
+    assert rotate(SECRET).returncode == 0
+    keys = stored_private_keys(srv)
+    assert len(keys) == 2 and all(k.startswith("enc:v1:") for k in keys)
 
 
 def test_nodes_sharing_the_secret_verify_each_others_tokens() -> None:
