@@ -96,6 +96,7 @@ def test_moorage_config_masks_every_secret(tmp_path: os.PathLike[str]) -> None:
         MOORAGE_AUTH_LDAP_BIND_PASSWORD="LDAP-SECRET-value",
         MOORAGE_AUDIT_HTTP_URL="https://siem:HTTP-SECRET-value@siem.example.org/in",
         MOORAGE_AUDIT_HTTP_HEADERS=json.dumps({"Authorization": "Bearer HEADER-SECRET-value"}),
+        MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET="KEY-ENCRYPTION-SECRET-value",
     )
     out = subprocess.run(
         [sys.executable, "-m", "moorage.cli", "config", "--data-dir", str(tmp_path)],
@@ -108,6 +109,7 @@ def test_moorage_config_masks_every_secret(tmp_path: os.PathLike[str]) -> None:
         "LDAP-SECRET-value",
         "HTTP-SECRET-value",
         "HEADER-SECRET-value",
+        "KEY-ENCRYPTION-SECRET-value",
     ):
         assert secret not in out.stdout, secret
     doc = json.loads(out.stdout)
@@ -115,6 +117,7 @@ def test_moorage_config_masks_every_secret(tmp_path: os.PathLike[str]) -> None:
     assert doc["storage"]["s3"]["secret_access_key"] == "***"
     assert doc["storage"]["s3"]["access_key_id"] == "AKIDEXAMPLE"  # an id, not a secret
     assert doc["audit"]["http"]["headers"] == {"Authorization": "***"}
+    assert doc["auth"]["token"]["key_encryption_secret"] == "***"
 
 
 @pytest.mark.parametrize(
