@@ -90,7 +90,6 @@ class Moorage:
         self.catalog: CatalogService | None = None
         self.management: ManagementService | None = None
         self.ui: WebUI | None = None
-        self._background: list[asyncio.Task[None]] = []
         self.draining = False
 
     async def startup(self) -> None:
@@ -180,8 +179,6 @@ class Moorage:
         )
 
     async def shutdown(self) -> None:
-        for task in self._background:
-            task.cancel()
         if self.jobs is not None:
             await self.jobs.stop()
         if self.audit is not None:
