@@ -68,6 +68,7 @@ class JobRunner:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._offered: dict[str, str] = {}  # schedule kind -> last slot offered
 
     # --- registration -------------------------------------------------------------------
 
@@ -103,18 +104,25 @@ class JobRunner:
         return job_id
 
     async def _offer_schedules(self) -> None:
+        """Offer each schedule's job for the current slot, once per slot per process: after one
+        successful offer (whether this node inserted the row or another had), the slot's row
+        exists and asking again until the slot changes would be a wasted write transaction."""
         ts = datetime.now(UTC)
         for sched in self.schedules:
+            slot = sched.slot(ts)
+            if self._offered.get(sched.kind) == slot:
+                continue
             async with self.engine.begin() as conn:
                 await q.enqueue(
                     conn,
                     sched.kind,
                     sched.payload or {},
                     run_after=ts,
-                    dedupe_key=f"schedule:{sched.slot(ts)}",
+                    dedupe_key=f"schedule:{slot}",
                     dedupe_any_state=True,
                     max_attempts=1,  # the next slot is the retry
                 )
+            self._offered[sched.kind] = slot
 
     async def run_once(self) -> int:
         """One poll: re-queue stale jobs, offer schedules, claim and start due jobs.
