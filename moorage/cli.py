@@ -373,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"moorage: configuration error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. an export file that cannot be written
+        print(f"moorage: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

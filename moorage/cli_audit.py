@@ -184,24 +184,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moorage")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``moorage audit ...`` on its own (tests; cli.py wires ``register`` into the real one)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"moorage: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"moorage: {exc}", file=sys.stderr)
-        return 2
+    """``moorage audit ...``: the real command line (tests call it under this name)."""
+    from .cli import main as moorage_main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return moorage_main(argv)
