@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ import yaml
 
 from tests.auth.slapd import Slapd, missing_tools
 from tests.auth.test_access import admin_cli
+from tests.clients.harness import Skopeo, make_client_env
 from tests.clients.ocigen import make_image, write_layout
 from tests.conftest import (
     ADMIN_PASSWORD,
@@ -263,38 +262,17 @@ def test_skopeo_push_with_ldap_credentials(reg: LdapRegistry, tmp_path: Path) ->
     uid, _ = reg.add_user("henry", groups=("devs",))
     image = make_image()
     layout = write_layout(tmp_path / "layout", {"1": image})
-    dirs = {n: tmp_path / n for n in ("home", "data", "config", "runtime", "tmp")}
-    for d in dirs.values():
-        d.mkdir()
-    dirs["runtime"].chmod(0o700)
-    policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
-    registries_conf = tmp_path / "registries.conf"
-    registries_conf.write_text('unqualified-search-registries = []\nshort-name-mode = "disabled"\n')
-    (tmp_path / "registries.d").mkdir()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "HOME": str(dirs["home"]),
-        "XDG_DATA_HOME": str(dirs["data"]),
-        "XDG_CONFIG_HOME": str(dirs["config"]),
-        "XDG_RUNTIME_DIR": str(dirs["runtime"]),
-        "TMPDIR": str(dirs["tmp"]),
-        "REGISTRY_AUTH_FILE": str(dirs["runtime"] / "auth.json"),
-        "_CONTAINERS_ROOTLESS_UID": "1000",
-    }
     target = f"{reg.server.host}/{REPO}:{uid}"
-    argv = [
-        skopeo, "--registries-conf", str(registries_conf),
-        "--registries.d", str(tmp_path / "registries.d"), "--policy", str(policy),
+    run = Skopeo(skopeo, make_client_env(tmp_path / "clients", reg.server.host))
+    proc = run(
         "copy", "--preserve-digests", "--dest-tls-verify=false",
         "--dest-creds", f"{uid}:{LDAP_PASSWORD}",
         f"oci:{layout}:1", f"docker://{target}",
-    ]  # fmt: skip
-    proc = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, (
+        f"{proc.stdout.decode()}\n{proc.stderr.decode()}\n{reg.server.log()[-3000:]}"
     )
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{reg.server.log()[-3000:]}"
     # What skopeo pushed is there, byte for byte.
     with httpx.Client(base_url=reg.server.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as admin:
         r = admin.get(
@@ -308,11 +286,12 @@ def test_skopeo_push_with_ldap_credentials(reg: LdapRegistry, tmp_path: Path) ->
             assert admin.get(f"/v2/{REPO}/blobs/{layer.digest}").content == layer.data
     # And the same credentials are refused for a user outside the group.
     outsider, _ = reg.add_user("ivan", groups=("others",))
-    denied = argv.copy()
-    denied[denied.index("--dest-creds") + 1] = f"{outsider}:{LDAP_PASSWORD}"
-    denied[-1] = f"docker://{reg.server.host}/{REPO}:{outsider}"
-    proc = subprocess.run(
-        denied, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
-    )
+    proc = run(
+        "copy", "--preserve-digests", "--dest-tls-verify=false",
+        "--dest-creds", f"{outsider}:{LDAP_PASSWORD}",
+        f"oci:{layout}:1", f"docker://{reg.server.host}/{REPO}:{outsider}",
+        check=False,
+    )  # fmt: skip
+    stderr = proc.stderr.decode()
     assert proc.returncode != 0
-    assert "403" in proc.stderr or "denied" in proc.stderr.lower(), proc.stderr
+    assert "403" in stderr or "denied" in stderr.lower(), stderr
