@@ -92,6 +92,22 @@ class MoorageServer:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """``moorage serve`` on this server's port and data directory."""
+        return [
+            sys.executable,
+            "-m",
+            "moorage.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+
     def start(self, timeout: float = 30) -> MoorageServer:
         self.port = self.port or free_port()
         env = dict(os.environ)
@@ -101,19 +117,7 @@ class MoorageServer:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "moorage.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-                *self.extra_args,
-            ],
+            self.command(),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

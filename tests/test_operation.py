@@ -151,19 +151,7 @@ def _start_raw(srv: MoorageServer) -> subprocess.Popen[bytes]:
     env.update(srv.env)
     log = open(srv.data_dir.parent / "log", "wb")  # noqa: SIM115
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "moorage.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(srv.port),
-            "--data-dir",
-            str(srv.data_dir),
-            *srv.extra_args,
-        ],
+        srv.command(),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
