@@ -26,8 +26,14 @@ def ui_login(server: MoorageServer, headers: dict[str, str]) -> httpx.Response:
         form = c.get("/login")
         m = LOGIN_CSRF.search(form.text)
         assert m, form.text
+        # Sent by hand: a Secure cookie is not sent back over plain HTTP by a client's jar
+        # (a browser reaches the TLS proxy).
+        cookie = "; ".join(
+            v.split(";", 1)[0] for k, v in form.headers.multi_items() if k == "set-cookie"
+        )
         data = {"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": m[1]}
-        r = c.post("/login", data=data)
+        c.cookies.clear()
+        r = c.post("/login", data=data, headers={"Cookie": cookie})
         assert r.status_code == 303, r.text
         return r
 

@@ -127,7 +127,7 @@ def test_patch_by_an_admin_without_pull_changes_nothing_and_says_so(
         pat = expect(
             c.post(
                 f"{API}/users/{owner}/tokens",
-                json={"name": "w", "scopes": ["api:write", "api:read"]},
+                json={"name": "wt", "scopes": ["api:write", "api:read"]},
             ),
             201,
         )["token"]
@@ -154,7 +154,7 @@ def test_api_only_token_cannot_expose_grant_or_delete(
         push_image(c, repo)
         scopes = ["api:read", "api:write", "registry:pull"]
         pat = expect(
-            c.post(f"{API}/users/{owner}/tokens", json={"name": "w", "scopes": scopes}), 201
+            c.post(f"{API}/users/{owner}/tokens", json={"name": "wt", "scopes": scopes}), 201
         )["token"]
         full = expect(c.post(f"{API}/users/{owner}/tokens", json={"name": "full"}), 201)["token"]
     with httpx.Client(base_url=auth_server.url, auth=(owner, pat), timeout=60) as c:
