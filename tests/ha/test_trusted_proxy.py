@@ -1,7 +1,7 @@
 """Login throttling behind the documented HAProxy (deploy/haproxy.cfg, ``option forwardfor``)
 with ``http.trusted_proxies`` naming it: each client is throttled at its own address, an
 attacker's failures never refuse the owner's correct password nor a robot, and parallel
-correct logins through the balancer (spread over the nodes) draw no 429 (issue 11).
+correct logins through the balancer (spread over its three nodes) draw no 429 (issue 11).
 
 The test client stands for clients behind an outer proxy: it sends X-Forwarded-For, HAProxy
 appends the address it saw (127.0.0.1, trusted), and each node takes the rightmost untrusted
@@ -33,7 +33,7 @@ def proxied_cluster(ha_tmp: Path) -> Iterator[Cluster]:
         "MOORAGE_AUTH_LOCKOUT_DURATION": "600",
     }
     work = ha_tmp / "trusted-proxy"
-    with Cluster(work, nodes=2, auth=True, storage="filesystem", env=env) as c:
+    with Cluster(work, auth=True, storage="filesystem", env=env) as c:
         yield c
 
 
