@@ -471,14 +471,20 @@ async def clear_failures(conn: AsyncConnection, key: str) -> None:
     await conn.execute(sa.delete(auth_failures).where(auth_failures.c.key == key))
 
 
-async def purge_counters(conn: AsyncConnection, before: datetime) -> int:
-    """Forget counters and success marks last started before *before*."""
+async def purge_counters(
+    conn: AsyncConnection, counters_before: datetime, marks_before: datetime
+) -> int:
+    """Forget failure counters whose window started before *counters_before* (and whose
+    throttle slot is past), and success marks (``good:`` keys) older than *marks_before*."""
     t = auth_failures
-    res = await conn.execute(
-        sa.delete(t).where(
-            t.c.window_start < before, sa.or_(t.c.locked_until.is_(None), t.c.locked_until < before)
-        )
+    mark = t.c.key.startswith("good:")
+    stale_counter = sa.and_(
+        sa.not_(mark),
+        t.c.window_start < counters_before,
+        sa.or_(t.c.locked_until.is_(None), t.c.locked_until < now()),
     )
+    stale_mark = sa.and_(mark, t.c.window_start < marks_before)
+    res = await conn.execute(sa.delete(t).where(sa.or_(stale_counter, stale_mark)))
     return int(res.rowcount or 0)
 
 
