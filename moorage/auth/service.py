@@ -227,17 +227,24 @@ class AccessService:
             if robot is None:
                 raise AuthFailed("invalid credentials")
             return robot
-        known = await self._known_good(username, password)
-        if known is not None:
-            # Credentials that passed a full check moments ago (clients sending Basic on
-            # every request): no guess to count, no argon2, no write.
-            return known
         account = username.lower()
-        async with self.throttle.gate(account):
+        # Throttled first: the verification cache below must not become an unthrottled
+        # oracle for a guesser while the owner's correct password sits in it.
+        throttled, _ = await self.throttle.throttled_keys(account, client)
+        if not throttled:
             known = await self._known_good(username, password)
-            if known is not None:  # verified by a parallel request while this one waited
+            if known is not None:
+                # Credentials that passed a full check moments ago (clients sending Basic on
+                # every request): no guess to count, no argon2, no write.
                 return known
-            await self.throttle.admit(account, client)
+        async with self.throttle.gate(account):
+            throttled, rows = await self.throttle.throttled_keys(account, client)
+            if throttled:
+                await self.throttle.claim(throttled, rows)
+            else:
+                known = await self._known_good(username, password)
+                if known is not None:  # verified by a parallel request while this one waited
+                    return known
             principal = await self._check_credentials(username, password)
             if principal is None:
                 await self.throttle.failed(account, client)

@@ -83,6 +83,14 @@ class LoginThrottle:
 
     async def admit(self, account: str, client: str) -> None:
         """Raise Throttled when this attempt may not be checked now."""
+        throttled, rows = await self.throttled_keys(account, client)
+        if throttled:
+            await self.claim(throttled, rows)
+
+    async def throttled_keys(
+        self, account: str, client: str
+    ) -> tuple[list[str], dict[str, aq.CounterRow]]:
+        """The keys past their limit that apply to this attempt (none: check freely)."""
         k = self.keys(account, client)
         lo = self.config
         ts = now()
@@ -105,9 +113,11 @@ class LoginThrottle:
                 throttled.append(k["acct"])
             if failures("addr") >= lo.address_limit:
                 throttled.append(k["addr"])
-        if not throttled:
-            return
-        interval = timedelta(seconds=lo.duration)
+        return throttled, rows
+
+    async def claim(self, throttled: list[str], rows: dict[str, aq.CounterRow]) -> None:
+        """Take the one check allowed per ``duration`` on every throttled key, or raise."""
+        interval = timedelta(seconds=self.config.duration)
         async with self.engine.begin() as conn:  # all slots or none (the raise rolls back)
             for key in throttled:
                 if not await aq.claim_check_slot(conn, key, interval):
