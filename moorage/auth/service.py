@@ -164,7 +164,7 @@ class AccessService:
         base = await self._current(claims.kind, claims.principal_id, claims.subject)
         if base is None:
             raise AuthFailed("the token's account is disabled, revoked or gone")
-        if not base.anonymous and claims.created != base.created:
+        if not base.anonymous and _issued_to_another_account(claims, base.created):
             # Issued to an earlier account of this name (deleted, then made again).
             raise AuthFailed("the token's account is gone")
         if not base.anonymous and claims.version != base.token_version:
@@ -510,3 +510,14 @@ def decode_basic(value: str) -> tuple[str, str]:
     if not sep:
         raise AuthFailed("malformed basic credentials")
     return username, password
+
+
+def _issued_to_another_account(claims: TokenClaims, created: int | None) -> bool:
+    """Whether a token belongs to an earlier account of the same name and id. Tokens carry the
+    account's creation time (``ct``); tokens without it (issued by a node of the previous
+    release during a rolling upgrade) are judged by their issue time instead — a token issued
+    before the account existed cannot be the account's — so an upgrade does not log every
+    client out while old and new nodes serve side by side."""
+    if claims.created is not None:
+        return claims.created != created
+    return created is not None and int(claims.issued_at) * 1_000_000 < created - 1_000_000

@@ -60,6 +60,7 @@ class TokenClaims:
     version: int = 0
     # The account's creation time (aq.account_stamp); None in tokens that predate the claim.
     created: int | None = None
+    issued_at: float = 0.0  # iat
 
 
 @dataclass
@@ -282,6 +283,7 @@ class TokenService:
             pat_id=pat,
             version=ver,
             created=created,
+            issued_at=float(claims["iat"]),
         )
 
     async def public_jwks(self) -> dict[str, Any]:

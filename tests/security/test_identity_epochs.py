@@ -16,6 +16,8 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -213,3 +215,42 @@ def test_robots_made_by_a_compromised_account_are_listed_for_review(
     with httpx.Client(base_url=auth_server.url, auth=(name, NEW_PASSWORD), timeout=60) as self_:
         expect(self_.get(f"{API}/users/{name}/robots"), 200)
         assert self_.get(f"{API}/users/admin/robots").status_code == 403
+
+
+async def test_tokens_of_the_previous_release_still_work_for_their_own_account(
+    tmp_path: Path,
+) -> None:
+    """During a rolling upgrade, nodes of the previous release issue tokens without the
+    account's creation time (``ct``): they keep working for the account they were issued to,
+    and a token issued before the account existed (to an earlier account of that name and id)
+    is refused."""
+    import sqlalchemy as sa
+
+    from moorage.auth.service import AuthFailed
+    from moorage.config import load_config
+    from moorage.db import access_queries as aq
+    from moorage.db.engine import upgrade
+    from moorage.db.schema import users
+    from moorage.runtime import build_access_service, close_context, open_context
+
+    config = load_config(None, overrides={"data_dir": str(tmp_path)})
+    await upgrade(config.database_url)
+    ctx = open_context(config)
+    try:
+        access = build_access_service(config, ctx)
+        await access.tokens.ensure_key()
+        async with ctx.write_engine.begin() as conn:
+            uid = await aq.create_user(conn, "carol", None)
+        legacy, _ = await access.tokens.issue("carol", "user", uid, [])  # no ct, as before
+        assert (await access.from_token(legacy)).name == "carol"
+        # The account is "recreated" after the token was issued: same name and id, newer.
+        async with ctx.write_engine.begin() as conn:
+            await conn.execute(
+                sa.update(users)
+                .where(users.c.id == uid)
+                .values(created_at=datetime.now(UTC) + timedelta(seconds=5))
+            )
+        with pytest.raises(AuthFailed):
+            await access.from_token(legacy)
+    finally:
+        await close_context(ctx)
