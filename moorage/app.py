@@ -29,6 +29,7 @@ from .auth.service import AccessService, Principal
 from .config import Config, load_config
 from .db.hotpath import HotReadUnavailable
 from .logs import request_id, setup_logging
+from .proxies import ExternalView
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
 from .runtime import Runtime, start_runtime, stop_runtime
@@ -61,6 +62,7 @@ class Moorage:
         self.resolver: PrincipalResolver | None = None
         self.ui: WebUI | None = None
         self.draining = False
+        self.external = ExternalView(config.http.trusted_proxies, config.http.base_url)
 
     async def startup(self) -> None:
         rt = self.rt = await start_runtime(self.config)
@@ -154,6 +156,9 @@ class Moorage:
             return
         if scope["type"] != "http":
             return
+        # Client address, scheme and host as the outside sees them (http.trusted_proxies,
+        # http.base_url), once, for every layer below.
+        self.external.apply(scope)
         rid = _incoming_request_id(scope) or uuid.uuid4().hex[:16]
         token = request_id.set(rid)
         started = time.perf_counter()

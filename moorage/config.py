@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .audit.config import AuditConfig
 from .auth.config import AuthConfig
@@ -46,9 +46,46 @@ class HTTPConfig(_Section):
     )
     base_url: str | None = Field(
         None,
-        description="External URL of the registry (for Location headers behind a proxy); "
-        "by default relative locations are used.",
+        description="External URL of the registry, e.g. https://registry.example.com: the "
+        "scheme and host of Location headers, of the token realm announced in "
+        "WWW-Authenticate, of the web UI's pull commands, and whether cookies are Secure. "
+        "Set it in production; unset, they follow the request (its Host header, or what a "
+        "trusted proxy forwards).",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of the reverse proxies in front of Moorage, "
+        "comma-separated in the environment, e.g. 10.0.0.5,10.1.0.0/16. From these peers "
+        "only, X-Forwarded-For gives the client address (the rightmost address that is not "
+        "a trusted proxy: what login throttling, audit and sessions use), X-Forwarded-Proto "
+        "the scheme and X-Forwarded-Host the host. Empty: forwarded headers are ignored.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for v in value:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValueError(f"http.trusted_proxies: {v!r} is not an address or CIDR") from None
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("http.base_url is an absolute http:// or https:// URL")
+        return value
 
 
 class DatabaseConfig(_Section):

@@ -279,6 +279,7 @@ class ManagementAPI:
             Op("PATCH", user, self.update_user, "Update a user (profile: themselves; rights, password, disabling: administrators)", "users", RW, body=s.UserUpdate, response=User, errors=w),
             Op("DELETE", user, self.delete_user, "Delete a user (administrators)", "users", RW, status=204, errors=w),
             Op("POST", user + "/password", self.change_password, "Change one's own password, with the old one", "users", RW, body=s.PasswordChange, status=204, errors=w),
+            Op("GET", user + "/robots", self.robots_to_review, "Robots the user created or that live in their namespace: what to review after an account was recovered (the user or administrators)", "users", R, response=Page[Robot]),
             Op("GET", user + "/tokens", self.list_tokens, "Personal access tokens (the owner or administrators)", "tokens", R, query=s.PageQuery, response=Page[AccessToken]),
             Op("POST", user + "/tokens", self.create_token, "Create a personal access token (its text is shown once)", "tokens", RW, body=s.TokenCreate, response=AccessTokenWithSecret, status=201, errors=w),
             Op("DELETE", user + "/tokens/{token_id}", self.delete_token, "Revoke and delete a personal access token", "tokens", RW, status=204, errors=w),
@@ -396,6 +397,13 @@ class ManagementAPI:
     async def update_repository(self, c: Call) -> Any:
         b: s.RepositoryUpdate = c.body
         name = c.path["repository"]
+        actions = await self.access.allowed_actions(c.principal, name)
+        if "admin" in actions and "pull" not in actions:
+            # The answer is the repository's details, which this caller may not read: refuse
+            # before changing anything rather than answer 403 after the change.
+            raise APIError(
+                403, "DENIED", f"this needs the pull right on {name} too (the answer shows it)"
+            )
         await self.m.update_repository(
             c.caller, name, description=b.description, visibility=b.visibility
         )
@@ -557,6 +565,9 @@ class ManagementAPI:
     async def change_password(self, c: Call) -> None:
         b: s.PasswordChange = c.body
         await self.m.change_password(c.caller, c.path["username"], b.old_password, b.new_password)
+
+    async def robots_to_review(self, c: Call) -> Any:
+        return await self.m.robots_to_review(c.caller, c.path["username"])
 
     async def list_tokens(self, c: Call) -> Any:
         return await self.m.list_tokens(c.caller, c.path["username"], c.query.cursor, c.query.limit)

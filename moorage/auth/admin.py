@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..config import Config
 from ..db import access_queries as aq
+from ..db import management_queries as mq
 from ..db import queries as q
 from ..db.engine import create_engine, writer
 from ..oci.names import namespace_of, valid_name
@@ -74,6 +75,14 @@ async def create_user_in(
         raise Conflict(f"user {name} already exists")
     if await aq.org_by_name(conn, name) is not None:
         raise Conflict(f"{name} is an organization's namespace")
+    if await mq.namespace_has_repositories(conn, name):
+        # A user owns the namespace of their name (every right on its repositories): a new
+        # account must not inherit repositories pushed there before it existed. The directory
+        # (LDAP) path refuses the same.
+        raise Conflict(
+            f"namespace {name} holds repositories; a user of that name would own them "
+            "(make it an organization, or move or delete them first)"
+        )
     return await aq.create_user(
         conn,
         name,

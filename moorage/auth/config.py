@@ -35,10 +35,29 @@ class TokenConfig(_Section):
 
 
 class LockoutConfig(_Section):
-    account_limit: int = Field(10, ge=1, description="Failed logins per account per window.")
-    address_limit: int = Field(50, ge=1, description="Failed logins per client address per window.")
+    """Password login throttling (moorage/auth/throttle.py, docs/security.md). Robot secrets
+    and personal access tokens are never counted or throttled; a correct password is never
+    locked out, at most delayed by ``duration``."""
+
+    account_limit: int = Field(
+        10,
+        ge=1,
+        description="Failed password logins per account, from one client address (and from "
+        "anywhere, for addresses that failed too), per window before throttling.",
+    )
+    address_limit: int = Field(
+        50,
+        ge=1,
+        description="Failed password logins per client address per window before throttling "
+        "that address (accounts that logged in from it before are exempt).",
+    )
     window: int = Field(900, ge=1, description="Counting window, seconds.")
-    duration: int = Field(900, ge=1, description="Lockout once a limit is reached, seconds.")
+    duration: int = Field(
+        60,
+        ge=1,
+        description="While throttled, one password check per this many seconds (a correct "
+        "password then succeeds); attempts in between get 429 with Retry-After, unchecked.",
+    )
 
 
 class SessionConfig(_Section):

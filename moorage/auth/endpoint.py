@@ -103,7 +103,7 @@ class TokenEndpoint:
                 {"username": username[:200], "reason": "locked"},
             )
             response = _error(429, "TOOMANYREQUESTS", str(exc))
-            response.headers["Retry-After"] = str(self.access.config.lockout.duration)
+            response.headers["Retry-After"] = str(exc.retry_after)
             return response
         except Unavailable:
             return _error(503, "UNAVAILABLE", "the directory service is unavailable; retry")
@@ -163,6 +163,8 @@ class TokenEndpoint:
                     first("refresh_token"), token_type="refresh"
                 )
                 principal = await self.access.from_token_claims(claims)
+                if principal.kind != "user":
+                    raise AuthFailed("robots re-authenticate with their secret")
             except (InvalidToken, AuthFailed):
                 await self._event(request, None, "token.refresh", "failure", {})
                 return _error(401, "UNAUTHORIZED", "invalid refresh token", "invalid_grant")
@@ -191,6 +193,7 @@ class TokenEndpoint:
             granted,
             pat_id=principal.pat_id,
             version=principal.token_version,
+            created=principal.created,
         )
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         body: dict[str, Any] = {
@@ -204,7 +207,10 @@ class TokenEndpoint:
             body["token_type"] = "Bearer"
         # A refresh token carries no personal access token's scopes: a token made from a
         # narrow PAT would mint full-rights access tokens. PAT holders re-send the PAT instead.
-        if offline and principal.pat_scopes is None:
+        # Robots get none either: CI re-authenticates with its secret, and a second long-lived
+        # credential would only widen what a leak or a missed rotation leaves behind (docker
+        # then stores the secret, as for any registry without identity tokens).
+        if offline and principal.pat_scopes is None and principal.kind == "user":
             refresh, _ = await self.access.tokens.issue(
                 principal.name,
                 principal.kind,
@@ -213,6 +219,7 @@ class TokenEndpoint:
                 token_type="refresh",
                 pat_id=principal.pat_id,
                 version=principal.token_version,
+                created=principal.created,
             )
             body["refresh_token"] = refresh
         await self._event(

@@ -47,6 +47,7 @@ class PATOwner:
     is_admin: bool
     scopes: frozenset[str]
     token_version: int = 0
+    created: int | None = None  # the owner's account_stamp
 
 
 class PersonalTokens:
@@ -95,6 +96,7 @@ class PersonalTokens:
             user.is_admin,
             frozenset(row.scopes),
             user.token_version,
+            user.created,
         )
 
     async def current_scopes(self, user_id: int, token_id: int) -> frozenset[str] | None:

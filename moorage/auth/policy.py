@@ -15,6 +15,8 @@ from typing import Protocol
 
 from starlette.requests import Request
 
+from ..db.catalog_queries import ReadScope
+from ..proxies import external_origin
 from ..registry.errors import RegistryError
 from .config import AuthConfig
 from .scopes import DELETE, PULL, PUSH
@@ -38,6 +40,9 @@ class AccessPolicy(Protocol):
 
     async def can_list(self, request: Request, repository: str) -> bool: ...
 
+    async def list_scope(self, request: Request) -> ReadScope | None:
+        """What the caller may list in /v2/_catalog (None: everything)."""
+
 
 class OpenAccess:
     """Everything allowed: the registry before access control is configured."""
@@ -56,6 +61,9 @@ class OpenAccess:
 
     async def can_list(self, request: Request, repository: str) -> bool:
         return True
+
+    async def list_scope(self, request: Request) -> ReadScope | None:
+        return None
 
 
 class RBACPolicy:
@@ -94,7 +102,7 @@ class RBACPolicy:
             ) from None
         except LockedOut as exc:
             raise RegistryError(
-                "TOOMANYREQUESTS", str(exc), headers={"Retry-After": "60"}
+                "TOOMANYREQUESTS", str(exc), headers={"Retry-After": str(exc.retry_after)}
             ) from None
         except AuthUnavailable:
             raise RegistryError(
@@ -104,7 +112,9 @@ class RBACPolicy:
         return principal
 
     def challenge(self, request: Request, scope: str | None) -> str:
-        realm = self.config.realm or f"{request.url.scheme}://{request.url.netloc}/auth/token"
+        # auth.realm, else this server's /auth/token at its external URL (http.base_url, or
+        # as a trusted proxy forwarded it; a malformed Host never reaches the header).
+        realm = self.config.realm or f"{external_origin(request.scope)}/auth/token"
         value = f'Bearer realm="{realm}",service="{self.config.token.service}"'
         if scope:
             value += f',scope="{scope}"'
@@ -147,3 +157,9 @@ class RBACPolicy:
     async def can_list(self, request: Request, repository: str) -> bool:
         principal = await self.principal(request)
         return PULL in await self.access.role_actions(principal, repository)
+
+    async def list_scope(self, request: Request) -> ReadScope | None:
+        """The caller's roles (as ``can_list``: a bearer token's registry:catalog:* lets the
+        catalog be listed, its repository scopes do not narrow what the roles may read)."""
+        principal = await self.principal(request)
+        return await self.access.read_scope(principal, use_token=False)

@@ -10,7 +10,6 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -25,6 +24,7 @@ from .config import AuthConfig
 from .passwords import recently_verified, secret_matches, verify_password
 from .pat import PersonalTokens, looks_like_pat
 from .scopes import ADMIN, DELETE, PULL, PUSH, ROLE_ACTIONS, Scope
+from .throttle import LoginThrottle, Throttled
 from .tokens import InvalidToken, TokenClaims, TokenService
 
 log = logging.getLogger("moorage.auth")
@@ -46,9 +46,13 @@ class Principal:
     # token issued for one): its scopes (moorage.auth.pat) and its id.
     pat_scopes: frozenset[str] | None = None
     pat_id: int | None = None
-    # A user's credential epoch (users.token_version) as read when they authenticated: tokens
-    # issued to them carry it, and a password change or (dis|en)abling makes them stale.
+    # The account's credential epoch (users/robots.token_version) as read when it
+    # authenticated: tokens issued to it carry it, and a password change, a (dis|en)abling, a
+    # robot's new secret or revocation make them stale.
     token_version: int = 0
+    # The account's creation time (access_queries.account_stamp), carried by its tokens: a
+    # later account of the same name cannot use them.
+    created: int | None = None
 
     def may_use_api(self, write: bool) -> bool:
         """Whether a personal access token's scopes allow this REST call (others: yes)."""
@@ -68,8 +72,9 @@ class AuthFailed(Exception):
     """Credentials were presented and are wrong (one message for every reason)."""
 
 
-class LockedOut(Exception):
-    """Too many failures for this account or address; try later."""
+# Too many failures for this account or address: the attempt was not checked; retry after
+# ``exc.retry_after`` seconds (moorage.auth.throttle).
+LockedOut = Throttled
 
 
 class Unavailable(Exception):
@@ -111,6 +116,7 @@ class AccessService:
         self.tokens = tokens
         self.directory = directory
         self.pats = PersonalTokens(write_engine)
+        self.throttle = LoginThrottle(write_engine, config.lockout)
 
     # --- authentication ---------------------------------------------------------------------
 
@@ -143,6 +149,7 @@ class AccessService:
             pat_scopes=owner.scopes,
             pat_id=owner.token_id,
             token_version=owner.token_version,
+            created=owner.created,
         )
 
     async def from_token(self, token: str) -> Principal:
@@ -157,8 +164,12 @@ class AccessService:
         base = await self._current(claims.kind, claims.principal_id, claims.subject)
         if base is None:
             raise AuthFailed("the token's account is disabled, revoked or gone")
-        if base.kind == "user" and claims.version != base.token_version:
-            # Issued before a password change or reset, or before a disabling.
+        if not base.anonymous and _issued_to_another_account(claims, base.created):
+            # Issued to an earlier account of this name (deleted, then made again).
+            raise AuthFailed("the token's account is gone")
+        if not base.anonymous and claims.version != base.token_version:
+            # Issued before a password change or reset, a disabling, or (robots) before the
+            # secret was regenerated or the robot revoked.
             raise AuthFailed("the token predates a change of the account's credentials")
         pat_scopes: frozenset[str] | None = None
         if claims.pat_id is not None:
@@ -180,6 +191,7 @@ class AccessService:
             pat_scopes=pat_scopes,
             pat_id=claims.pat_id,
             token_version=base.token_version,
+            created=base.created,
         )
 
     async def _current(self, kind: str, pid: int | None, name: str) -> Principal | None:
@@ -201,56 +213,47 @@ class AccessService:
 
     async def login(self, username: str, password: str, client: str) -> Principal:
         """Check a username/password (or robot name/secret, or username/personal access
-        token) with lockout; raise AuthFailed."""
+        token); raise AuthFailed, or LockedOut when throttled (moorage.auth.throttle: only
+        passwords are throttled, and a correct one is never refused for long)."""
         if looks_like_pat(password):
             return await self.from_pat(password, username)
         username = username.strip()
         if not username or not password or len(username) > 200:
             raise AuthFailed("invalid credentials")
-        account_key, address_key = f"acct:{username.lower()}", f"addr:{client}"
-        await self._check_lockout(account_key, address_key)
-        known = await self._known_good(username, password)
-        if known is not None:
-            # Credentials that passed a full check moments ago (clients sending Basic on
-            # every request): no guess to count, no argon2, no write.
-            return known
-        # Every attempt is counted before the (slow) check, atomically: parallel guesses
-        # cannot all slip under the limit while the first ones are still being verified.
-        await self._charge(account_key, address_key)
-        try:
+        if "+" in username:
+            # A robot's 256-bit secret cannot be guessed: no counting, no throttle (else an
+            # outsider could stop CI by failing logins with the robot's name).
+            robot = await self._robot_login(username, password)
+            if robot is None:
+                raise AuthFailed("invalid credentials")
+            return robot
+        account = username.lower()
+        # Throttled first: the verification cache below must not become an unthrottled
+        # oracle for a guesser while the owner's correct password sits in it.
+        throttled, _ = await self.throttle.throttled_keys(account, client)
+        if not throttled:
+            known = await self._known_good(username, password)
+            if known is not None:
+                # Credentials that passed a full check moments ago (clients sending Basic on
+                # every request): no guess to count, no argon2, no write.
+                return known
+        async with self.throttle.gate(account):
+            throttled, rows = await self.throttle.throttled_keys(account, client)
+            if throttled:
+                await self.throttle.claim(throttled, rows)
+            else:
+                known = await self._known_good(username, password)
+                if known is not None:  # verified by a parallel request while this one waited
+                    return known
             principal = await self._check_credentials(username, password)
-        except Unavailable:
-            await self._refund(account_key, address_key)  # the directory's fault, not theirs
-            raise
-        if principal is None:
-            raise AuthFailed("invalid credentials")
-        async with self.write_engine.begin() as conn:
-            await aq.clear_failures(conn, account_key)
-            await aq.refund_attempt(conn, address_key)
-            if principal.kind == "user" and principal.id is not None:
+            if principal is None:
+                await self.throttle.failed(account, client)
+                raise AuthFailed("invalid credentials")
+            await self.throttle.succeeded(account, client)
+        if principal.kind == "user" and principal.id is not None:
+            async with self.write_engine.begin() as conn:
                 await aq.touch_login(conn, principal.id)
         return principal
-
-    async def _check_lockout(self, *keys: str) -> None:
-        async with self.engine.connect() as conn:
-            for key in keys:
-                locked = await aq.failure_state(conn, key)
-                if locked is not None and locked > now():
-                    raise LockedOut("too many failed logins; try again later")
-
-    async def _charge(self, account_key: str, address_key: str) -> None:
-        lo = self.config.lockout
-        window, duration = timedelta(seconds=lo.window), timedelta(seconds=lo.duration)
-        async with self.write_engine.begin() as conn:
-            acct = await aq.charge_attempt(conn, account_key, window, lo.account_limit, duration)
-            addr = await aq.charge_attempt(conn, address_key, window, lo.address_limit, duration)
-        if acct > lo.account_limit or addr > lo.address_limit:
-            raise LockedOut("too many failed logins; try again later")
-
-    async def _refund(self, account_key: str, address_key: str) -> None:
-        async with self.write_engine.begin() as conn:
-            await aq.refund_attempt(conn, account_key)
-            await aq.refund_attempt(conn, address_key)
 
     async def _known_good(self, username: str, password: str) -> Principal | None:
         if "+" in username:
@@ -266,14 +269,15 @@ class AccessService:
             return _user_principal(user)
         return None
 
+    async def _robot_login(self, name: str, secret: str) -> Principal | None:
+        async with self.engine.connect() as conn:
+            robot = await aq.robot_by_name(conn, name)
+        ok = secret_matches(robot.secret_hash if robot else None, secret)
+        if robot is None or not ok or not robot.usable(now()):
+            return None
+        return _robot_principal(robot)
+
     async def _check_credentials(self, username: str, password: str) -> Principal | None:
-        if "+" in username:
-            async with self.engine.connect() as conn:
-                robot = await aq.robot_by_name(conn, username)
-            ok = secret_matches(robot.secret_hash if robot else None, password)
-            if robot is None or not ok or not robot.usable(now()):
-                return None
-            return _robot_principal(robot)
         async with self.engine.connect() as conn:
             user = await aq.user_by_name(conn, username)
         if user is not None and user.source == "local":
@@ -426,11 +430,12 @@ class AccessService:
             actions &= frozenset({PULL})
         return actions
 
-    async def read_scope(self, principal: Principal) -> ReadScope:
+    async def read_scope(self, principal: Principal, use_token: bool = True) -> ReadScope:
         """The repositories *principal* may pull, as a filter for listings (the same rules as
-        ``allowed_actions``: admin, personal namespace, roles, robot access, visibility)."""
+        ``allowed_actions``: admin, personal namespace, roles, robot access, visibility; with
+        *use_token* False, as ``role_actions``: a bearer JWT's scopes do not narrow it)."""
         public = not principal.anonymous or self.config.anonymous_access
-        if principal.token_scopes is not None:
+        if principal.token_scopes is not None and use_token:
             names = {
                 s.name
                 for s in principal.token_scopes
@@ -468,7 +473,12 @@ class AccessService:
 
 def _user_principal(user: aq.UserRow) -> Principal:
     return Principal(
-        "user", user.username, user.id, user.is_admin, token_version=user.token_version
+        "user",
+        user.username,
+        user.id,
+        user.is_admin,
+        token_version=user.token_version,
+        created=user.created,
     )
 
 
@@ -480,7 +490,15 @@ def _robot_principal(robot: aq.RobotRow) -> Principal:
             access.append(("repository", str(entry["repository"]), acts))
         elif entry.get("organization"):
             access.append(("organization", str(entry["organization"]), acts))
-    return Principal("robot", robot.name, robot.id, False, tuple(access))
+    return Principal(
+        "robot",
+        robot.name,
+        robot.id,
+        False,
+        tuple(access),
+        token_version=robot.token_version,
+        created=robot.created,
+    )
 
 
 def decode_basic(value: str) -> tuple[str, str]:
@@ -492,3 +510,14 @@ def decode_basic(value: str) -> tuple[str, str]:
     if not sep:
         raise AuthFailed("malformed basic credentials")
     return username, password
+
+
+def _issued_to_another_account(claims: TokenClaims, created: int | None) -> bool:
+    """Whether a token belongs to an earlier account of the same name and id. Tokens carry the
+    account's creation time (``ct``); tokens without it (issued by a node of the previous
+    release during a rolling upgrade) are judged by their issue time instead — a token issued
+    before the account existed cannot be the account's — so an upgrade does not log every
+    client out while old and new nodes serve side by side."""
+    if claims.created is not None:
+        return claims.created != created
+    return created is not None and int(claims.issued_at) * 1_000_000 < created - 1_000_000

@@ -5,9 +5,15 @@ key is generated; ``moorage admin rotate-keys`` adds a new one and marks the old
 it keeps verifying for ``auth.token.key_overlap`` seconds, so tokens issued just before a
 rotation stay valid until they expire.
 
-Verification pins everything: algorithm allow-list (ES256/RS256 only: ``none`` and HMAC are
-refused, whatever the header says), the key by ``kid``, issuer, audience, ``exp``/``nbf``/``iat``
-(with a small leeway), and a ``jti``.
+Verification pins everything: the key by ``kid`` and the algorithm to that key's own (an ES256
+key verifies ES256 only: ``none``, HMAC and RS256-on-an-EC-key are refused, whatever the header
+says), issuer, audience, ``exp``/``nbf``/``iat`` (with a small leeway), and a ``jti``. Every
+failure, whatever the library raises, is an :class:`InvalidToken` (401), never a 500.
+
+Tokens name their account by kind, id and name, carry its credential epoch (``ver``) and its
+creation time (``ct``, microseconds): a later account of the same name (and, on an old SQLite
+database, the same id) was created at another time, so the tokens of a deleted account never
+pass for it.
 """
 
 from __future__ import annotations
@@ -50,15 +56,18 @@ class TokenClaims:
     token_type: str = "access"  # access | refresh
     expires_at: float = 0.0
     pat_id: int | None = None  # issued for this personal access token (private claim)
-    # The user's credential epoch when issued (private claim; 0 for tokens that predate it).
+    # The account's credential epoch when issued (private claim; 0 for tokens that predate it).
     version: int = 0
+    # The account's creation time (aq.account_stamp); None in tokens that predate the claim.
+    created: int | None = None
+    issued_at: float = 0.0  # iat
 
 
 @dataclass
 class _KeySet:
     signing_kid: str | None = None
     signing_key: Any = None
-    verify: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, tuple[Any, str]] = field(default_factory=dict)  # kid -> (key, algorithm)
     loaded_at: float = 0.0
 
 
@@ -157,7 +166,8 @@ class TokenService:
                 pem = decrypt_pem(self.key_secret, row.kid, row.private_pem)
                 ks.signing_key = serialization.load_pem_private_key(pem.encode(), None)
             if row.superseded_at is None or row.superseded_at > cutoff:
-                ks.verify[row.kid] = serialization.load_pem_public_key(row.public_pem.encode())
+                public = serialization.load_pem_public_key(row.public_pem.encode())
+                ks.verify[row.kid] = (public, row.algorithm)
         self._keys = ks
 
     async def _keyset(self, kid: str | None = None) -> _KeySet:
@@ -182,6 +192,7 @@ class TokenService:
         token_type: str = "access",
         pat_id: int | None = None,
         version: int = 0,
+        created: int | None = None,
     ) -> tuple[str, int]:
         ks = await self._keyset()
         if ks.signing_key is None or ks.signing_kid is None:
@@ -203,6 +214,8 @@ class TokenService:
             claims["moorage"]["pat"] = pat_id
         if version:
             claims["moorage"]["ver"] = version
+        if created is not None:
+            claims["moorage"]["ct"] = created
         token = jwt.encode(
             claims, ks.signing_key, algorithm="ES256", headers={"kid": ks.signing_kid}
         )
@@ -219,21 +232,25 @@ class TokenService:
         if alg not in ALLOWED_ALGORITHMS or not isinstance(kid, str):
             raise InvalidToken("token algorithm or key id not accepted")
         ks = await self._keyset(kid)
-        key = ks.verify.get(kid)
-        if key is None:
+        entry = ks.verify.get(kid)
+        if entry is None:
             raise InvalidToken("unknown or retired signing key")
+        key, key_alg = entry
+        if alg != key_alg:
+            # PyJWT would try an RSA verification with an EC key (and raise TypeError).
+            raise InvalidToken("token algorithm does not match its key")
         try:
             claims = jwt.decode(
                 token,
                 key,
-                algorithms=ALLOWED_ALGORITHMS,
+                algorithms=[key_alg],
                 audience=self.service,
                 issuer=self.issuer,
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"]},
             )
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(str(exc)) from None
+        except (jwt.PyJWTError, TypeError, ValueError, KeyError) as exc:
+            raise InvalidToken(f"token verification failed: {type(exc).__name__}") from None
         meta = claims.get("moorage") or {}
         if not isinstance(meta, dict) or meta.get("typ", "access") != token_type:
             raise InvalidToken("wrong token type")
@@ -248,10 +265,13 @@ class TokenService:
                 Scope(str(entry.get("type")), str(entry.get("name")), frozenset(map(str, actions)))
             )
         pid, pat, ver = meta.get("id"), meta.get("pat"), meta.get("ver", 0)
+        created = meta.get("ct")
         if pat is not None and (not isinstance(pat, int) or isinstance(pat, bool)):
             raise InvalidToken("malformed pat claim")
         if not isinstance(ver, int) or isinstance(ver, bool):
             raise InvalidToken("malformed ver claim")
+        if created is not None and (not isinstance(created, int) or isinstance(created, bool)):
+            raise InvalidToken("malformed ct claim")
         return TokenClaims(
             subject=str(claims["sub"]),
             kind=str(meta.get("kind", "user")),
@@ -262,13 +282,17 @@ class TokenService:
             expires_at=float(claims["exp"]),
             pat_id=pat,
             version=ver,
+            created=created,
+            issued_at=float(claims["iat"]),
         )
 
     async def public_jwks(self) -> dict[str, Any]:
         ks = await self._keyset()
         keys = []
-        for kid, key in ks.verify.items():
+        for kid, (key, alg) in ks.verify.items():
+            if alg != "ES256":
+                continue
             jwk = jwt.algorithms.ECAlgorithm.to_jwk(key, as_dict=True)
-            jwk.update({"kid": kid, "use": "sig", "alg": "ES256"})
+            jwk.update({"kid": kid, "use": "sig", "alg": alg})
             keys.append(jwk)
         return {"keys": keys}

@@ -82,6 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "lifespan": "on",
         "timeout_keep_alive": 30,
+        # Forwarded headers are honoured by moorage.proxies from http.trusted_proxies only
+        # (uvicorn's own default trusts 127.0.0.1, which every local client is).
+        "proxy_headers": False,
     }
     if config.http.workers > 1:
         os.environ["MOORAGE_EFFECTIVE_CONFIG"] = config.model_dump_json()

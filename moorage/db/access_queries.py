@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +33,19 @@ class UserRow:
     source: str
     disabled: bool
     token_version: int = 0  # credential epoch (schema.users)
+    created: int = 0  # created_at in microseconds since the epoch: tokens are bound to it
+
+
+def account_stamp(created_at: datetime | None) -> int:
+    """An account's creation time as whole microseconds since 1970 (exact integer arithmetic):
+    tokens carry it, so that a later account of the same name and id cannot use them."""
+    ts = _aware(created_at)
+    if ts is None:
+        return 0
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _user(r: Any) -> UserRow:
@@ -45,6 +58,7 @@ def _user(r: Any) -> UserRow:
         r.source,
         bool(r.disabled),
         int(r.token_version),
+        account_stamp(r.created_at),
     )
 
 
@@ -266,6 +280,8 @@ class RobotRow:
     access: list[dict[str, Any]]
     expires_at: datetime | None
     revoked_at: datetime | None
+    token_version: int = 0  # credential epoch (schema.robots)
+    created: int = 0  # account_stamp(created_at)
 
     def usable(self, at: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
@@ -280,6 +296,8 @@ def _robot(r: Any) -> RobotRow:
         list(r.access or []),
         _aware(r.expires_at),
         _aware(r.revoked_at),
+        int(r.token_version),
+        account_stamp(r.created_at),
     )
 
 
@@ -321,10 +339,12 @@ async def create_robot(
 
 
 async def revoke_robot(conn: AsyncConnection, name: str) -> bool:
+    """Revoke, and start a new credential epoch: a later regeneration (which un-revokes) must
+    not revive the tokens issued before."""
     res = await conn.execute(
         sa.update(robots)
         .where(robots.c.name == name, robots.c.revoked_at.is_(None))
-        .values(revoked_at=now())
+        .values(revoked_at=now(), token_version=robots.c.token_version + 1)
     )
     return bool(res.rowcount)
 
@@ -383,31 +403,35 @@ async def add_signing_key(
     )
 
 
-# --- failed logins --------------------------------------------------------------------------
+# --- login throttling (moorage.auth.throttle) ------------------------------------------------
 
 
-async def failure_state(conn: AsyncConnection, key: str) -> datetime | None:
-    r = (
-        await conn.execute(
-            sa.select(auth_failures.c.locked_until).where(auth_failures.c.key == key)
+@dataclass(frozen=True, slots=True)
+class CounterRow:
+    key: str
+    window_start: datetime
+    count: int
+    next_check_at: datetime | None  # column locked_until: while throttled, the next free slot
+
+
+async def counters(conn: AsyncConnection, keys: list[str]) -> dict[str, CounterRow]:
+    t = auth_failures
+    rows = await conn.execute(sa.select(t).where(t.c.key.in_(keys)))
+    out: dict[str, CounterRow] = {}
+    for r in rows:
+        m = r._mapping  # (Row.count is the tuple method)
+        out[m["key"]] = CounterRow(
+            m["key"], _aware(m["window_start"]) or now(), int(m["count"]), _aware(m["locked_until"])
         )
-    ).first()
-    return _aware(r.locked_until) if r else None
+    return out
 
 
-async def charge_attempt(
-    conn: AsyncConnection, key: str, window: timedelta, limit: int, lockout: timedelta
-) -> int:
-    """Count one login attempt for *key* before its credentials are checked, atomically (an
-    upsert, so parallel attempts each get their own number); lock the key when the count
-    reaches *limit*. Returns the attempt's number within the current window."""
+async def count_failure(conn: AsyncConnection, key: str, window: timedelta) -> None:
+    """One more failed login for *key* in its window (a new window when the old one is over),
+    atomically: parallel failures each count."""
     ts = now()
     t = auth_failures
-    # A new window starts when the old one is over, or when a lockout has ended.
-    expired = sa.or_(
-        t.c.window_start < ts - window,
-        sa.and_(t.c.locked_until.is_not(None), t.c.locked_until <= ts),
-    )
+    expired = t.c.window_start < ts - window
     stmt = _insert(conn, t).values(key=key, window_start=ts, count=1, locked_until=None)
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"],
@@ -416,23 +440,52 @@ async def charge_attempt(
             "window_start": sa.case((expired, ts), else_=t.c.window_start),
             "locked_until": sa.case((expired, None), else_=t.c.locked_until),
         },
-    ).returning(t.c.count)
-    count = int((await conn.execute(stmt)).scalar_one())
-    if count >= limit:
-        await conn.execute(sa.update(t).where(t.c.key == key).values(locked_until=ts + lockout))
-    return count
+    )
+    await conn.execute(stmt)
 
 
-async def refund_attempt(conn: AsyncConnection, key: str) -> None:
-    """A successful login from an address: its attempt does not count against the address."""
+async def claim_check_slot(conn: AsyncConnection, key: str, interval: timedelta) -> bool:
+    """While *key* is throttled, one password check per *interval*: take the slot if it is free
+    (one UPDATE, so two nodes cannot both take it)."""
+    ts = now()
     t = auth_failures
+    res = await conn.execute(
+        sa.update(t)
+        .where(t.c.key == key, sa.or_(t.c.locked_until.is_(None), t.c.locked_until <= ts))
+        .values(locked_until=ts + interval)
+    )
+    return bool(res.rowcount)
+
+
+async def mark_good(conn: AsyncConnection, key: str) -> None:
+    """Remember a successful login (an account from an address): window_start is when."""
+    ts = now()
+    t = auth_failures
+    stmt = _insert(conn, t).values(key=key, window_start=ts, count=0, locked_until=None)
     await conn.execute(
-        sa.update(t).where(t.c.key == key, t.c.count > 0).values(count=t.c.count - 1)
+        stmt.on_conflict_do_update(index_elements=["key"], set_={"window_start": ts})
     )
 
 
 async def clear_failures(conn: AsyncConnection, key: str) -> None:
     await conn.execute(sa.delete(auth_failures).where(auth_failures.c.key == key))
+
+
+async def purge_counters(
+    conn: AsyncConnection, counters_before: datetime, marks_before: datetime
+) -> int:
+    """Forget failure counters whose window started before *counters_before* (and whose
+    throttle slot is past), and success marks (``good:`` keys) older than *marks_before*."""
+    t = auth_failures
+    mark = t.c.key.startswith("good:")
+    stale_counter = sa.and_(
+        sa.not_(mark),
+        t.c.window_start < counters_before,
+        sa.or_(t.c.locked_until.is_(None), t.c.locked_until < now()),
+    )
+    stale_mark = sa.and_(mark, t.c.window_start < marks_before)
+    res = await conn.execute(sa.delete(t).where(sa.or_(stale_counter, stale_mark)))
+    return int(res.rowcount or 0)
 
 
 async def repository_permissions(conn: AsyncConnection, repo: str) -> list[dict[str, Any]]:

@@ -51,6 +51,19 @@ def _scope_filter(scope: ReadScope) -> Any:
     return sa.or_(*conds) if conds else sa.false()
 
 
+async def registry_catalog(
+    conn: AsyncConnection, scope: ReadScope, last: str | None, limit: int
+) -> list[str]:
+    """/v2/_catalog: repositories holding a manifest that *scope* may read, lexically after
+    *last* — one query, whatever the caller may not see."""
+    has_manifest = sa.exists().where(manifests.c.repository_id == repositories.c.id)
+    q = sa.select(repositories.c.name).where(has_manifest, _scope_filter(scope))
+    if last:
+        q = q.where(repositories.c.name > last)
+    rows = await conn.execute(q.order_by(repositories.c.name).limit(limit))
+    return [r[0] for r in rows]
+
+
 async def user_grant_targets(conn: AsyncConnection, user_id: int) -> tuple[set[str], set[str]]:
     """(organization names, repository names) on which the user holds any role, directly or
     through a team."""

@@ -50,19 +50,38 @@ async def update_user(conn: AsyncConnection, user_id: int, values: dict[str, Any
 
 async def end_credentials(
     conn: AsyncConnection, user_id: int, keep_session: str | None = None
-) -> None:
+) -> int:
     """After a password change or reset, or a disabling: every bearer and refresh token issued
-    before is refused (a new credential epoch) and every web session ends but *keep_session*
-    (the one that made the change)."""
+    before is refused (a new credential epoch), every personal access token is revoked (a
+    thief's token must not outlive the recovery) and every web session ends but
+    *keep_session* (the one that made the change). Returns how many tokens were revoked."""
     await conn.execute(
         sa.update(users)
         .where(users.c.id == user_id)
         .values(token_version=users.c.token_version + 1)
     )
+    revoked = await conn.execute(
+        sa.update(api_tokens)
+        .where(api_tokens.c.user_id == user_id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now())
+    )
     ended = sa.delete(web_sessions).where(web_sessions.c.user_id == user_id)
     if keep_session is not None:
         ended = ended.where(web_sessions.c.id != keep_session)
     await conn.execute(ended)
+    return int(revoked.rowcount or 0)
+
+
+async def robots_to_review(conn: AsyncConnection, username: str) -> list[Any]:
+    """Robots a user may have made while their account was in someone else's hands: those
+    they created (in any namespace) and those of their personal namespace, by name."""
+    q = (
+        sa.select(robots)
+        .where(sa.or_(robots.c.created_by == username, robots.c.namespace == username))
+        .order_by(robots.c.name)
+        .limit(1000)
+    )
+    return list(await conn.execute(q))
 
 
 async def delete_user(conn: AsyncConnection, user_id: int, username: str) -> None:
@@ -214,6 +233,20 @@ async def robot_full(conn: AsyncConnection, name: str) -> Any:
 
 async def update_robot(conn: AsyncConnection, robot_id: int, values: dict[str, Any]) -> None:
     await conn.execute(sa.update(robots).where(robots.c.id == robot_id).values(**values))
+
+
+async def new_robot_secret(conn: AsyncConnection, robot_id: int, secret_hash: str) -> None:
+    """A new secret, un-revoked, in a new credential epoch: every token issued before (with the
+    old secret, or before a revocation) is refused."""
+    await conn.execute(
+        sa.update(robots)
+        .where(robots.c.id == robot_id)
+        .values(
+            secret_hash=secret_hash,
+            revoked_at=None,
+            token_version=robots.c.token_version + 1,
+        )
+    )
 
 
 async def delete_robot(conn: AsyncConnection, robot_id: int) -> None:

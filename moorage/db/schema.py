@@ -155,6 +155,10 @@ users = sa.Table(
     # Credential epoch: bumped on a password change or reset and on (dis|en)abling; issued
     # tokens carry it and older ones are refused (migration 0005).
     sa.Column("token_version", sa.Integer(), nullable=False, server_default="0"),
+    # Identity ids are never reused (SQLite AUTOINCREMENT; PostgreSQL sequences never go back):
+    # a token naming a deleted account's id cannot match a later account (migration
+    # security_0001).
+    sqlite_autoincrement=True,
 )
 
 organizations = sa.Table(
@@ -232,6 +236,10 @@ robots = sa.Table(
     sa.Column("created_by", sa.String(64), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("last_used_at", Timestamp, nullable=True),
+    # Credential epoch, as users.token_version: bumped when the secret is regenerated and when
+    # the robot is revoked, so that tokens issued before are refused (migration security_0001).
+    sa.Column("token_version", sa.Integer(), nullable=False, server_default="0"),
+    sqlite_autoincrement=True,
 )
 
 # Token signing keys, shared by every node; several verify at once during a rotation.
@@ -292,6 +300,7 @@ api_tokens = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("last_used_at", Timestamp, nullable=True),
     sa.UniqueConstraint("user_id", "name"),
+    sqlite_autoincrement=True,  # bearer tokens issued for a token name its id
 )
 
 # Background work shared by every node: claimed with SELECT ... FOR UPDATE SKIP LOCKED on

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..audit.log import AuditLog
 from ..auth.sessions import SessionStore
-from ..db import job_queries
+from ..auth.throttle import REMEMBER
+from ..db import access_queries, job_queries
 from ..services.context import ServiceContext
 from ..services.uploads import UploadService
 from .runner import JobRunner
@@ -20,7 +21,10 @@ PURGE_UPLOADS = "uploads.purge_stale"
 PRUNE_AUDIT = "audit.prune"
 PRUNE_JOBS = "jobs.prune"
 PURGE_SESSIONS = "sessions.purge_expired"
-KNOWN_KINDS = frozenset({PURGE_UPLOADS, PRUNE_AUDIT, PRUNE_JOBS, PURGE_SESSIONS})
+PURGE_LOGIN_COUNTERS = "auth.purge_login_counters"
+KNOWN_KINDS = frozenset(
+    {PURGE_UPLOADS, PRUNE_AUDIT, PRUNE_JOBS, PURGE_SESSIONS, PURGE_LOGIN_COUNTERS}
+)
 
 
 def register_standard_jobs(
@@ -69,3 +73,15 @@ def register_standard_jobs(
 
         runner.register(PURGE_SESSIONS, purge_sessions)
         runner.schedule(PURGE_SESSIONS, timedelta(minutes=15))
+
+        async def purge_login_counters(_payload: dict[str, Any]) -> dict[str, int]:
+            # Failure counters past their window and old success marks (auth/throttle.py):
+            # names an outsider sprays must not fill the table.
+            ts = datetime.now(UTC)
+            window = timedelta(seconds=config.auth.lockout.window)
+            async with ctx.write_engine.begin() as conn:
+                purged = await access_queries.purge_counters(conn, ts - window, ts - REMEMBER)
+            return {"deleted": purged}
+
+        runner.register(PURGE_LOGIN_COUNTERS, purge_login_counters)
+        runner.schedule(PURGE_LOGIN_COUNTERS, timedelta(hours=1))

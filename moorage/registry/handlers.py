@@ -106,6 +106,14 @@ def _pagination(request: Request, max_entries: int) -> tuple[int, str | None]:
     return n, last
 
 
+# Bytes a pusher chose, served on the web UI's origin: a browser opening them downloads them
+# (never renders them) and, should it render anyway, runs nothing.
+DOWNLOAD_ONLY = {
+    "Content-Disposition": "attachment",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
 def _next_link(path: str, n: int, last: str, extra: dict[str, str] | None = None) -> str:
     params = {"n": str(n), "last": last} | (extra or {})
     return f'<{path}?{urlencode(params)}>; rel="next"'
@@ -147,6 +155,9 @@ class RegistryAPI:
         except ClientDisconnect:
             return
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        # Content under /v2 is whatever a pusher uploaded, on the UI's origin: a browser must
+        # never sniff it into HTML or script.
+        response.headers["X-Content-Type-Options"] = "nosniff"
         if self.audit is not None:
             self._record(request, response)
         await response(scope, receive, send)
@@ -255,26 +266,15 @@ class RegistryAPI:
         await self.policy.check_catalog(request)
         limit = self.ctx.config.registry.catalog_max_entries
         n, last = _pagination(request, limit)
-        names: list[str] = []
-        cursor = last
-        # Filter by what the caller may list, page by page, until n are found.
-        while len(names) < n:
-            batch = await self.manifests.catalog(cursor, max(n, 1) if n else 1)
-            if not batch or n == 0:
-                break
-            for name in batch:
-                if await self.policy.can_list(request, name):
-                    names.append(name)
-                    if len(names) == n:
-                        break
-            cursor = batch[-1]
-            if len(batch) < max(n, 1):
-                break
+        # One query filtered by what the caller may read (as /api/v1/repositories): no
+        # per-repository checks, and the Link header appears only when more *visible*
+        # repositories follow.
+        scope = await self.policy.list_scope(request)
+        names = await self.manifests.catalog(last, n + 1, scope) if n else []
         headers = {}
-        if n and len(names) == n:
-            more = await self.manifests.catalog(names[-1], 1)
-            if more:
-                headers["Link"] = _next_link("/v2/_catalog", n, names[-1])
+        if len(names) > n:
+            names = names[:n]
+            headers["Link"] = _next_link("/v2/_catalog", n, names[-1])
         return _json({"repositories": names}, headers=headers)
 
     async def tags_get(self, request: Request, name: str) -> Response:
@@ -317,6 +317,7 @@ class RegistryAPI:
             "Docker-Content-Digest": manifest.digest,
             "Content-Length": str(len(manifest.payload)),
             "ETag": f'"{manifest.digest}"',
+            **DOWNLOAD_ONLY,
         }
         return Response(
             b"" if head else manifest.payload,
@@ -389,6 +390,7 @@ class RegistryAPI:
             "Accept-Ranges": "bytes",
             "ETag": f'"{d}"',
             "Cache-Control": "max-age=31536000",
+            **DOWNLOAD_ONLY,
         }
         byte_range = _parse_range(request.headers.get("range"), info.size)
         if byte_range is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db import catalog_queries as cq
 from ..db import queries as q
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
@@ -275,8 +276,13 @@ class ManifestService:
                 raise NameUnknown(f"repository {repo} is not known")
             return await q.tag_names(conn, repo_id, last, limit)
 
-    async def catalog(self, last: str | None, limit: int) -> list[str]:
+    async def catalog(
+        self, last: str | None, limit: int, scope: cq.ReadScope | None = None
+    ) -> list[str]:
+        """Repository names after *last*; only those *scope* may read (None: all)."""
         async with self.ctx.engine.connect() as conn:
+            if scope is not None:
+                return await cq.registry_catalog(conn, scope, last, limit)
             return await q.catalog(conn, last, limit)
 
     async def referrers(

@@ -31,6 +31,7 @@ from ..auth.sessions import (
 )
 from ..db import access_queries as aq
 from ..logs import request_id
+from ..proxies import external_origin
 from ..services.catalog import CatalogService
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, Missing
@@ -364,7 +365,7 @@ class WebUI:
         base = self.ctx.config.http.base_url
         if base:
             return base.split("://", 1)[-1].rstrip("/")
-        return request.url.netloc
+        return external_origin(request.scope).split("://", 1)[1]
 
     async def service_call(self, call: Awaitable[T], *, reading: bool = True) -> T:
         """A service call, its refusals as error pages. Reading, a malformed name is "not

@@ -42,7 +42,13 @@ class RobotPages(PageGroup):
 
     async def robots(self, visit: Visit) -> Response:
         extra: dict[str, Any] = {"admin_view": False}
-        if visit.is_admin:
+        review = visit.request.query_params.get("review", "").strip()[:64]
+        if visit.is_admin and review:
+            # After an account's recovery: the robots it created or that live in its namespace.
+            page = await self._service(self.management.robots_to_review(visit.caller, review))
+            robots = page.items
+            extra = {"admin_view": True, "review": review, "filters": {"namespace": ""}}
+        elif visit.is_admin:
             robots, extra = await self._all_robots(visit)
         else:
             robots = []

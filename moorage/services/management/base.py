@@ -46,6 +46,10 @@ def _optional_text(value: Any, field: str, limit: int) -> str | None:
     return None if value is None else _text(value, field, limit)
 
 
+# What a role can grant, as personal access token scopes (moorage.auth.pat).
+ALL_REGISTRY_SCOPES = ("registry:pull", "registry:push", "registry:delete")
+
+
 class AdminService:
     def __init__(
         self,
@@ -95,6 +99,19 @@ class AdminService:
         if not p.may_use_api(write=True):
             raise Denied("this token lacks the api:write scope")
 
+    @staticmethod
+    def _registry_scopes(c: Caller, what: str, *needed: str) -> None:
+        """A personal access token changes who may read or write content only if it could do
+        that itself: handing out rights (grants, team membership), exposing (visibility) or
+        deleting a repository need its ``registry:*`` scopes on top of ``api:write``. Other
+        credentials pass (their roles decide)."""
+        scopes = c.principal.pat_scopes
+        if scopes is None:
+            return
+        missing = [s for s in needed if s not in scopes]
+        if missing:
+            raise Denied(f"this token lacks the {', '.join(missing)} scope(s) needed to {what}")
+
     async def _repo_action(self, c: Caller, repo: str, action: str) -> None:
         admin.validate_repository(repo)
         actions = await self.access.allowed_actions(c.principal, repo)
@@ -131,6 +148,7 @@ class AdminService:
         a missing one, and teams are those of the target's own organization (Quay's rule),
         never another organization's. System administrators see everything anyway."""
         p = c.principal
+        self._registry_scopes(c, "change permissions", *ALL_REGISTRY_SCOPES)
         sysadmin = p.kind == "user" and p.is_admin and p.token_scopes is None
         if team is not None and not sysadmin:
             home = target.split("/", 1)[0]

@@ -35,11 +35,19 @@ class CredentialAdmin(AdminService):
             raise Denied("this credential may not manage robot accounts")
         if p.is_admin or p.name == namespace:
             return
+        # One answer whether the namespace is another user's, an organization the caller
+        # does not administer, or nothing at all: which organizations exist is not told.
+        refused = Denied(
+            f"robots of {namespace} are managed by its owner or organization admins only"
+        )
         async with self.ctx.engine.connect() as conn:
             is_org = await aq.org_by_name(conn, namespace) is not None
         if not is_org:
-            raise Denied(f"robots of {namespace} are managed by {namespace} only")
-        await self._org_admin(c, namespace)
+            raise refused
+        try:
+            await self._org_admin(c, namespace)
+        except Denied:
+            raise refused from None
 
     @staticmethod
     def _no_token_minting(c: Caller) -> None:
@@ -154,9 +162,7 @@ class CredentialAdmin(AdminService):
         secret = new_secret()
         async with self._tx() as conn:
             row = await self._robot_row(conn, namespace, name)
-            await mq.update_robot(
-                conn, row.id, {"secret_hash": hash_secret(secret), "revoked_at": None}
-            )
+            await mq.new_robot_secret(conn, row.id, hash_secret(secret))
             row = await mq.robot_full(conn, row.name)
         await self._audit(c, "robot.regenerate", details={"robot": row.name})
         return RobotWithSecret(**_robot(row).model_dump(), secret=secret)

@@ -16,7 +16,7 @@ from ..models import (
     Team,
     TeamGrant,
 )
-from .base import AdminService, Caller, _text
+from .base import ALL_REGISTRY_SCOPES, AdminService, Caller, _text
 
 
 class OrganizationAdmin(AdminService):
@@ -167,6 +167,7 @@ class OrganizationAdmin(AdminService):
         self, c: Caller, org: str, team: str, user: str, member: bool
     ) -> None:
         await self._existing_org_admin(c, org)
+        self._registry_scopes(c, "change a team's members", *ALL_REGISTRY_SCOPES)
         async with self._tx() as conn:
             tid = await admin.team_id_in(conn, org, team)
             row = await mq.team_row(conn, tid)

@@ -14,7 +14,7 @@ from ..errors import Invalid, ManifestUnknown, Missing
 from ..models import (
     Grant,
 )
-from .base import AdminService, Caller, _text
+from .base import ALL_REGISTRY_SCOPES, AdminService, Caller, _text
 
 
 class RepositoryAdmin(AdminService):
@@ -24,6 +24,8 @@ class RepositoryAdmin(AdminService):
         self, c: Caller, repo: str, *, description: str | None, visibility: str | None
     ) -> None:
         await self._repo_action(c, repo, ADMIN)
+        if visibility is not None:
+            self._registry_scopes(c, "change visibility", *ALL_REGISTRY_SCOPES)
         changes: dict[str, Any] = {}
         async with self._tx() as conn:
             if await cq.repository(conn, repo) is None:
@@ -65,6 +67,7 @@ class RepositoryAdmin(AdminService):
         """The repository, its tags, manifests, links, uploads and direct permissions; its
         blobs become garbage for GC once no other repository links them."""
         await self._repo_action(c, repo, ADMIN)
+        self._registry_scopes(c, "delete a repository", "registry:delete")
         async with self._tx() as conn:
             row = await cq.repository(conn, repo)
             if row is None:

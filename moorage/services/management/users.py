@@ -14,9 +14,11 @@ from ..catalog import check_limit, decode_cursor, page_of
 from ..errors import Conflict, Denied, Invalid, Missing
 from ..models import (
     Page,
+    Robot,
     User,
 )
 from .base import AdminService, Caller, _optional_text
+from .credentials import _robot as robot_model
 
 
 class UserAdmin(AdminService):
@@ -134,15 +136,33 @@ class UserAdmin(AdminService):
                 raise Conflict("a directory (LDAP) user's password is kept by the directory")
             if values:
                 await mq.update_user(conn, row.id, values)
+            details: dict[str, Any] = {}
             if "disabled" in values or "password_hash" in values:
                 # Disabling ends everything; re-enabling must not revive the tokens issued
-                # before the disabling; a reset password voids what the old one obtained.
-                await mq.end_credentials(conn, row.id)
+                # before the disabling; a reset password voids what the old one obtained,
+                # personal access tokens included. Robots the account made are not its
+                # credentials: they are listed for review (GET /users/{u}/robots).
+                details["tokens_revoked"] = await mq.end_credentials(conn, row.id)
+                details["robots_to_review"] = [
+                    r.name for r in await mq.robots_to_review(conn, username)
+                ][:100]
             full = await mq.user_full(conn, username)
         if values:
             fields = sorted(k if k != "password_hash" else "password" for k in values)
-            await self._audit(c, "user.update", details={"user": username, "fields": fields})
+            await self._audit(
+                c, "user.update", details={"user": username, "fields": fields, **details}
+            )
         return _user(full)
+
+    async def robots_to_review(self, c: Caller, username: str) -> Page[Robot]:
+        """Robots the user created (in any namespace) and those of their personal namespace:
+        after a recovery, what someone holding the account may have left behind. Each is
+        revoked or deleted through its namespace's robot endpoints."""
+        self._self_or_admin(c, username, write=False)
+        async with self.ctx.engine.connect() as conn:
+            await admin.user_in(conn, username)
+            rows = await mq.robots_to_review(conn, username)
+        return Page[Robot](items=[robot_model(r) for r in rows], next_cursor=None)
 
     async def change_password(self, c: Caller, username: str, old: str, new: str) -> None:
         """A user changes their own password, proving the old one; their other sessions and
@@ -168,8 +188,12 @@ class UserAdmin(AdminService):
             raise Denied("too many failed attempts; try again later") from None
         async with self._tx() as conn:
             await mq.update_user(conn, row.id, {"password_hash": hash_password(new)})
-            await mq.end_credentials(conn, row.id, keep_session=c.session_id)
-        await self._audit(c, "user.update", details={"user": username, "fields": ["password"]})
+            revoked = await mq.end_credentials(conn, row.id, keep_session=c.session_id)
+        await self._audit(
+            c,
+            "user.update",
+            details={"user": username, "fields": ["password"], "tokens_revoked": revoked},
+        )
 
     async def delete_user(self, c: Caller, username: str) -> None:
         self._sysadmin(c)
