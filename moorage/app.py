@@ -91,6 +91,7 @@ class Moorage:
                 [partial(cap.ui_pages, rt) for cap in rt.capabilities if cap.ui_pages],
             )
         self.registry = RegistryAPI(rt.ctx, policy, rt.audit)
+        await self.registry.uploads.free_previous_incarnations()
         self._drain_on_sigterm()
 
     def _drain_on_sigterm(self) -> None:
