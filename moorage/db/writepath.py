@@ -180,6 +180,10 @@ async def upload(tx: Tx, repo: str, upload_id: str) -> LeasedUpload | None:
     return _upload(tx, r) if r is not None else None
 
 
+async def upload_row_exists(tx: Tx, upload_id: str) -> bool:
+    return await tx.one("SELECT 1 FROM uploads WHERE id = $1", upload_id) is not None
+
+
 async def claim_upload(
     tx: Tx,
     repo: str,
@@ -256,6 +260,24 @@ async def release_lease(tx: Tx, upload_id: str, token: str) -> None:
 
 async def delete_upload(tx: Tx, upload_id: str) -> None:
     await tx.run("DELETE FROM uploads WHERE id = $1", upload_id)
+
+
+async def session_counts(tx: Tx) -> dict[str, Any]:
+    """Open upload sessions: in all, and the account and repository holding the most."""
+    total = (await tx.one("SELECT count(*) FROM uploads"))[0]
+    user = await tx.one(
+        "SELECT owner, count(*) FROM uploads WHERE owner IS NOT NULL GROUP BY owner"
+        " ORDER BY 2 DESC LIMIT 1"
+    )
+    repo = await tx.one(
+        "SELECT r.name, count(*) FROM uploads u JOIN repositories r ON r.id = u.repository_id"
+        " GROUP BY r.name ORDER BY 2 DESC LIMIT 1"
+    )
+    return {
+        "open": int(total),
+        "busiest_user": {"name": user[0], "open": int(user[1])} if user else None,
+        "busiest_repository": {"name": repo[0], "open": int(repo[1])} if repo else None,
+    }
 
 
 async def free_leases(tx: Tx, node: str, incarnation: str) -> int:
@@ -417,6 +439,9 @@ async def put_manifest(
 
 
 class WritePath(Protocol):
+    batches: int  # transactions committed
+    units: int  # operations in them
+
     async def run(self, unit: Unit[T]) -> T: ...
     async def close(self) -> None: ...
 

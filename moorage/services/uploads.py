@@ -353,6 +353,17 @@ class UploadService:
     async def _release(self, upload_id: str, token: str) -> None:
         await self.ctx.writes.run(lambda tx: wp.release_lease(tx, upload_id, token))
 
+    async def diagnostics(self) -> dict[str, object]:
+        """For /readyz: open sessions against their caps, and how the writes batch."""
+        cfg = self.ctx.config.registry
+        counts = await self.ctx.writes.run(wp.session_counts)
+        counts["max_per_user"] = cfg.max_upload_sessions_per_user
+        counts["max_per_repository"] = cfg.max_upload_sessions_per_repository
+        return {
+            "upload_sessions": counts,
+            "writes": {"transactions": self.ctx.writes.batches, "operations": self.ctx.writes.units},
+        }
+
     async def free_previous_incarnations(self) -> int:
         """At start: release the leases of this node's earlier incarnations (a crash or a
         kill left them; their requests are gone), so clients resume at once."""
@@ -438,6 +449,8 @@ class UploadService:
             lambda tx: wp.save_progress(tx, s.row.id, s.token, size, hash_state, state, release)
         )
         if not ok:
+            if not await self.ctx.writes.run(lambda tx: wp.upload_row_exists(tx, s.row.id)):
+                raise UploadUnknown("the upload was cancelled while this request wrote to it")
             raise _lost(s.row.id)
         s.row.size = size
 
