@@ -223,12 +223,16 @@ async def metadata_push(url: str, kind: str, repos: int, clients: int, tag: str)
                 )
             else:
                 r = _check(await c.post(f"/v2/{repo}/blobs/uploads/"), 202)
-                _check(await c.put(_with_digest(r.headers["location"], digest), content=config), 201)
+                _check(
+                    await c.put(_with_digest(r.headers["location"], digest), content=config), 201
+                )
             for t in range(3):
                 body = image_manifest(config, [], f"{tag}-{i}-{t}")
                 _check(
                     await c.put(
-                        f"/v2/{repo}/manifests/v{t}", content=body, headers={"content-type": MANIFEST}
+                        f"/v2/{repo}/manifests/v{t}",
+                        content=body,
+                        headers={"content-type": MANIFEST},
                     ),
                     201,
                 )

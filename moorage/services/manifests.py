@@ -237,9 +237,7 @@ class ManifestService:
         present = await q.manifest_digests_in(conn, repo_id, children)
         _validate_references(parsed, linked, sizes, present)
 
-    async def delete(
-        self, repo: str, reference: str, requester: Requester | None = None
-    ) -> None:
+    async def delete(self, repo: str, reference: str, requester: Requester | None = None) -> None:
         """Delete a tag, or a manifest by digest with the tags pointing to it; the content
         rules are asked (an immutable tag stays) and the event is published in the same
         transaction."""

@@ -361,7 +361,10 @@ class UploadService:
         counts["max_per_repository"] = cfg.max_upload_sessions_per_repository
         return {
             "upload_sessions": counts,
-            "writes": {"transactions": self.ctx.writes.batches, "operations": self.ctx.writes.units},
+            "writes": {
+                "transactions": self.ctx.writes.batches,
+                "operations": self.ctx.writes.units,
+            },
         }
 
     async def free_previous_incarnations(self) -> int:
