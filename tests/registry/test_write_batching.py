@@ -13,6 +13,7 @@ and restarted. What must hold (docs/architecture.md, "Upload invariants"):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,21 +29,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MoorageServer, sha256
+from tests.conftest import MoorageServer, postgres_database, sha256
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
 def own_server(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+    """A server with a database of its own: the checks below read every row of it."""
     with tempfile.TemporaryDirectory(prefix="moorage-batch-") as tmp:
-        srv = MoorageServer(
-            Path(tmp) / "data", database_url=backend[1], extra_args=["--no-auth"]
-        ).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
+        database = postgres_database() if backend[1] else contextlib.nullcontext(None)
+        with database as url:
+            srv = MoorageServer(Path(tmp) / "data", database_url=url, extra_args=["--no-auth"])
+            srv.start()
+            try:
+                yield srv
+            finally:
+                srv.stop()
 
 
 def _rows(srv: MoorageServer, sql: str) -> list[tuple[str, ...]]:
