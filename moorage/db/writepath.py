@@ -739,6 +739,18 @@ class PostgresWritePath:
         faults = _pg_faults()
         outcomes: list[tuple[bool, Any]] = []
         pool = await self.hot._get_pool()
+        if len(jobs) == 1:  # alone: no savepoint (two round trips fewer)
+            unit = jobs[0][0]
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    value = await unit(_PgTx(conn))
+            except faults:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to its caller
+                return [(False, exc)]
+            self.batches += 1
+            self.units += 1
+            return [(True, value)]
         async with pool.acquire() as conn, conn.transaction():
             tx = _PgTx(conn)
             for unit, _ in jobs:
