@@ -45,7 +45,10 @@ def main() -> None:
             timed(c, "head", "HEAD", f"/v2/{repo}/blobs/{digest}")
             r = timed(c, "post", "POST", f"/v2/{repo}/blobs/uploads/")
             r = timed(c, "patch", "PATCH", r.headers["Location"], content=blob)
-            timed(c, "put", "PUT", r.headers["Location"], params={"digest": digest})
+            # Distribution's Location carries its own query (_state=...): add to it.
+            loc = r.headers["Location"]
+            sep = "&" if "?" in loc else "?"
+            timed(c, "put", "PUT", f"{loc}{sep}digest={digest}")
             manifest = {
                 "schemaVersion": 2,
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",

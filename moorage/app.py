@@ -34,7 +34,7 @@ from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
 from .runtime import Runtime, start_runtime, stop_runtime
 from .services.context import ServiceContext
-from .storage.base import StorageError
+from .storage.base import StorageError, StorageFull
 from .ui.app import WebUI
 
 Scope = MutableMapping[str, Any]
@@ -93,6 +93,7 @@ class Moorage:
                 [partial(cap.ui_pages, rt) for cap in rt.capabilities if cap.ui_pages],
             )
         self.registry = RegistryAPI(rt.ctx, policy, rt.audit)
+        await self.registry.uploads.free_previous_incarnations()
         self._drain_on_sigterm()
 
     def _drain_on_sigterm(self) -> None:
@@ -222,6 +223,7 @@ class Moorage:
     async def _readyz(self, send: Send) -> None:
         assert self.ctx is not None
         checks: dict[str, str] = {}
+        diagnostics: dict[str, object] = {}
         if self.draining:
             checks["shutdown"] = "draining"
         try:
@@ -230,13 +232,28 @@ class Moorage:
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             checks["database"] = f"error: {type(exc).__name__}"
+        ready_anyway: set[str] = set()
         try:
             await self.ctx.storage.ping()
             checks["storage"] = "ok"
+        except StorageFull as exc:
+            # Pulls still work: stay in the load balancer, but say it loudly.
+            checks["storage"] = f"full: {exc}"
+            ready_anyway.add("storage")
+            _warn_storage_full(str(exc))
         except Exception as exc:  # noqa: BLE001
             checks["storage"] = f"error: {type(exc).__name__}"
-        ok = all(v == "ok" for v in checks.values())
-        await _send_json(send, 200 if ok else 503, {"ready": ok, "checks": checks})
+        if self.registry is not None and checks["database"] == "ok":
+            try:
+                diagnostics = await self.registry.uploads.diagnostics()
+            except Exception as exc:  # noqa: BLE001 - diagnostics never fail readiness
+                diagnostics = {"error": type(exc).__name__}
+        ok = all(v == "ok" or k in ready_anyway for k, v in checks.items())
+        await _send_json(
+            send,
+            200 if ok else 503,
+            {"ready": ok, "checks": checks, "diagnostics": diagnostics},
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -253,6 +270,16 @@ class Moorage:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+_storage_full_warned = [float("-inf")]
+
+
+def _warn_storage_full(message: str) -> None:
+    """Log a full store at most once a minute (health checks ask every second)."""
+    if time.monotonic() - _storage_full_warned[0] >= 60:
+        _storage_full_warned[0] = time.monotonic()
+        log.warning("STORAGE FULL: %s", message)
 
 
 def _is_ui_path(path: str) -> bool:

@@ -181,6 +181,19 @@ class RegistryConfig(_Section):
     catalog_max_entries: int = Field(
         1000, ge=1, description="Largest page of _catalog and tags/list."
     )
+    max_upload_sessions_per_user: int = Field(
+        500,
+        ge=0,
+        description="Open upload sessions one account may hold at once (0: no cap); beyond it "
+        "starting an upload answers 429 TOOMANYREQUESTS until some finish, are cancelled or "
+        "expire.",
+    )
+    max_upload_sessions_per_repository: int = Field(
+        1000,
+        ge=0,
+        description="Open upload sessions one repository may hold at once (0: no cap); beyond "
+        "it starting an upload answers 429 TOOMANYREQUESTS.",
+    )
 
 
 class LogConfig(_Section):

@@ -30,6 +30,7 @@ from .capability import Capability
 from .config import Config
 from .db.engine import create_engine, writer
 from .db.hotpath import hot_reads_for
+from .db.writepath import write_path_for
 from .jobs.runner import JobRunner
 from .jobs.tasks import register_standard_jobs
 from .services.catalog import CatalogService
@@ -80,10 +81,12 @@ def open_context(config: Config, pool_size: int | None = None) -> ServiceContext
     engine = create_engine(config.database_url, size)
     storage = make_storage(config)
     hot = hot_reads_for(config.database_url, size)
-    return ServiceContext(config, engine, writer(engine), storage, hot)
+    writes = write_path_for(config.database_url, hot)
+    return ServiceContext(config, engine, writer(engine), storage, hot, writes)
 
 
 async def close_context(ctx: ServiceContext) -> None:
+    await ctx.writes.close()
     await ctx.storage.close()
     await ctx.hot.close()
     await ctx.engine.dispose()

@@ -17,6 +17,7 @@ from .. import __version__
 from ..config import Config
 from ..db.engine import upgrade_sync
 from ..logs import setup_logging
+from ..node import new_incarnation
 from .common import CommandTree, add_common, check_storage, load
 
 log = logging.getLogger("moorage")
@@ -50,6 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         },
     )
     _prepare(config)
+    # A new incarnation of this node, shared by its workers: upload leases name it, and the
+    # workers free the leases of earlier incarnations at start (moorage/node.py).
+    new_incarnation()
     if not config.auth.enabled:
         log.warning(
             "*** --no-auth: AUTHENTICATION IS OFF. Every client has full access to every "

@@ -131,7 +131,13 @@ uploads = sa.Table(
     sa.Column("lease_expires_at", Timestamp, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # The process holding the lease, ``node#incarnation#pid`` (a restarted node frees its
+    # previous incarnation's leases at start); the account that opened the session (caps).
+    sa.Column("lease_holder", sa.String(200), nullable=True),
+    sa.Column("owner", sa.String(255), nullable=True),
     sa.Index("ix_uploads_updated_at", "updated_at"),
+    sa.Index("ix_uploads_owner", "owner"),
+    sa.Index("ix_uploads_repository_id", "repository_id"),
 )
 
 # --- identities and access ------------------------------------------------------------------

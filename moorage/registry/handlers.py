@@ -64,6 +64,10 @@ def _error_from_service(exc: se.ServiceError) -> RegistryError:
             exc.detail,
             headers={"Range": _range_header(exc.current_size)},
         )
+    if isinstance(exc, se.TooManyRequests):
+        return RegistryError(
+            exc.code, exc.message, exc.detail, headers={"Retry-After": str(exc.retry_after)}
+        )
     return RegistryError(exc.code, exc.message, exc.detail)
 
 
@@ -448,7 +452,7 @@ class RegistryAPI:
             d = _parse_digest(query["digest"])
             await self.uploads.monolithic(name, d, _body(request))
             return self._blob_created(name, d)
-        status = await self.uploads.start(name)
+        status = await self.uploads.start(name, _owner(request))
         headers = self._upload_headers(name, status.id, status.size)
         headers["OCI-Chunk-Min-Length"] = "0"
         return Response(b"", status_code=202, headers=headers)
@@ -526,6 +530,14 @@ def _audit_action(
     elif kind == "upload" and method == "PUT":
         return Action.BLOB_PUSH
     return None
+
+
+def _owner(request: Request) -> str | None:
+    """The account an upload session counts against (None without access control)."""
+    principal = request.scope.get("moorage.principal")
+    if principal is None or getattr(principal, "kind", "anonymous") == "anonymous":
+        return None
+    return f"{principal.kind}:{principal.name}"[:255]
 
 
 def _check_upload_id(upload_id: str) -> None:

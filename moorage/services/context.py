@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Config
 from ..db.hotpath import HotReads
+from ..db.writepath import WritePath
 from ..storage.base import StorageDriver
 from .events import EventBus
 from .rules import RuleChain
@@ -20,6 +21,7 @@ class ServiceContext:
     write_engine: AsyncEngine  # same pool; SQLite takes the write lock at BEGIN
     storage: StorageDriver
     hot: HotReads  # raw-driver lookups for manifest GET/HEAD and blob HEAD
+    writes: WritePath  # raw-driver, batched writes of the push path (db/writepath.py)
     # What capabilities plug into the services (moorage/capabilities.py): the content rules
     # asked before a manifest is written, read or deleted, and the events published in the
     # transaction of each change.

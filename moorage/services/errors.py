@@ -66,6 +66,18 @@ class ManifestBlobUnknown(ServiceError):
     code = "MANIFEST_BLOB_UNKNOWN"
 
 
+class TooManyRequests(ServiceError):
+    """Retry later (``retry_after`` seconds): the session is busy with another live request, or
+    a cap on open sessions is reached. Clients retry 429 with ``Retry-After``; 416 is kept for
+    a wrong range only."""
+
+    code = "TOOMANYREQUESTS"
+
+    def __init__(self, message: str, retry_after: int = 1, detail: object = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = max(1, int(retry_after))
+
+
 class Unavailable(ServiceError):
     """A dependency (database, store) failed; the client should retry."""
 

@@ -137,6 +137,10 @@ class RuleChain:
     def checks_reads(self) -> bool:
         return bool(self._read)
 
+    @property
+    def checks_writes(self) -> bool:
+        return bool(self._write)
+
     async def manifest_read(self, read: ManifestRead) -> None:
         for rule in self._read:
             await rule.manifest_read(read)

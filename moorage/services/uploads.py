@@ -14,21 +14,35 @@ Invariants (see docs/architecture.md):
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
+from .. import node
 from ..db import queries as q
+from ..db import writepath as wp
 from ..oci.digest import Digest
 from ..oci.hashing import Hasher, new_hasher, restore_hasher
 from ..oci.names import namespace_of
-from ..storage.base import PathNotFound, StorageError, UploadWriter, blob_path
+from ..storage.base import PathNotFound, StorageError, UploadWriter, blob_path, is_full
 from .context import ServiceContext
-from .errors import DigestInvalid, RangeInvalid, TooLarge, Unavailable, UploadUnknown
+from .errors import (
+    DigestInvalid,
+    RangeInvalid,
+    TooLarge,
+    TooManyRequests,
+    Unavailable,
+    UploadUnknown,
+)
 from .events import BlobCommitted
+
+log = logging.getLogger("moorage.uploads")
 
 # Bytes handed to the hash/write pipeline at a time: big enough to amortize thread hand-offs,
 # small enough that memory stays flat whatever the blob size.
@@ -75,12 +89,20 @@ class _Session:
         if time.monotonic() - self._renewed < lease / 3:
             return
         self._renewed = time.monotonic()
-        async with self.ctx.write_engine.begin() as conn:
-            ok = await q.renew_upload_lease(
-                conn, self.row.id, self.token, q.now() + timedelta(seconds=lease)
-            )
+        expires = wp.now() + timedelta(seconds=lease)
+        ok = await self.ctx.writes.run(
+            lambda tx: wp.renew_lease(tx, self.row.id, self.token, expires)
+        )
         if not ok:
-            raise RangeInvalid("the upload was taken over by another request", self.row.size)
+            raise _lost(self.row.id)
+
+
+def _lost(upload_id: str) -> TooManyRequests:
+    return TooManyRequests(
+        "another request took this upload session over (this one was too slow); ask the "
+        "upload's status and resume from its offset",
+        detail={"upload": upload_id},
+    )
 
 
 class _Consistency:
@@ -161,9 +183,25 @@ def parse_content_range(value: str) -> ContentRange:
     return ContentRange(start, end)
 
 
+# A request that finds its session leased by another live request waits this long for it to
+# finish (a client retrying after a timeout often overlaps its own previous request) before
+# answering 429 with Retry-After.
+BUSY_WAIT_SECONDS = 2.0
+
+
+def _storage_error(exc: BaseException) -> Unavailable:
+    if is_full(exc):
+        return Unavailable(
+            "storage is full (no space left on device): the upload keeps its last complete "
+            "offset; retry once space is freed"
+        )
+    return Unavailable(f"storage error: {exc}")
+
+
 class UploadService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.node = node.node_name(ctx.config.http.port)
 
     @property
     def _blob_limit(self) -> int | None:
@@ -171,52 +209,135 @@ class UploadService:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def start(self, repo: str) -> UploadStatus:
+    async def start(self, repo: str, owner: str | None = None) -> UploadStatus:
+        """Open a session for *owner* (the account; None when access control is off), within
+        the caps on open sessions per account and per repository."""
         upload_id = str(uuid.uuid4())
         hasher = new_hasher("sha256")
         try:
             writer = await self.ctx.storage.new_writer(upload_id)
             state = writer.state()
             await writer.close()
-        except StorageError as exc:
-            raise Unavailable(f"storage error: {exc}") from exc
-        async with self.ctx.write_engine.begin() as conn:
-            repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
-            await q.create_upload(conn, upload_id, repo_id, "sha256", state, hasher.state())
+        except (OSError, StorageError) as exc:
+            raise _storage_error(exc) from exc
+        cfg = self.ctx.config.registry
+        namespace = namespace_of(repo)
+        hash_state = hasher.state()
+        try:
+            await self.ctx.writes.run(
+                lambda tx: wp.start_upload(
+                    tx,
+                    repo,
+                    namespace,
+                    upload_id,
+                    "sha256",
+                    state,
+                    hash_state,
+                    owner,
+                    cfg.max_upload_sessions_per_user,
+                    cfg.max_upload_sessions_per_repository,
+                )
+            )
+        except wp.SessionCapReached as exc:
+            await self._forget_bytes(upload_id)
+            raise TooManyRequests(
+                f"too many open upload sessions for {exc.scope} {exc.who} ({exc.count}; the "
+                f"limit is {exc.limit}): finish or cancel some (DELETE the upload), or wait for "
+                "idle ones to expire",
+                retry_after=30,
+                detail={"scope": exc.scope, "open": exc.count, "limit": exc.limit},
+            ) from None
+        except BaseException:
+            await self._forget_bytes(upload_id)
+            raise
         return UploadStatus(upload_id, 0)
 
+    async def _forget_bytes(self, upload_id: str) -> None:
+        try:
+            await asyncio.shield(self.ctx.storage.delete_upload(upload_id))
+        except Exception:  # noqa: BLE001 - garbage for the purge job
+            pass
+
     async def status(self, repo: str, upload_id: str) -> UploadStatus:
-        row = await self._row(repo, upload_id)
+        """Where the session stands. One truth with PATCH and PUT: a session whose bytes are
+        gone (a crash between a commit's move and its row, a purge) is unknown here too, and
+        its row is dropped."""
+        found = await self._find(repo, upload_id)
+        row = found.row
+        try:
+            exists = await self.ctx.storage.upload_exists(row.id, row.storage_state)
+        except (OSError, StorageError) as exc:
+            raise _storage_error(exc) from exc
+        if not exists:
+            await self._drop_gone(row.id)
         return UploadStatus(row.id, row.size)
 
-    async def _row(self, repo: str, upload_id: str) -> q.UploadRow:
+    async def _find(self, repo: str, upload_id: str) -> wp.LeasedUpload:
         if len(upload_id) > 64:
             raise UploadUnknown("upload unknown")
-        async with self.ctx.engine.connect() as conn:
-            row = await q.get_upload(conn, repo, upload_id)
-        if row is None:
+        found = await self.ctx.writes.run(lambda tx: wp.upload(tx, repo, upload_id))
+        if found is None:
             raise UploadUnknown(f"upload {upload_id[:64]} is unknown in repository {repo}")
-        return row
+        return found
+
+    async def _drop_gone(self, upload_id: str) -> None:
+        await self.ctx.writes.run(lambda tx: wp.delete_upload(tx, upload_id))
+        raise UploadUnknown("upload data is gone (expired, cancelled or lost in a crash)")
+
+    async def _claim(self, repo: str, upload_id: str) -> q.UploadRow:
+        """The lease for this request. A lease of a dead process of this node is taken over at
+        once; one of a live request is waited for briefly, then answered with 429."""
+        lease = self.ctx.config.registry.upload_lease_seconds
+        token = uuid.uuid4().hex
+        holder = node.holder(self.node)
+        deadline = time.monotonic() + min(BUSY_WAIT_SECONDS, lease)
+        dead: str | None = None
+        delay = 0.02
+        while True:
+            expires = wp.now() + timedelta(seconds=lease)
+            claimed = await self.ctx.writes.run(
+                partial(
+                    wp.claim_upload,
+                    repo=repo,
+                    upload_id=upload_id,
+                    token=token,
+                    holder=holder,
+                    expires_at=expires,
+                    dead_token=dead,
+                )
+            )
+            if claimed is not None:
+                claimed.row.lease_token = token
+                return claimed.row
+            found = await self._find(repo, upload_id)  # unknown: 404
+            if node.holder_is_dead(found.holder, self.node) and found.row.lease_token:
+                if dead != found.row.lease_token:
+                    dead = found.row.lease_token
+                    continue
+            if time.monotonic() >= deadline:
+                expires_at = found.row.lease_expires_at
+                left = (expires_at - wp.now()).total_seconds() if expires_at else lease
+                raise TooManyRequests(
+                    "another request is writing to this upload; retry after it ends",
+                    retry_after=math.ceil(min(max(left, 1.0), lease)),
+                    detail={"upload": upload_id},
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     async def _open(self, repo: str, upload_id: str) -> _Session:
-        token = uuid.uuid4().hex
-        lease = self.ctx.config.registry.upload_lease_seconds
-        async with self.ctx.write_engine.begin() as conn:
-            claimed = await q.claim_upload(
-                conn, repo, upload_id, token, q.now() + timedelta(seconds=lease)
-            )
-        if claimed is None:
-            row = await self._row(repo, upload_id)  # unknown (404) or busy (416)?
-            raise RangeInvalid("another request is writing to this upload", row.size)
-        row = claimed
+        if len(upload_id) > 64:
+            raise UploadUnknown("upload unknown")
+        row = await self._claim(repo, upload_id)
+        token = row.lease_token or ""
         try:
             writer = await self.ctx.storage.resume_writer(row.id, row.storage_state)
         except PathNotFound:
+            await self._drop_gone(row.id)
+            raise  # unreachable: _drop_gone raises
+        except (OSError, StorageError) as exc:
             await self._release(row.id, token)
-            raise UploadUnknown("upload data is gone (expired or cancelled)") from None
-        except StorageError as exc:
-            await self._release(row.id, token)
-            raise Unavailable(f"storage error: {exc}") from exc
+            raise _storage_error(exc) from exc
         if writer.size != row.size:
             await writer.close()
             await self._release(row.id, token)
@@ -230,8 +351,30 @@ class UploadService:
         return _Session(self.ctx, row, token, writer, hasher)
 
     async def _release(self, upload_id: str, token: str) -> None:
-        async with self.ctx.write_engine.begin() as conn:
-            await q.release_upload_lease(conn, upload_id, token)
+        await self.ctx.writes.run(lambda tx: wp.release_lease(tx, upload_id, token))
+
+    async def diagnostics(self) -> dict[str, object]:
+        """For /readyz: open sessions against their caps, and how the writes batch."""
+        cfg = self.ctx.config.registry
+        counts = await self.ctx.writes.run(wp.session_counts)
+        counts["max_per_user"] = cfg.max_upload_sessions_per_user
+        counts["max_per_repository"] = cfg.max_upload_sessions_per_repository
+        return {
+            "upload_sessions": counts,
+            "writes": {
+                "transactions": self.ctx.writes.batches,
+                "operations": self.ctx.writes.units,
+            },
+        }
+
+    async def free_previous_incarnations(self) -> int:
+        """At start: release the leases of this node's earlier incarnations (a crash or a
+        kill left them; their requests are gone), so clients resume at once."""
+        mine = node.incarnation()
+        freed = await self.ctx.writes.run(lambda tx: wp.free_leases(tx, self.node, mine))
+        if freed:
+            log.info("released %d upload lease(s) left by an earlier run of this node", freed)
+        return freed
 
     async def _append(
         self,
@@ -243,7 +386,8 @@ class UploadService:
         """Stream *body* into the session and save progress (also after a client abort).
 
         With *keep_lease* the request goes on holding the session (the final PUT, which must
-        own it until the commit) and nothing is saved when the body was empty."""
+        own it until the commit) and nothing is saved when the body was empty. A write that
+        fails (a full disk) drops what this request wrote, back to the last saved offset."""
         limit = self._blob_limit
         if limit is not None:
             limit = max(0, limit - s.row.size)
@@ -268,8 +412,10 @@ class UploadService:
                 await self._save(s, release=not keep_lease)
             saved = True
         except (OSError, StorageError) as exc:
-            raise Unavailable(f"storage error: {exc}") from exc
+            await asyncio.shield(self._rewind_quietly(s, exc))
+            raise _storage_error(exc) from exc
         except (RangeInvalid, TooLarge):
+            await asyncio.shield(self._rewind_quietly(s))
             raise
         except BaseException:
             # Client went away mid-body: keep what was fully written and hashed, so that a
@@ -282,21 +428,34 @@ class UploadService:
             if not saved:
                 await asyncio.shield(self._release_quietly(s))
 
+    async def _rewind_quietly(self, s: _Session, exc: BaseException | None = None) -> None:
+        """Drop this request's unsaved bytes (they would hold space until a purge)."""
+        written = s.writer.size - s.row.size
+        try:
+            await s.writer.rewind(s.row.size)
+        except Exception:  # noqa: BLE001 - a resume truncates them anyway
+            return
+        if exc is not None and is_full(exc):
+            log.warning(
+                "storage full: no space left writing upload %s; dropped this request's %d "
+                "bytes, the session stays at %d bytes (free space: cancel stale uploads, "
+                "delete images, run garbage collection)",
+                s.row.id,
+                max(written, 0),
+                s.row.size,
+            )
+
     async def _save(self, s: _Session, release: bool = True) -> None:
         await s.writer.flush()
-        async with self.ctx.write_engine.begin() as conn:
-            ok = await q.save_upload_progress(
-                conn,
-                s.row.id,
-                s.token,
-                s.writer.size,
-                s.hasher.state(),
-                s.writer.state(),
-                release=release,
-            )
+        size, hash_state, state = s.writer.size, s.hasher.state(), s.writer.state()
+        ok = await self.ctx.writes.run(
+            lambda tx: wp.save_progress(tx, s.row.id, s.token, size, hash_state, state, release)
+        )
         if not ok:
-            raise RangeInvalid("the upload was taken over by another request", s.row.size)
-        s.row.size = s.writer.size
+            if not await self.ctx.writes.run(lambda tx: wp.upload_row_exists(tx, s.row.id)):
+                raise UploadUnknown("the upload was cancelled while this request wrote to it")
+            raise _lost(s.row.id)
+        s.row.size = size
 
     async def _save_quietly(self, s: _Session) -> None:
         try:
@@ -340,23 +499,27 @@ class UploadService:
             await self._append(s, body, content_range, keep_lease=True)
             await self._commit(s.writer, s.hasher, digest, repo, s.row)
         except DigestInvalid:
-            await self._discard(s)
+            await self._discard(s.row.id)
             raise
         except BaseException:
             await asyncio.shield(self._release_quietly(s))
             raise
 
-    async def _discard(self, s: _Session) -> None:
-        """Cancel a session whose content failed verification (as Distribution does)."""
+    async def _discard(self, upload_id: str) -> None:
+        """End a session: its bytes first (that frees the space even when the database cannot
+        be written, e.g. on a full disk), then its row. A crash in between leaves a row whose
+        data is gone, which every request then answers as unknown (and drops)."""
         try:
-            await s.writer.cancel()
-        finally:
-            async with self.ctx.write_engine.begin() as conn:
-                await q.delete_upload(conn, s.row.id)
+            await self.ctx.storage.delete_upload(upload_id)
+        except (OSError, StorageError) as exc:
+            raise _storage_error(exc) from exc
+        await self.ctx.writes.run(lambda tx: wp.delete_upload(tx, upload_id))
 
     async def cancel(self, repo: str, upload_id: str) -> None:
-        s = await self._open(repo, upload_id)
-        await self._discard(s)
+        """DELETE: always frees the bytes, also while another request holds the lease (its
+        next save then fails) and on a full disk."""
+        found = await self._find(repo, upload_id)
+        await self._discard(found.row.id)
 
     async def purge_abandoned(self, older_than: timedelta) -> tuple[int, int]:
         """Forget sessions without progress for *older_than*, then remove what such sessions
@@ -376,13 +539,13 @@ class UploadService:
         hasher = new_hasher(digest.algorithm)
         try:
             writer = await self.ctx.storage.new_writer(upload_id)
-        except StorageError as exc:
-            raise Unavailable(f"storage error: {exc}") from exc
+        except (OSError, StorageError) as exc:
+            raise _storage_error(exc) from exc
         try:
             try:
                 await _pump(body, writer, hasher, self._blob_limit)
             except (OSError, StorageError) as exc:
-                raise Unavailable(f"storage error: {exc}") from exc
+                raise _storage_error(exc) from exc
             await self._commit(writer, hasher, digest, repo)
         except BaseException:
             await asyncio.shield(writer.cancel())
@@ -418,7 +581,23 @@ class UploadService:
             else:
                 await writer.commit(path)
         except (OSError, StorageError) as exc:
-            raise Unavailable(f"storage error: {exc}") from exc
+            raise _storage_error(exc) from exc
+        # The bytes are durable at their path: now the rows (a group commit on SQLite).
+        if self.ctx.events.wants(BlobCommitted):
+            await self._record_with_subscribers(digest, size, repo, session)
+            return
+        namespace = namespace_of(repo)
+        repo_id = session.repository_id if session is not None else None
+        session_id = session.id if session is not None else None
+        await self.ctx.writes.run(
+            lambda tx: wp.commit_blob(tx, str(digest), size, repo, namespace, repo_id, session_id)
+        )
+
+    async def _record_with_subscribers(
+        self, digest: Digest, size: int, repo: str, session: q.UploadRow | None
+    ) -> None:
+        """The same rows through SQLAlchemy, for BlobCommitted subscribers (capabilities get
+        the transaction's AsyncConnection)."""
         async with self.ctx.write_engine.begin() as conn:
             blob_id = await q.add_blob(conn, str(digest), size)
             if session is not None:
@@ -427,5 +606,4 @@ class UploadService:
             else:
                 repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
             await q.link_blob(conn, repo_id, blob_id)
-            if self.ctx.events.wants(BlobCommitted):
-                await self.ctx.events.publish(conn, BlobCommitted(repo, str(digest), size))
+            await self.ctx.events.publish(conn, BlobCommitted(repo, str(digest), size))

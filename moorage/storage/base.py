@@ -10,6 +10,7 @@ the database, and nothing answers a query by listing the store.
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +20,18 @@ from typing import Any
 
 class StorageError(Exception):
     """The store failed (I/O error, unreachable service). Callers answer with a retryable 503."""
+
+
+class StorageFull(StorageError):
+    """No space left in the store (ENOSPC, EDQUOT): pushes fail until space is freed; pulls
+    still work."""
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether *exc* says the store (or a quota on it) is full."""
+    return isinstance(exc, StorageFull) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    )
 
 
 class PathNotFound(StorageError):
@@ -68,6 +81,10 @@ class UploadWriter(ABC):
     async def cancel(self) -> None:
         """Drop the upload's bytes."""
 
+    async def rewind(self, size: int) -> None:  # noqa: B027 - a no-op where nothing is kept
+        """Drop what was written after the durable offset *size* (a failed request's bytes),
+        so that they do not hold space until the session is resumed or purged."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release local resources (file handles) without ending the session."""
 
@@ -109,6 +126,22 @@ class StorageDriver(ABC):
     @abstractmethod
     async def resume_writer(self, upload_id: str, state: dict[str, Any]) -> UploadWriter:
         """Reopen an upload session from the state its last request saved."""
+
+    async def upload_exists(self, upload_id: str, state: dict[str, Any]) -> bool:
+        """Whether the session's bytes up to *state* are still in the store (a session whose
+        data is gone is unknown, whatever its row says). Reads only; safe while another
+        request writes the session."""
+        try:
+            writer = await self.resume_writer(upload_id, state)
+        except PathNotFound:
+            return False
+        await writer.close()
+        return True
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Remove a session's bytes whatever state they are in (cancel: frees the space even
+        when the session cannot be resumed, e.g. on a full disk)."""
+        await self.delete(upload_prefix(upload_id))
 
     @abstractmethod
     async def cleanup_abandoned(self, older_than: timedelta) -> int:

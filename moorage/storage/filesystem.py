@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -18,15 +19,33 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from .base import PathNotFound, StatInfo, StorageDriver, StorageError, UploadWriter, upload_prefix
+from .base import (
+    PathNotFound,
+    StatInfo,
+    StorageDriver,
+    StorageError,
+    StorageFull,
+    UploadWriter,
+    upload_prefix,
+)
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
+    # After a write failed for lack of space, /readyz reports the store full for this long
+    # (the failed request's bytes are dropped at once, so a probe alone would say "ok").
+    FULL_MEMORY_SECONDS = 60.0
+
     def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
         os.makedirs(self.root, exist_ok=True)
+        self.full_at: float | None = None  # monotonic time of the last ENOSPC/EDQUOT
+
+    def note_full(self) -> None:
+        self.full_at = time.monotonic()
 
     def _full(self, path: str) -> str:
         full = os.path.realpath(os.path.join(self.root, path))
@@ -145,6 +164,14 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFound(upload_prefix(upload_id)) from None
         return _FileWriter(self, directory, fd, size)
 
+    async def upload_exists(self, upload_id: str, state: dict[str, Any]) -> bool:
+        path = os.path.join(self._full(upload_prefix(upload_id)), "data")
+        try:
+            st = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            return False
+        return st.st_size >= int(state.get("size", 0))
+
     async def cleanup_abandoned(self, older_than: timedelta) -> int:
         cutoff = time.time() - older_than.total_seconds()
         uploads = self._full("uploads")
@@ -177,14 +204,37 @@ class FilesystemDriver(StorageDriver):
     async def ping(self) -> None:
         def probe() -> None:
             path = os.path.join(self.root, f".ping-{os.getpid()}")
-            with open(path, "wb") as f:
-                f.write(b"ok")
-            os.unlink(path)
+            try:
+                with open(path, "wb") as f:
+                    f.write(b"ok")
+                    f.flush()  # a full disk fails here, not at close
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
         try:
             await asyncio.to_thread(probe)
         except OSError as exc:
+            if exc.errno in _FULL:
+                free = await asyncio.to_thread(self.free_bytes)
+                raise StorageFull(
+                    f"no space left on device at {self.root} ({free} bytes free): pushes "
+                    "fail until space is freed (cancel stale uploads, delete images, run GC)"
+                ) from exc
             raise StorageError(f"filesystem store not writable: {exc}") from exc
+        if self.full_at is not None:
+            ago = time.monotonic() - self.full_at
+            if ago < self.FULL_MEMORY_SECONDS:
+                free = await asyncio.to_thread(self.free_bytes)
+                raise StorageFull(
+                    f"a write failed for lack of space {ago:.0f} s ago at {self.root} "
+                    f"({free} bytes free now): large pushes fail until space is freed"
+                )
+            self.full_at = None
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
 
 
 class _FileWriter(UploadWriter):
@@ -215,7 +265,13 @@ class _FileWriter(UploadWriter):
                 view = view[n:]
                 pos += n
 
-        await asyncio.to_thread(pwrite_all)
+        try:
+            await asyncio.to_thread(pwrite_all)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                self._driver.note_full()
+                raise StorageFull(f"no space left in the store ({exc.strerror})") from exc
+            raise
         self._size += len(data)
 
     def state(self) -> dict[str, Any]:
@@ -259,6 +315,11 @@ class _FileWriter(UploadWriter):
     async def cancel(self) -> None:
         await self.close()
         await asyncio.to_thread(shutil.rmtree, self._dir, True)
+
+    async def rewind(self, size: int) -> None:
+        fd = self._fdesc()
+        await asyncio.to_thread(os.ftruncate, fd, size)  # shrinking needs no free space
+        self._size = size
 
     async def close(self) -> None:
         if self._fd is not None:

@@ -81,10 +81,11 @@ def test_sigkill_mid_chunked_upload_continues_on_another_node(
         resumed_at = upload_offset(lb, location)
         assert resumed_at == committed, (resumed_at, committed)
         offset = resumed_at
-        busy = 0  # answers 416 while the dead node's lease runs out
+        busy = 0  # answers 429 (Retry-After) while the dead node's lease runs out
         while offset < size:
             r = patch_chunk(lb, location, data[offset : offset + chunk], offset)
-            if r.status_code == 416:
+            if r.status_code == 429:
+                assert int(r.headers["retry-after"]) >= 1
                 busy += 1
                 assert upload_offset(lb, location) == offset
                 threading.Event().wait(0.2)
@@ -103,7 +104,7 @@ def test_sigkill_mid_chunked_upload_continues_on_another_node(
     with cluster.client(0) as c:
         assert c.head(f"/v2/{repo}/blobs/{digest}").headers["content-length"] == str(size)
     record_property("lease_busy_answers", busy)
-    print(f"\nkill mid-upload: lost chunk re-sent from {resumed_at}, 416 while leased: {busy}")
+    print(f"\nkill mid-upload: lost chunk re-sent from {resumed_at}, 429 while leased: {busy}")
 
 
 def test_sigkill_during_twenty_concurrent_pulls(

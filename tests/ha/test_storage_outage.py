@@ -119,7 +119,7 @@ def test_s3_outage_during_push_and_pulls(
         assert lb.head(f"/v2/{repo}/blobs/{digest}").status_code == 404
         while offset < size:
             r = patch_chunk(lb, location, data[offset : offset + chunk], offset)
-            if r.status_code == 416:  # the interrupted request's lease is still running out
+            if r.status_code == 429:  # busy: the interrupted request's lease is running out
                 threading.Event().wait(0.2)
                 continue
             assert r.status_code == 202, r.text

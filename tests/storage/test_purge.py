@@ -13,6 +13,7 @@ import pytest
 from moorage.config import load_config
 from moorage.db.engine import create_engine, upgrade, writer
 from moorage.db.hotpath import hot_reads_for
+from moorage.db.writepath import write_path_for
 from moorage.services.context import ServiceContext
 from moorage.services.errors import UploadUnknown
 from moorage.services.uploads import UploadService
@@ -41,7 +42,10 @@ async def test_purge_abandoned_sessions(
         storage = FilesystemDriver(str(tmp_path / "store"))
     engine = create_engine(url, 2)
     hot = hot_reads_for(url, 1)
-    ctx = ServiceContext(load_config(None, environ={}), engine, writer(engine), storage, hot)
+    writes = write_path_for(url, hot)
+    ctx = ServiceContext(
+        load_config(None, environ={}), engine, writer(engine), storage, hot, writes
+    )
     uploads = UploadService(ctx)
     try:
         live = await uploads.start("p/r")
@@ -55,6 +59,7 @@ async def test_purge_abandoned_sessions(
             await uploads.status("p/r", live.id)
         assert await storage.list("uploads") == []
     finally:
+        await writes.close()
         await hot.close()
         await engine.dispose()
         await storage.close()

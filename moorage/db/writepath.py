@@ -1,0 +1,791 @@
+"""The push path's writes on the raw driver, batched: upload sessions, blob commits and tag pushes.
+
+Why (measured, docs/benchmarks.md "Push path"): through SQLAlchemy's async layer and aiosqlite
+every statement, BEGIN and COMMIT is a hop to aiosqlite's thread and back through the event loop.
+A blob push (POST, PATCH, PUT) cost about a dozen such hops; worse, under concurrency SQLite's
+one write lock (taken at BEGIN IMMEDIATE) stayed held across those hops, so 200 concurrent
+uploads queued behind a lock held mostly by waiting. Here:
+
+* **SQLite**: one writer thread per process owns a read-write ``sqlite3`` connection. A caller
+  hands it a *unit* (one operation below) and awaits a future. The thread takes every unit
+  queued at that moment, runs them in one ``BEGIN IMMEDIATE … COMMIT`` — each inside a
+  ``SAVEPOINT``, so a unit that fails rolls back alone — and answers every caller only after the
+  COMMIT: a group commit. The write lock is held only while statements execute, never across an
+  event-loop hop, and many units share one commit.
+* **PostgreSQL**: one transaction per unit on an asyncpg pool (the hot reads' pool), with
+  prepared statements; PostgreSQL groups WAL flushes of concurrent commits by itself.
+
+Each operation is written once, as a coroutine over a small :class:`Tx` interface. On SQLite
+the coroutine never suspends (its ``Tx`` calls are synchronous underneath), so the writer thread
+drives it to completion with ``send(None)``; on PostgreSQL it is awaited on the event loop.
+
+The upload invariants (docs/architecture.md) hold under batching: a unit that records a blob is
+submitted only after the blob's bytes are durable at their content-addressed path, and a caller
+learns of success only after the COMMIT that made its rows visible. A crash mid-batch rolls the
+whole batch back: its blobs' bytes stay as unreferenced garbage, no row points at partial bytes.
+
+The SQL mirrors db/queries.py (same tables, same semantics); the SQLAlchemy path stays for the
+changes that capabilities hook into (content rules and event subscribers take an
+``AsyncConnection``), and tests run both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.engine import make_url
+
+from .hotpath import HotReads, HotReadUnavailable, PostgresHotReads
+from .queries import UploadRow
+
+log = logging.getLogger("moorage.db")
+
+T = TypeVar("T")
+# Units one SQLite transaction takes at most (a bound on how long the write lock is held).
+MAX_BATCH = 256
+
+
+class DatabaseUnavailable(HotReadUnavailable):
+    """A write could not be done (locked too long, disk full, connection lost): a retryable 503."""
+
+
+class SessionCapReached(Exception):
+    """Opening one more upload session would pass a configured cap."""
+
+    def __init__(self, scope: str, who: str, count: int, limit: int) -> None:
+        super().__init__(f"{count} open upload sessions for {scope} {who}; the limit is {limit}")
+        self.scope = scope
+        self.who = who
+        self.count = count
+        self.limit = limit
+
+
+class Tx(Protocol):
+    """One transaction's statements. SQL uses ``$1``-style parameters."""
+
+    async def one(self, sql: str, *params: Any) -> Any: ...
+    async def all(self, sql: str, *params: Any) -> list[Any]: ...
+    async def run(self, sql: str, *params: Any) -> int: ...
+    def ts(self, value: datetime) -> Any: ...
+    def read_ts(self, value: Any) -> datetime | None: ...
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]: ...
+
+
+Unit = Callable[[Tx], Coroutine[Any, Any, T]]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- the operations ---------------------------------------------------------------------------
+
+_UPLOAD_COLS = (
+    "u.id, u.repository_id, u.size, u.hash_algorithm, u.hash_state, u.storage_state,"
+    " u.lease_token, u.lease_expires_at, u.created_at, u.lease_holder"
+)
+
+
+@dataclass(slots=True)
+class LeasedUpload:
+    row: UploadRow
+    holder: str | None
+
+
+def _upload(tx: Tx, r: Any) -> LeasedUpload:
+    state = r[5]
+    return LeasedUpload(
+        UploadRow(
+            r[0],
+            int(r[1]),
+            int(r[2]),
+            r[3],
+            bytes(r[4]) if r[4] is not None else None,
+            json.loads(state) if isinstance(state, str) else state,
+            r[6],
+            tx.read_ts(r[7]),
+            tx.read_ts(r[8]) or now(),
+        ),
+        r[9],
+    )
+
+
+async def ensure_repository(tx: Tx, name: str, namespace: str) -> int:
+    row = await tx.one("SELECT id FROM repositories WHERE name = $1", name)
+    if row is not None:
+        return int(row[0])
+    await tx.run(
+        "INSERT INTO repositories (name, namespace, created_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (name) DO NOTHING",
+        name,
+        namespace,
+        tx.ts(now()),
+    )
+    row = await tx.one("SELECT id FROM repositories WHERE name = $1", name)
+    return int(row[0])
+
+
+async def start_upload(
+    tx: Tx,
+    repo: str,
+    namespace: str,
+    upload_id: str,
+    algorithm: str,
+    storage_state: dict[str, Any],
+    hash_state: bytes | None,
+    owner: str | None,
+    per_user: int,
+    per_repository: int,
+) -> None:
+    """Open a session, unless a cap on open sessions (0: none) would be passed."""
+    repo_id = await ensure_repository(tx, repo, namespace)
+    if per_repository:
+        n = (await tx.one("SELECT count(*) FROM uploads WHERE repository_id = $1", repo_id))[0]
+        if n >= per_repository:
+            raise SessionCapReached("repository", repo, int(n), per_repository)
+    if per_user and owner:
+        n = (await tx.one("SELECT count(*) FROM uploads WHERE owner = $1", owner))[0]
+        if n >= per_user:
+            raise SessionCapReached("user", owner, int(n), per_user)
+    ts = tx.ts(now())
+    await tx.run(
+        "INSERT INTO uploads (id, repository_id, size, hash_algorithm, hash_state,"
+        " storage_state, created_at, updated_at, owner) VALUES ($1, $2, 0, $3, $4, $5, $6, $6, $7)",
+        upload_id,
+        repo_id,
+        algorithm,
+        hash_state,
+        json.dumps(storage_state),
+        ts,
+        owner,
+    )
+
+
+async def upload(tx: Tx, repo: str, upload_id: str) -> LeasedUpload | None:
+    r = await tx.one(
+        f"SELECT {_UPLOAD_COLS} FROM uploads u JOIN repositories r ON r.id = u.repository_id"
+        " WHERE u.id = $1 AND r.name = $2",
+        upload_id,
+        repo,
+    )
+    return _upload(tx, r) if r is not None else None
+
+
+async def upload_row_exists(tx: Tx, upload_id: str) -> bool:
+    return await tx.one("SELECT 1 FROM uploads WHERE id = $1", upload_id) is not None
+
+
+async def claim_upload(
+    tx: Tx,
+    repo: str,
+    upload_id: str,
+    token: str,
+    holder: str,
+    expires_at: datetime,
+    dead_token: str | None = None,
+) -> LeasedUpload | None:
+    """Take the session for one request: when free, when its lease expired, or when it is
+    held by *dead_token* (a lease whose holder is known to be dead). None: unknown or busy."""
+    cols = _UPLOAD_COLS.replace("u.", "")
+    r = await tx.one(
+        "UPDATE uploads SET lease_token = $1, lease_expires_at = $2, lease_holder = $3"
+        " WHERE id = $4 AND repository_id = (SELECT id FROM repositories WHERE name = $5)"
+        " AND (lease_token IS NULL OR lease_expires_at < $6 OR lease_token = $7)"
+        f" RETURNING {cols}",
+        token,
+        tx.ts(expires_at),
+        holder,
+        upload_id,
+        repo,
+        tx.ts(now()),
+        dead_token or "",
+    )
+    return _upload(tx, r) if r is not None else None
+
+
+async def renew_lease(tx: Tx, upload_id: str, token: str, expires_at: datetime) -> bool:
+    return (
+        await tx.run(
+            "UPDATE uploads SET lease_expires_at = $1 WHERE id = $2 AND lease_token = $3",
+            tx.ts(expires_at),
+            upload_id,
+            token,
+        )
+        > 0
+    )
+
+
+async def save_progress(
+    tx: Tx,
+    upload_id: str,
+    token: str,
+    size: int,
+    hash_state: bytes | None,
+    storage_state: dict[str, Any],
+    release: bool,
+) -> bool:
+    lease = ", lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL" if release else ""
+    return (
+        await tx.run(
+            f"UPDATE uploads SET size = $1, hash_state = $2, storage_state = $3, updated_at = $4"
+            f"{lease} WHERE id = $5 AND lease_token = $6",
+            size,
+            hash_state,
+            json.dumps(storage_state),
+            tx.ts(now()),
+            upload_id,
+            token,
+        )
+        > 0
+    )
+
+
+async def release_lease(tx: Tx, upload_id: str, token: str) -> None:
+    await tx.run(
+        "UPDATE uploads SET lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL"
+        " WHERE id = $1 AND lease_token = $2",
+        upload_id,
+        token,
+    )
+
+
+async def delete_upload(tx: Tx, upload_id: str) -> None:
+    await tx.run("DELETE FROM uploads WHERE id = $1", upload_id)
+
+
+async def session_counts(tx: Tx) -> dict[str, Any]:
+    """Open upload sessions: in all, and the account and repository holding the most."""
+    total = (await tx.one("SELECT count(*) FROM uploads"))[0]
+    user = await tx.one(
+        "SELECT owner, count(*) FROM uploads WHERE owner IS NOT NULL GROUP BY owner"
+        " ORDER BY 2 DESC LIMIT 1"
+    )
+    repo = await tx.one(
+        "SELECT r.name, count(*) FROM uploads u JOIN repositories r ON r.id = u.repository_id"
+        " GROUP BY r.name ORDER BY 2 DESC LIMIT 1"
+    )
+    return {
+        "open": int(total),
+        "busiest_user": {"name": user[0], "open": int(user[1])} if user else None,
+        "busiest_repository": {"name": repo[0], "open": int(repo[1])} if repo else None,
+    }
+
+
+async def free_leases(tx: Tx, node: str, incarnation: str) -> int:
+    """Release every lease held by an earlier incarnation of *node* (holders are
+    ``node#incarnation#pid``): that process is gone, and its requests with it."""
+    mine, current = f"{node}#", f"{node}#{incarnation}#"
+    return await tx.run(
+        "UPDATE uploads SET lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL"
+        " WHERE substr(lease_holder, 1, length($1)) = $1"
+        " AND substr(lease_holder, 1, length($2)) <> $2",
+        mine,
+        current,
+    )
+
+
+async def commit_blob(
+    tx: Tx,
+    digest: str,
+    size: int,
+    repo: str,
+    namespace: str,
+    repository_id: int | None,
+    session_id: str | None,
+) -> None:
+    """The visibility point of an upload: the blob row, the link, and the end of the session.
+    Called only after the bytes are durable at the blob's path."""
+    ts = tx.ts(now())
+    await tx.run(
+        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (digest) DO NOTHING",
+        digest,
+        size,
+        ts,
+    )
+    blob_id = (await tx.one("SELECT id FROM blobs WHERE digest = $1", digest))[0]
+    if session_id is not None:
+        await tx.run("DELETE FROM uploads WHERE id = $1", session_id)
+    if repository_id is None:
+        repository_id = await ensure_repository(tx, repo, namespace)
+    await tx.run(
+        "INSERT INTO repository_blobs (repository_id, blob_id, created_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (repository_id, blob_id) DO NOTHING",
+        repository_id,
+        blob_id,
+        ts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestInsert:
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    subject_digest: str | None
+    config_digest: str | None
+    annotations: dict[str, str] | None
+    payload: bytes
+    references: Sequence[tuple[str, str]]
+    blobs: Sequence[str]  # must be linked into the repository
+    children: Sequence[str]  # manifests that must be in the repository
+    tag: str | None
+
+
+async def put_manifest(
+    tx: Tx,
+    repo: str,
+    namespace: str,
+    m: ManifestInsert,
+    validate: Callable[[dict[str, int], set[str]], None],
+) -> str | None:
+    """Store a manifest and point its tag at it (recording what the tag pointed to before).
+    *validate* gets the linked blobs' sizes and the child manifests present, and raises to
+    refuse (before anything is written). Returns the digest the tag pointed to before, when it
+    moved."""
+    repo_id = await ensure_repository(tx, repo, namespace)
+    sizes: dict[str, int] = {}
+    if m.blobs:
+        frag, params = tx.any_of(2, list(dict.fromkeys(m.blobs)))
+        for r in await tx.all(
+            "SELECT b.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.id = rb.blob_id"
+            f" WHERE rb.repository_id = $1 AND b.digest {frag}",
+            repo_id,
+            *params,
+        ):
+            sizes[r[0]] = int(r[1])
+    present: set[str] = set()
+    if m.children:
+        frag, params = tx.any_of(2, list(dict.fromkeys(m.children)))
+        for r in await tx.all(
+            f"SELECT digest FROM manifests WHERE repository_id = $1 AND digest {frag}",
+            repo_id,
+            *params,
+        ):
+            present.add(r[0])
+    validate(sizes, present)
+    ts = tx.ts(now())
+    await tx.run(
+        "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject_digest,"
+        " config_digest, annotations, size, payload, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (repository_id, digest) DO NOTHING",
+        repo_id,
+        m.digest,
+        m.media_type,
+        m.artifact_type,
+        m.subject_digest,
+        m.config_digest,
+        json.dumps(m.annotations) if m.annotations is not None else None,
+        len(m.payload),
+        m.payload,
+        ts,
+    )
+    manifest_id = (
+        await tx.one(
+            "SELECT id FROM manifests WHERE repository_id = $1 AND digest = $2", repo_id, m.digest
+        )
+    )[0]
+    for ref_digest, kind in dict.fromkeys(m.references):
+        await tx.run(
+            "INSERT INTO manifest_references (manifest_id, digest, kind) VALUES ($1, $2, $3)"
+            " ON CONFLICT (manifest_id, digest, kind) DO NOTHING",
+            manifest_id,
+            ref_digest,
+            kind,
+        )
+    if m.tag is None:
+        return None
+    prev = await tx.one(
+        "SELECT t.id, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id"
+        " WHERE t.repository_id = $1 AND t.name = $2",
+        repo_id,
+        m.tag,
+    )
+    if prev is not None and prev[1] == m.digest:
+        return None
+    await tx.run(
+        "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $4) ON CONFLICT (repository_id, name)"
+        " DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+        repo_id,
+        m.tag,
+        manifest_id,
+        ts,
+    )
+    if prev is None:
+        return None
+    await tx.run(
+        "INSERT INTO tag_history (repository_id, name, manifest_digest, replaced_at)"
+        " VALUES ($1, $2, $3, $4)",
+        repo_id,
+        m.tag,
+        prev[1],
+        ts,
+    )
+    return str(prev[1])
+
+
+# --- executors --------------------------------------------------------------------------------
+
+
+class WritePath(Protocol):
+    batches: int  # transactions committed
+    units: int  # operations in them
+
+    async def run(self, unit: Unit[T]) -> T: ...
+    async def close(self) -> None: ...
+
+
+def _qmark(sql: str) -> str:
+    # $1 → ?1: SQLite's numbered parameters (a parameter may be used twice).
+    return sql.replace("$", "?")
+
+
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores in SQLite (naive UTC)
+
+
+class _SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        return self.conn.execute(_qmark(sql), params).fetchone()
+
+    async def all(self, sql: str, *params: Any) -> list[Any]:
+        return self.conn.execute(_qmark(sql), params).fetchall()
+
+    async def run(self, sql: str, *params: Any) -> int:
+        return self.conn.execute(_qmark(sql), params).rowcount
+
+    def ts(self, value: datetime) -> Any:
+        return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_TS)
+
+    def read_ts(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
+        marks = ", ".join(f"${first + i}" for i in range(len(values)))
+        return f"IN ({marks})", list(values)
+
+
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (its awaits are synchronous underneath)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a write unit suspended on the SQLite writer thread")
+
+
+@dataclass(slots=True)
+class _Job:
+    unit: Unit[Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class SQLiteWritePath:
+    """The writer thread (started on first use, stopped by :meth:`close`)."""
+
+    def __init__(self, path: str, busy_timeout_ms: int = 10000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # Counters for benchmarks and tests (transactions, units).
+        self.batches = 0
+        self.units = 0
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._main, name="moorage-sqlite-writer", daemon=True
+                )
+                self._thread.start()
+
+    async def run(self, unit: Unit[T]) -> T:
+        if self._thread is None:
+            self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(unit, loop, future))
+        return await future
+
+    async def close(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(thread.join, 30)
+            self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            jobs = [first]
+            while len(jobs) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            try:
+                if conn is None:
+                    conn = self._connect()
+                outcomes = self._batch(conn, jobs)
+            except Exception as exc:  # noqa: BLE001 - every caller of the batch is told
+                # BEGIN or COMMIT failed (locked too long, disk full, I/O error), or a unit
+                # failed in a way that ended the transaction: nothing of this batch is written.
+                log.warning("database write failed (%d operations not written): %s", len(jobs), exc)
+                err = _wrap(exc)
+                outcomes = [(False, err)] * len(jobs)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except sqlite3.Error:
+                        pass
+                    conn = None
+            for job, (ok, value) in zip(jobs, outcomes, strict=True):
+                try:
+                    job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+                except RuntimeError:
+                    pass  # the caller's event loop is closed (shutting down)
+        if conn is not None:
+            conn.close()
+
+    def _batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        """One transaction for *jobs*, a savepoint each. A sqlite3 error that escapes (BEGIN,
+        COMMIT, or one that ended the whole transaction) fails every job of the batch."""
+        tx = _SQLiteTx(conn)
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job in jobs:
+                if job.future.cancelled():
+                    outcomes.append((False, asyncio.CancelledError()))
+                    continue
+                conn.execute("SAVEPOINT unit")
+                try:
+                    value = _drive(job.unit(tx))
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (disk full, I/O error):
+                        # the units before this one are undone too.
+                        raise
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    outcomes.append((False, _wrap(exc)))
+                    continue
+                conn.execute("RELEASE unit")
+                outcomes.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        self.batches += 1
+        self.units += len(jobs)
+        return outcomes
+
+
+def _wrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        return DatabaseUnavailable(f"sqlite: {exc}")
+    return exc
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        return await self.conn.fetchrow(sql, *params)
+
+    async def all(self, sql: str, *params: Any) -> list[Any]:
+        return list(await self.conn.fetch(sql, *params))
+
+    async def run(self, sql: str, *params: Any) -> int:
+        if " RETURNING " in sql:
+            return len(await self.conn.fetch(sql, *params))
+        status = await self.conn.execute(sql, *params)
+        try:
+            return int(str(status).rsplit(" ", 1)[-1])
+        except ValueError:
+            return 0
+
+    def ts(self, value: datetime) -> Any:
+        return value
+
+    def read_ts(self, value: Any) -> datetime | None:
+        return value  # type: ignore[no-any-return]
+
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
+        return f"= ANY(${first}::text[])", [list(values)]
+
+
+def _pg_faults() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (
+        OSError,
+        asyncio.TimeoutError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.SerializationError,
+        asyncpg.exceptions.DeadlockDetectedError,
+        asyncpg.exceptions.InsufficientResourcesError,
+    )
+
+
+class PostgresWritePath:
+    """Group commit on the hot reads' asyncpg pool: ``lanes`` tasks each take every operation
+    queued at that moment and run them in one transaction, a savepoint each (one WAL flush for
+    the batch instead of one per operation). A batch that fails as a whole (a deadlock with
+    another lane's batch, a lost connection) is retried one operation per transaction, so no
+    operation fails for its neighbours' sake."""
+
+    def __init__(self, hot: PostgresHotReads, lanes: int = 3) -> None:
+        self.hot = hot
+        self.lanes = lanes
+        self.batches = 0
+        self.units = 0
+        self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def run(self, unit: Unit[T]) -> T:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._tasks = [asyncio.create_task(self._lane(self._queue)) for _ in range(self.lanes)]
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((unit, future))
+        return await future
+
+    async def _lane(self, q: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]]]) -> None:
+        faults = _pg_faults()
+        while True:
+            jobs = [await q.get()]
+            while len(jobs) < MAX_BATCH and not q.empty():
+                jobs.append(q.get_nowait())
+            jobs = [(u, f) for u, f in jobs if not f.cancelled()]
+            if not jobs:
+                continue
+            try:
+                outcomes = await self._batch(jobs)
+            except asyncio.CancelledError:
+                for _, future in jobs:
+                    _settle(future, False, DatabaseUnavailable("shutting down"))
+                raise
+            except faults as exc:
+                if len(jobs) == 1:
+                    outcomes = [(False, _pg_unavailable(exc))]
+                else:
+                    outcomes = []
+                    for job in jobs:  # alone, so that one conflict fails no other
+                        try:
+                            outcomes += await self._batch([job])
+                        except faults as one:
+                            outcomes.append((False, _pg_unavailable(one)))
+            except Exception as exc:  # noqa: BLE001 - e.g. no pool: every caller is told
+                outcomes = [(False, exc)] * len(jobs)
+            for (_, future), (ok, value) in zip(jobs, outcomes, strict=True):
+                _settle(future, ok, value)
+
+    async def _batch(
+        self, jobs: list[tuple[Unit[Any], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        faults = _pg_faults()
+        outcomes: list[tuple[bool, Any]] = []
+        pool = await self.hot._get_pool()
+        if len(jobs) == 1:  # alone: no savepoint (two round trips fewer)
+            unit = jobs[0][0]
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    value = await unit(_PgTx(conn))
+            except faults:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to its caller
+                return [(False, exc)]
+            self.batches += 1
+            self.units += 1
+            return [(True, value)]
+        async with pool.acquire() as conn, conn.transaction():
+            tx = _PgTx(conn)
+            for unit, _ in jobs:
+                try:
+                    async with conn.transaction():  # a savepoint
+                        value = await unit(tx)
+                except faults:
+                    raise  # the batch's transaction is gone
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    outcomes.append((False, exc))
+                    continue
+                outcomes.append((True, value))
+        self.batches += 1
+        self.units += len(jobs)
+        return outcomes
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._queue = None  # the pool belongs to the hot reads
+
+
+def _pg_unavailable(exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"postgresql: {type(exc).__name__}: {exc}")
+
+
+def write_path_for(url: str, hot: HotReads) -> WritePath:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise ValueError("the SQLite database must be a file")
+        return SQLiteWritePath(u.database)
+    assert isinstance(hot, PostgresHotReads)
+    return PostgresWritePath(hot)
