@@ -9,7 +9,7 @@ Expand only (nullable columns, indexes): nodes of the previous release keep work
 migrated database; their leases simply expire as before.
 
 Revision ID: uploads_0001
-Revises: 0006
+Revises: security_0001
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "uploads_0001"
-down_revision: str | None = "0006"
+down_revision: str | None = "security_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
