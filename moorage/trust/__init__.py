@@ -16,6 +16,7 @@ from .config import CompiledTrust, TrustConfigError, compile_trust
 from .discover import Recognised, cosign_signature_tag, recognise, subject_of_signature_tag
 from .model import (
     ArtifactForm,
+    CosignPKI,
     FetchBlob,
     KeylessIdentity,
     NamedKey,
@@ -35,6 +36,7 @@ from .verify import verify_signature
 __all__ = [
     "ArtifactForm",
     "CompiledTrust",
+    "CosignPKI",
     "FetchBlob",
     "KeylessIdentity",
     "NamedKey",

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from .keys import PublicKey, load_public_key
-from .model import KeylessIdentity, Refused, TrustConfig
+from .model import CosignPKI, KeylessIdentity, Refused, TrustConfig
 from .notation_policy import NotationPolicy, PolicyError, parse_policy
 from .sigstore_root import SigstoreRoot, TrustRootError
-from .util import load_certificates
+from .util import load_certificates, load_pem_certificates
 
 # Key and keyless identity names; no ':' so they never collide with the "ca:NAME" and
 # "signingAuthority:NAME" names under which Notation trust stores match signatures.
@@ -32,6 +32,7 @@ class CompiledTrust:
     config: TrustConfig
     keys: tuple[tuple[str, PublicKey], ...] = ()
     keyless: tuple[KeylessIdentity, ...] = ()
+    pki: tuple[tuple[CosignPKI, list[x509.Certificate], list[x509.Certificate]], ...] = ()
     sigstore: SigstoreRoot | None = None
     stores: dict[tuple[str, str], list[x509.Certificate]] = field(default_factory=dict)
     notation_policy: NotationPolicy | None = None
@@ -64,6 +65,19 @@ def compile_trust(config: TrustConfig) -> CompiledTrust:
                     re.compile(value)
                 except re.error as exc:
                     raise TrustConfigError(f"keyless identity {ident.name!r}: bad pattern: {exc}") from None
+    pki = []
+    for spec in config.cosign_pki:
+        claim(spec.name, "cosign PKI")
+        try:
+            roots = load_pem_certificates(spec.roots_pem, f"PKI {spec.name!r} roots", limit=1000)
+            inters = (
+                load_pem_certificates(spec.intermediates_pem, f"PKI {spec.name!r} intermediates", limit=1000)
+                if spec.intermediates_pem.strip()
+                else []
+            )
+        except Refused as exc:
+            raise TrustConfigError(str(exc)) from None
+        pki.append((spec, roots, inters))
     root = None
     if config.sigstore_trusted_root is not None:
         try:
@@ -104,6 +118,7 @@ def compile_trust(config: TrustConfig) -> CompiledTrust:
         config=config,
         keys=tuple(keys),
         keyless=config.keyless,
+        pki=tuple(pki),
         sigstore=root,
         stores=stores,
         notation_policy=policy,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -36,7 +37,7 @@ from .model import (
     Signer,
     Subject,
 )
-from .sigstore_root import VerifiedEntry
+from .sigstore_root import VerifiedEntry, verify_code_signing_chain
 from .util import (
     b64decode,
     check_digest,
@@ -157,10 +158,21 @@ def verify_simple_signing(
 
     claims = _check_payload(payload, subject.digest)
 
+    chain: list[x509.Certificate] = []
+    if leaf is not None and CHAIN_ANNOTATION in annotations:
+        chain = load_pem_certificates(annotations[CHAIN_ANNOTATION], "certificate chain")
+    pki_failure = None
+    if leaf is not None and trust.pki:
+        matched, pki_failure = _private_pki(leaf, chain, trust)
+        if matched:
+            leaf = None  # a private-CA certificate: no Fulcio, no transparency log needed
+
     entry: VerifiedEntry | None = None
     bundle = annotations.get(BUNDLE_ANNOTATION)
     warnings: tuple[str, ...] = ()
     root = trust.sigstore
+    if leaf is not None and root is None:
+        raise Refused(pki_failure or "certificate signature, but no Sigstore trust root or private CA is configured")
     needs_log = leaf is not None or trust.config.require_tlog_for_keys
     if bundle is not None and root is not None and root.rekor_keys:
         entry = root.verify_set(
@@ -179,10 +191,6 @@ def verify_simple_signing(
 
     if leaf is not None:
         assert entry is not None and root is not None
-        if CHAIN_ANNOTATION in annotations:
-            chain = load_pem_certificates(annotations[CHAIN_ANNOTATION], "certificate chain")
-        else:
-            chain = []
         built = root.verify_fulcio_chain(leaf, chain, entry.integrated_time)
         root.verify_sct(leaf, built)
         if not trust.keyless:
@@ -194,7 +202,7 @@ def verify_simple_signing(
                 "matches no configured keyless identity"
             )
 
-    how = "keyless certificate" if leaf is not None else "key"
+    how = "keyless certificate" if leaf is not None else "private CA certificate" if signer_pem else "key"
     checked = f"verified with {how}; payload names {subject.digest}"
     if entry is not None:
         checked += f"; Rekor entry {entry.log_index} verified"
@@ -209,6 +217,30 @@ def verify_simple_signing(
         matched=matched,
         warnings=warnings,
     )
+
+
+def _private_pki(
+    leaf: x509.Certificate, chain: list[x509.Certificate], trust: CompiledTrust
+) -> tuple[tuple[str, ...], str | None]:
+    """Names of the configured private CAs that accept *leaf* now (and the last failure)."""
+    names: list[str] = []
+    failure = None
+    now = datetime.now(UTC)
+    sans = sans_of(leaf)
+    for spec, roots, intermediates in trust.pki:
+        try:
+            verify_code_signing_chain(leaf, chain + intermediates, roots, now, private_pki=True)
+        except Refused as exc:
+            failure = f"private CA {spec.name!r}: {exc}"
+            continue
+        if spec.subject_email and spec.subject_email not in sans:
+            failure = f"private CA {spec.name!r}: certificate is not for {spec.subject_email!r}"
+            continue
+        if spec.subject_hostname and spec.subject_hostname not in sans:
+            failure = f"private CA {spec.name!r}: certificate is not for {spec.subject_hostname!r}"
+            continue
+        names.append(spec.name)
+    return tuple(names), failure
 
 
 def _check_payload(payload: bytes, expected_digest: str) -> dict[str, str]:

@@ -122,6 +122,22 @@ class KeylessIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class CosignPKI:
+    """A private CA for cosign certificate signatures (cosign's ``--ca-roots``/``--ca-intermediates``).
+
+    The certificate must chain to ``roots_pem`` (through the signature's chain annotation and
+    ``intermediates_pem``) now, carry the code-signing EKU, and, when set, the SAN email/hostname.
+    No transparency log is involved.
+    """
+
+    name: str
+    roots_pem: bytes
+    intermediates_pem: bytes = b""
+    subject_email: str | None = None
+    subject_hostname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NotationTrustStore:
     """A Notation trust store: ``type`` is ``ca``, ``signingAuthority`` or ``tsa``."""
 
@@ -144,6 +160,7 @@ class TrustConfig:
 
     keys: tuple[NamedKey, ...] = ()
     keyless: tuple[KeylessIdentity, ...] = ()
+    cosign_pki: tuple[CosignPKI, ...] = ()
     sigstore_trusted_root: bytes | None = None
     notation_stores: tuple[NotationTrustStore, ...] = ()
     notation_policy: bytes | None = None

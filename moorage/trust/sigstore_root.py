@@ -241,18 +241,28 @@ def verify_code_signing_chain(
     intermediates: list[x509.Certificate],
     roots: list[x509.Certificate],
     at: datetime,
+    *,
+    private_pki: bool = False,
 ) -> list[x509.Certificate]:
     """RFC 5280 path validation at *at* to one of *roots*, then the code-signing EKU on the leaf.
 
-    The extension policy is sigstore-python's (``Verifier._verify_chain_at_time``): Web PKI
-    defaults, except that the EKU may be present without serverAuth/clientAuth.
+    For Fulcio the extension policy is sigstore-python's (``Verifier._verify_chain_at_time``): Web
+    PKI defaults, except that the EKU may be present without serverAuth/clientAuth. A private CA
+    (``private_pki``) is held to what cosign's Go ``x509.Verify`` checks: CA basic constraints on
+    issuers, no Web PKI extension profile.
     """
-    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(
-        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
-    )
-    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
-    )
+    if private_pki:
+        ca_policy = ExtensionPolicy.permit_all().require_present(
+            x509.BasicConstraints, Criticality.AGNOSTIC, None
+        )
+        ee_policy = ExtensionPolicy.permit_all()
+    else:
+        ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+            x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+        )
+        ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+            x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+        )
     verifier = (
         PolicyBuilder()
         .store(Store(roots))
@@ -267,6 +277,8 @@ def verify_code_signing_chain(
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
+        if private_pki:
+            return list(built[1:])  # Go's x509.Verify: no EKU extension means any usage
         raise Refused("signing certificate has no extended key usage (code signing required)") from None
     if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
         raise Refused("signing certificate lacks the code-signing extended key usage")

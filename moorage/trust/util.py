@@ -69,6 +69,9 @@ def b64decode(value: Any, what: str, *, urlsafe: bool = False, limit: int = 1 <<
         raise Refused(f"{what} is not a base64 string")
     if len(value) > limit * 4 // 3 + 4:
         raise Refused(f"{what} is too large")
+    # Go's decoders (cosign, notation) skip CR and LF; so do we. Anything else outside the
+    # alphabet is refused.
+    value = value.replace("\r", "").replace("\n", "")
     try:
         if urlsafe:
             if not re.fullmatch(r"[A-Za-z0-9_-]*", value):
