@@ -223,7 +223,7 @@ def make_leaf(
     key = new_key(key_kind)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(name(cn, org=org))
+        .subject_name(name(cn, org=org) if cn else x509.Name([]))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -306,3 +306,51 @@ def trusted_root(
         "timestampAuthorities": [],
     }
     return json.dumps(doc).encode()
+
+
+def rekor_bundle_annotation(
+    rekor_key: ec.EllipticCurvePrivateKey, signature_b64: str, payload: bytes, signer_pem: bytes,
+    integrated_time: int, log_index: int = 7,
+) -> str:
+    """A cosign `dev.sigstore.cosign/bundle` annotation: a hashedrekord entry and its SET."""
+    import rfc8785
+
+    body = {
+        "apiVersion": "0.0.1",
+        "kind": "hashedrekord",
+        "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
+            "signature": {"content": signature_b64, "publicKey": {"content": b64(signer_pem)}},
+        },
+    }
+    log_id = hashlib.sha256(_der_spki(rekor_key.public_key())).hexdigest()
+    entry = {
+        "body": b64(json.dumps(body).encode()),
+        "integratedTime": integrated_time,
+        "logIndex": log_index,
+        "logID": log_id,
+    }
+    set_sig = rekor_key.sign(rfc8785.dumps(entry), ec.ECDSA(hashes.SHA256()))
+    return json.dumps({"SignedEntryTimestamp": b64(set_sig), "Payload": entry})
+
+
+@dataclass
+class FakeSigstore:
+    """A private Sigstore instance: Fulcio root + intermediate, a Rekor key, no CT log."""
+
+    root: Issued = field(default_factory=lambda: make_ca("fulcio-root", "p384"))
+    rekor: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+
+    def __post_init__(self) -> None:
+        self.intermediate = make_ca("fulcio-intermediate", "p384", issuer=self.root)
+
+    def trusted_root(self, with_intermediate: bool = False) -> bytes:
+        chain = [self.intermediate.cert, self.root.cert] if with_intermediate else [self.root.cert]
+        return trusted_root(rekor_keys=[self.rekor.public_key()], fulcio_chains=[chain])
+
+    def fulcio_cert(self, email: str = "dev@example.com", issuer: str = "https://issuer.example",
+                    **kw: Any) -> Issued:
+        ext = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1"), issuer.encode())
+        kw.setdefault("not_before", NOW - timedelta(minutes=5))
+        kw.setdefault("not_after", NOW + timedelta(minutes=5))
+        return make_leaf(self.intermediate, "", san=[x509.RFC822Name(email)], extra=[(ext, False)], **kw)
