@@ -354,3 +354,79 @@ class FakeSigstore:
         kw.setdefault("not_before", NOW - timedelta(minutes=5))
         kw.setdefault("not_after", NOW + timedelta(minutes=5))
         return make_leaf(self.intermediate, "", san=[x509.RFC822Name(email)], extra=[(ext, False)], **kw)
+
+
+def _notation_sign(key: PrivateKey, data: bytes, alg: str) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    h = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}[alg[2:]]
+    if alg.startswith("PS"):
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(data, padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size), h)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(h)))
+    n = (key.curve.key_size + 7) // 8
+    return r.to_bytes(n, "big") + s.to_bytes(n, "big")
+
+
+def notation_payload(subject: Subject) -> bytes:
+    return json.dumps(
+        {"targetArtifact": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size}}
+    ).encode()
+
+
+def notation_jws(
+    signer: Issued, chain: list[Issued], payload: bytes, *, alg: str = "ES256",
+    signing_time: datetime | None = None, expiry: datetime | None = None,
+    scheme: str = "notary.x509", extra: dict[str, Any] | None = None, crit_extra: list[str] | None = None,
+) -> bytes:
+    protected: dict[str, Any] = {
+        "alg": alg,
+        "cty": "application/vnd.cncf.notary.payload.v1+json",
+        "io.cncf.notary.signingScheme": scheme,
+    }
+    crit = ["io.cncf.notary.signingScheme"]
+    t = (signing_time or NOW).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if scheme == "notary.x509":
+        protected["io.cncf.notary.signingTime"] = t
+    else:
+        protected["io.cncf.notary.authenticSigningTime"] = t
+        crit.append("io.cncf.notary.authenticSigningTime")
+    if expiry:
+        protected["io.cncf.notary.expiry"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        crit.append("io.cncf.notary.expiry")
+    protected.update(extra or {})
+    protected["crit"] = crit + (crit_extra or [])
+    p64 = b64url(json.dumps(protected).encode())
+    pl64 = b64url(payload)
+    sig = _notation_sign(signer.key, f"{p64}.{pl64}".encode(), alg)
+    return json.dumps(
+        {
+            "payload": pl64,
+            "protected": p64,
+            "header": {"x5c": [b64(c.der) for c in [signer, *chain]], "io.cncf.notary.signingAgent": "moorage-tests"},
+            "signature": b64url(sig),
+        }
+    ).encode()
+
+
+def notation_cose(
+    signer: Issued, chain: list[Issued], payload: bytes, *, alg: str = "ES256",
+    signing_time: datetime | None = None, expiry: datetime | None = None,
+) -> bytes:
+    import cbor2
+
+    alg_id = {"PS256": -37, "PS384": -38, "PS512": -39, "ES256": -7, "ES384": -35, "ES512": -36}[alg]
+    protected: dict[Any, Any] = {
+        1: alg_id,
+        2: ["io.cncf.notary.signingScheme"] + (["io.cncf.notary.expiry"] if expiry else []),
+        3: "application/vnd.cncf.notary.payload.v1+json",
+        "io.cncf.notary.signingScheme": "notary.x509",
+        "io.cncf.notary.signingTime": cbor2.CBORTag(1, int((signing_time or NOW).timestamp())),
+    }
+    if expiry:
+        protected["io.cncf.notary.expiry"] = cbor2.CBORTag(1, int(expiry.timestamp()))
+    pbytes = cbor2.dumps(protected)
+    sig = _notation_sign(signer.key, cbor2.dumps(["Signature1", pbytes, b"", payload]), alg)
+    unprotected = {33: [c.der for c in [signer, *chain]], "io.cncf.notary.signingAgent": "moorage-tests"}
+    return cbor2.dumps(cbor2.CBORTag(18, [pbytes, unprotected, payload, sig]))
