@@ -74,9 +74,9 @@ def simple_signing_payload(digest: str, reference: str = "registry.example/app",
 def sig_manifest(blobs: Blobs, layers: list[tuple[bytes, dict[str, str]]], media_type: str = SIMPLE_SIGNING) -> SignatureArtifact:
     """A cosign `.sig` manifest with one layer per (payload, annotations)."""
     descs = []
-    for payload, annotations in layers:
+    for payload, notes in layers:
         descs.append(
-            {"mediaType": media_type, "digest": blobs.add(payload), "size": len(payload), "annotations": annotations}
+            {"mediaType": media_type, "digest": blobs.add(payload), "size": len(payload), "annotations": notes}
         )
     config = blobs.add(b"{}")
     manifest = json.dumps(
