@@ -22,6 +22,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
@@ -218,7 +219,7 @@ def _check_chain_structure(chain: tuple[x509.Certificate, ...]) -> None:
     for i in range(len(chain) - 1):
         try:
             chain[i].verify_directly_issued_by(chain[i + 1])
-        except (ValueError, TypeError, Exception) as exc:
+        except (ValueError, TypeError, InvalidSignature) as exc:
             raise Refused(f"certificate chain is broken at {i}: {str(exc)[:120] or type(exc).__name__}") from None
         if not _is_ca(chain[i + 1]):
             raise Refused(f"certificate {i + 1} in the chain is not a CA")
