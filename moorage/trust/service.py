@@ -137,10 +137,10 @@ class SignatureView:
         san = ", ".join(s.get("san") or ())
         if san:
             return f"{san} (issuer {s['issuer']})" if s.get("issuer") else san
+        if s.get("key"):
+            return f"key {s['key']}" + (f" ({s['subject']})" if s.get("subject") else "")
         if s.get("subject"):
             return str(s["subject"])
-        if s.get("key"):
-            return f"key {s['key']}"
         return None
 
 
@@ -248,7 +248,8 @@ class TrustService:
         self._compiled: OrderedDict[tuple[str, str], CompiledTrust | TrustConfigError] = (
             OrderedDict()
         )
-        self._memo: OrderedDict[tuple[int, str], list[SignatureResult]] = OrderedDict()
+        # keyed by (artifact id, signature digest, version): SQLite may reuse a deleted row's id
+        self._memo: OrderedDict[tuple[int, str, str], list[SignatureResult]] = OrderedDict()
 
     # --- shared state -----------------------------------------------------------------------
 
@@ -376,7 +377,7 @@ class TrustService:
                 return {"artifact": artifact_id, "skipped": "the signature is gone"}
             await q.replace_results(conn, artifact_id, version, [result_row(r) for r in results])
             await q.bump_generation(conn)
-        self._remember((artifact_id, version), results)
+        self._remember((artifact_id, a.signature_digest, version), results)
         self.changed()
         return {
             "artifact": artifact_id,
@@ -387,7 +388,7 @@ class TrustService:
             "failed": sum(not r.verified for r in results),
         }
 
-    def _remember(self, key: tuple[int, str], results: list[SignatureResult]) -> None:
+    def _remember(self, key: tuple[int, str, str], results: list[SignatureResult]) -> None:
         self._memo[key] = results
         while len(self._memo) > MEMO_SIZE:
             self._memo.popitem(last=False)
@@ -414,7 +415,7 @@ class TrustService:
             if rows is not None:
                 views += [_view_of_row(a, r) for r in rows]
                 continue
-            results = self._memo.get((a.id, version))
+            results = self._memo.get((a.id, a.signature_digest, version))
             if results is None and budget > 0:
                 budget -= 1
                 async with self.ctx.engine.connect() as conn:
@@ -423,7 +424,7 @@ class TrustService:
                         _, trust = await self.compiled(conn, repository_namespace(a.repository))
                 if sig is not None:
                     results = await self.verify(a, c.subject, sig.payload, trust)
-                    self._remember((a.id, version), results)
+                    self._remember((a.id, a.signature_digest, version), results)
             if results is None:
                 views.append(_pending(a))
             else:
@@ -504,7 +505,7 @@ class TrustService:
             views: list[SignatureView] = []
             for a in (x for x in arts if x.subject_digest == d):
                 rows = stored.get((a.id, version))
-                memo = self._memo.get((a.id, version))
+                memo = self._memo.get((a.id, a.signature_digest, version))
                 if rows is not None:
                     views += [_view_of_row(a, r) for r in rows]
                 elif memo is not None:
