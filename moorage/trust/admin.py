@@ -268,6 +268,7 @@ class TrustAdmin(AdminService):
                 certs += pem_certificates(data, f"certificate {i + 1}")
         except TrustConfigError as exc:
             raise Invalid("certificates", str(exc)) from None
+        certs = list(dict.fromkeys(certs))
         if not certs:
             raise Invalid("certificates", "give at least one certificate")
         await self._manage(c, namespace)

@@ -340,7 +340,7 @@ def _reference(value: str) -> str:
 def api_ops(admin: TrustAdmin) -> list[Op]:
     from ..api.schemas import PageQuery
 
-    ns = "/trust/namespaces/{namespace}"
+    ns = "/trust/namespaces/{trust_namespace}"  # "*" too: not the core's {namespace}
     repo = "/repositories/{repository}"
     w = (400, 401, 403, 404, 409, 422)
 
@@ -348,17 +348,17 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
         return Namespaces(items=await admin.namespaces(c.caller))
 
     async def get_namespace(c: Call) -> NamespaceTrust:
-        return namespace_model(await admin.namespace_config(c.caller, c.path["namespace"]))
+        return namespace_model(await admin.namespace_config(c.caller, c.path["trust_namespace"]))
 
     async def add_key(c: Call) -> AddedKey:
         b: KeyBody = c.body
-        fp = await admin.add_key(c.caller, c.path["namespace"], b.name, b.public_key)
+        fp = await admin.add_key(c.caller, c.path["trust_namespace"], b.name, b.public_key)
         return AddedKey(name=b.name, fingerprint=fp)
 
     async def add_keyless(c: Call) -> NamespaceTrust:
         b: KeylessBody = c.body
         await admin.add_keyless(
-            c.caller, c.path["namespace"], b.name, identity=b.identity, issuer=b.issuer,
+            c.caller, c.path["trust_namespace"], b.name, identity=b.identity, issuer=b.issuer,
             identity_regex=b.identity_regex, issuer_regex=b.issuer_regex,
         )  # fmt: skip
         return await get_namespace(c)
@@ -366,7 +366,7 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
     async def add_ca(c: Call) -> NamespaceTrust:
         b: CABody = c.body
         await admin.add_ca(
-            c.caller, c.path["namespace"], b.name, roots=b.roots, intermediates=b.intermediates,
+            c.caller, c.path["trust_namespace"], b.name, roots=b.roots, intermediates=b.intermediates,
             email=b.email, hostname=b.hostname,
         )  # fmt: skip
         return await get_namespace(c)
@@ -374,39 +374,39 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
     async def add_store(c: Call) -> NamespaceTrust:
         b: StoreBody = c.body
         await admin.add_notation_store(
-            c.caller, c.path["namespace"], b.name, list(b.certificates), b.type
+            c.caller, c.path["trust_namespace"], b.name, list(b.certificates), b.type
         )
         return await get_namespace(c)
 
     async def remove_signer(c: Call) -> None:
-        await admin.remove_entry(c.caller, c.path["namespace"], c.path["name"])
+        await admin.remove_entry(c.caller, c.path["trust_namespace"], c.path["name"])
 
     async def remove_store(c: Call) -> None:
         store_type = c.path["store_type"]
         if store_type not in ("ca", "signingAuthority", "tsa"):
             raise Invalid("store_type", "store type is ca, signingAuthority or tsa")
         await admin.remove_entry(
-            c.caller, c.path["namespace"], c.path["name"], f"notation-{store_type}"
+            c.caller, c.path["trust_namespace"], c.path["name"], f"notation-{store_type}"
         )
 
     async def set_root(c: Call) -> None:
-        await admin.set_trusted_root(c.caller, c.path["namespace"], c.body.trusted_root)
+        await admin.set_trusted_root(c.caller, c.path["trust_namespace"], c.body.trusted_root)
 
     async def clear_root(c: Call) -> None:
-        await admin.set_trusted_root(c.caller, c.path["namespace"], None)
+        await admin.set_trusted_root(c.caller, c.path["trust_namespace"], None)
 
     async def set_notation(c: Call) -> None:
-        await admin.set_notation_policy(c.caller, c.path["namespace"], c.body.policy)
+        await admin.set_notation_policy(c.caller, c.path["trust_namespace"], c.body.policy)
 
     async def clear_notation(c: Call) -> None:
-        await admin.set_notation_policy(c.caller, c.path["namespace"], None)
+        await admin.set_notation_policy(c.caller, c.path["trust_namespace"], None)
 
     async def settings(c: Call) -> NamespaceTrust:
-        await admin.set_require_tlog(c.caller, c.path["namespace"], c.body.require_tlog_for_keys)
+        await admin.set_require_tlog(c.caller, c.path["trust_namespace"], c.body.require_tlog_for_keys)
         return await get_namespace(c)
 
     async def reverify(c: Call) -> Queued:
-        return Queued(job=await admin.reverify(c.caller, c.path["namespace"]))
+        return Queued(job=await admin.reverify(c.caller, c.path["trust_namespace"]))
 
     async def policies(c: Call) -> Policies:
         return Policies(items=[p for r in await admin.policies(c.caller) if (p := policy_model(r))])

@@ -25,6 +25,17 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes (stored as UTC): label them."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _at(value: datetime) -> datetime:
+    return _aware(value) or value
+
+
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     """An INSERT that can say ON CONFLICT on either backend."""
     if conn.dialect.name == "postgresql":
@@ -96,7 +107,7 @@ async def namespace_rows(conn: AsyncConnection, names: Iterable[str]) -> dict[st
             r.sigstore_trusted_root,
             r.notation_policy,
             r.require_tlog_for_keys,
-            r.updated_at,
+            _at(r.updated_at),
         )
         for r in rows
     }
@@ -135,7 +146,7 @@ async def entries(conn: AsyncConnection, namespaces: Sequence[str]) -> list[Entr
         sa.select(t).where(t.c.namespace.in_(list(namespaces))).order_by(t.c.kind, t.c.name)
     )
     return [
-        EntryRow(r.id, r.namespace, r.kind, r.name, dict(r.spec), r.created_at, r.created_by)
+        EntryRow(r.id, r.namespace, r.kind, r.name, dict(r.spec), _at(r.created_at), r.created_by)
         for r in rows
     ]
 
@@ -184,7 +195,7 @@ def _policy(r: Any) -> PolicyRow:
         signers,
         bool(r.require_all),
         r.docker_reference,
-        r.updated_at,
+        _at(r.updated_at),
         r.updated_by,
     )
 
@@ -270,7 +281,7 @@ def _artifact(r: Any) -> ArtifactRow:
         r.subject_digest,
         r.form,
         r.tag,
-        r.created_at,
+        _at(r.created_at),
     )
 
 
@@ -434,9 +445,9 @@ async def results(
                 dict(r.signer) if r.signer else None,
                 tuple(r.matched or ()),
                 tuple(r.warnings or ()),
-                r.signed_at,
+                _aware(r.signed_at),
                 r.docker_reference,
-                r.verified_at,
+                _at(r.verified_at),
             )
         )
     return out
@@ -567,20 +578,3 @@ async def tags_page(
         q = q.where(tags.c.name > after)
     return [(r.name, r.digest) for r in await conn.execute(q)]
 
-
-async def unverified_artifacts_for_subject(
-    conn: AsyncConnection, repository_id: int, subject_digest: str, limit: int = 64
-) -> list[int]:
-    """Artifacts that sign *subject_digest* and were never verified (their subject arrived
-    after them)."""
-    t, r = trust_artifacts, trust_results
-    rows = await conn.execute(
-        sa.select(t.c.id)
-        .where(
-            t.c.repository_id == repository_id,
-            t.c.subject_digest == subject_digest,
-            ~sa.exists().where(r.c.artifact_id == t.c.id),
-        )
-        .limit(limit)
-    )
-    return [int(x.id) for x in rows]

@@ -233,6 +233,10 @@ class _Collected:
     stored: dict[tuple[int, str], list[q.ResultRow]] = field(default_factory=dict)
 
 
+class SubjectMissing(Exception):
+    """A signature's subject is not in its repository: its verification job retries later."""
+
+
 class TrustService:
     """One per process (built by the capability's setup)."""
 
@@ -369,8 +373,10 @@ class TrustService:
             sig = await q.manifest_info(conn, a.repository_id, a.signature_digest)
         if sig is None:
             return {"artifact": artifact_id, "skipped": "the signature manifest is gone"}
-        if subject is None:
-            return {"artifact": artifact_id, "pending": "the signed manifest is not in the repository"}
+        if subject is None:  # pushed before the image: the job is retried (with backoff)
+            raise SubjectMissing(
+                f"the signed manifest {a.subject_digest} is not in {a.repository} (yet)"
+            )
         results = await self.verify(a, subject, sig.payload, trust)
         async with self.ctx.write_engine.begin() as conn:
             if await q.artifact(conn, artifact_id) is None:

@@ -39,11 +39,11 @@ ALL_KINDS = (*SIGNER_KINDS, *STORE_KINDS)
 MAX_PEM = 256 * 1024
 MAX_DOCUMENT = 1024 * 1024
 MAX_ENTRIES = 500  # per namespace
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")  # organization names
 
 
 def valid_namespace(name: str) -> bool:
-    return name == SYSTEM or (0 < len(name) <= 255 and _NAMESPACE_RE.match(name) is not None)
+    return name == SYSTEM or (2 <= len(name) <= 64 and _NAMESPACE_RE.match(name) is not None)
 
 
 def namespace_of_target(target: str) -> str:

@@ -11,8 +11,8 @@ cache — and never verify: the job queue does that on whichever node claims the
 - A ``.sig`` tag that moves (cosign adds a signature by pushing a new manifest holding every
   signature) or is deleted no longer signs with its old manifest: that artifact is dropped.
   Deleting a signature manifest drops its artifact through the foreign key.
-- A manifest pushed after signatures of it (a copy that brought the signatures first) queues
-  their verification.
+- A signature pushed before the manifest it signs: its job retries until the manifest is
+  there (and a pull of the manifest verifies it in memory meanwhile).
 """
 
 from __future__ import annotations
@@ -40,17 +40,21 @@ class Discovery:
         self.service = service
 
     async def manifest_pushed(self, conn: AsyncConnection, event: ManifestPushed) -> None:
+        # Most pushes are not signatures: decided from the event alone, without a query.
+        sig_tag = next((t for t in event.tags if subject_of_signature_tag(t) is not None), None)
+        moved = [(t, old) for t, old in event.replaced if subject_of_signature_tag(t) is not None]
+        signature = sig_tag is not None or (
+            event.subject is not None and event.artifact_type in SIGNATURE_TYPES
+        )
+        if not signature and not moved:
+            return
         repo_id = await q.repository_id(conn, event.repository)
         if repo_id is None:
             return
         changed = False
-        for tag, old in event.replaced:
-            if subject_of_signature_tag(tag) is not None:
-                changed |= await q.remove_tagged_artifacts(conn, repo_id, old, tag) > 0
-        sig_tag = next((t for t in event.tags if subject_of_signature_tag(t) is not None), None)
-        if sig_tag is not None or (
-            event.subject is not None and event.artifact_type in SIGNATURE_TYPES
-        ):
+        for tag, old in moved:
+            changed |= await q.remove_tagged_artifacts(conn, repo_id, old, tag) > 0
+        if signature:
             info = await q.manifest_info(conn, repo_id, event.digest)
             found = recognise(info.payload, sig_tag) if info is not None else None
             if info is not None and found is not None:
@@ -60,9 +64,6 @@ class Discovery:
                 if artifact_id is not None:
                     await enqueue_verify(conn, artifact_id)
                     changed = True
-        for waiting in await q.unverified_artifacts_for_subject(conn, repo_id, event.digest):
-            await enqueue_verify(conn, waiting)
-            changed = True
         if changed:
             await q.bump_generation(conn)
             self.service.changed()

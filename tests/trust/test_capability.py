@@ -31,6 +31,7 @@ from .push import (
     push_image,
     push_notation_signature,
     put_manifest,
+    sha256,
 )
 
 PASSWORD = "trust-capability-password"
@@ -388,3 +389,39 @@ async def test_attachments_and_referrers_are_never_blocked(app: Moorage) -> None
         assert (await puller.get(f"/v2/acme/app/manifests/{sbom}")).status_code == 200
         assert (await puller.get(f"/v2/acme/app/manifests/{referrer}")).status_code == 200
         assert (await puller.get("/v2/acme/app/manifests/sbom-ref")).status_code == 200
+
+
+async def test_signature_pushed_before_its_image(app: Moorage) -> None:
+    """A copy that brings the signature first: the job retries, a pull verifies in memory,
+    and a re-verification stores the result."""
+    assert app.rt is not None
+    key = new_key("p256")
+    async with client(app) as c:
+        await setup_org(c)
+        config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": await push_blob(c, "acme/app", config),
+                "size": len(config),
+            },
+            "layers": [],
+        }
+        digest = sha256(json.dumps(doc).encode())
+        assert (await add_key(c, "acme", "k", key)).status_code == 201
+        assert (await set_policy(c, "acme")).status_code == 200
+        await push_cosign_signature(c, "acme/app", digest, [key])
+        await drain(app.rt)
+        jobs = (await c.get("/api/v1/jobs", params={"kind": "trust.verify"})).json()["items"]
+        assert jobs[0]["state"] == "queued" and "is not in acme/app (yet)" in jobs[0]["error"]
+        pushed, _ = await put_manifest(c, "acme/app", "v1", doc)
+        assert pushed == digest
+        name, secret = await robot(c, "acme", ["pull"])
+        async with client(app, (name, secret)) as puller:
+            assert (await puller.get("/v2/acme/app/manifests/v1")).status_code == 200
+        r = await c.post("/api/v1/trust/namespaces/acme/reverify")
+        assert r.status_code == 202 and r.json()["job"]
+        await drain(app.rt)
+        assert await results_count(app) == 1
