@@ -16,14 +16,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..api.routing import Auth, Call, Op
-from ..oci.names import valid_tag
+from ..oci.names import valid_name, valid_tag
 from ..services.catalog import check_limit, decode_cursor, encode_cursor, valid_digest
 from ..services.errors import Invalid
 from ..services.models import Model
 from . import queries as q
 from .admin import NamespaceConfig, TrustAdmin
 from .service import SignatureView, TrustReport
-from .settings import KEY, KEYLESS, PKI, STORE_KINDS
+from .settings import KEY, KEYLESS, PKI, STORE_KINDS, valid_namespace
 
 StoreType = Literal["ca", "signingAuthority", "tsa"]
 EntryName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
@@ -328,6 +328,20 @@ def report_model(r: TrustReport) -> SignatureReport:
     )
 
 
+def _ns(c: Call) -> str:
+    value = c.path["trust_namespace"]
+    if not valid_namespace(value):
+        raise Invalid("trust_namespace", f"invalid namespace {value[:80]!r} (an organization or *)")
+    return value
+
+
+def _target(c: Call) -> str:
+    value = c.path["target"]
+    if not (valid_namespace(value) or ("/" in value and valid_name(value))):
+        raise Invalid("target", f"invalid target {value[:80]!r} (*, an organization or a repository)")
+    return value
+
+
 def _reference(value: str) -> str:
     if not (valid_tag(value) or valid_digest(value)):
         raise Invalid("reference", "reference is a tag or a digest (sha256:<64 hex>)")
@@ -348,17 +362,17 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
         return Namespaces(items=await admin.namespaces(c.caller))
 
     async def get_namespace(c: Call) -> NamespaceTrust:
-        return namespace_model(await admin.namespace_config(c.caller, c.path["trust_namespace"]))
+        return namespace_model(await admin.namespace_config(c.caller, _ns(c)))
 
     async def add_key(c: Call) -> AddedKey:
         b: KeyBody = c.body
-        fp = await admin.add_key(c.caller, c.path["trust_namespace"], b.name, b.public_key)
+        fp = await admin.add_key(c.caller, _ns(c), b.name, b.public_key)
         return AddedKey(name=b.name, fingerprint=fp)
 
     async def add_keyless(c: Call) -> NamespaceTrust:
         b: KeylessBody = c.body
         await admin.add_keyless(
-            c.caller, c.path["trust_namespace"], b.name, identity=b.identity, issuer=b.issuer,
+            c.caller, _ns(c), b.name, identity=b.identity, issuer=b.issuer,
             identity_regex=b.identity_regex, issuer_regex=b.issuer_regex,
         )  # fmt: skip
         return await get_namespace(c)
@@ -366,7 +380,7 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
     async def add_ca(c: Call) -> NamespaceTrust:
         b: CABody = c.body
         await admin.add_ca(
-            c.caller, c.path["trust_namespace"], b.name, roots=b.roots, intermediates=b.intermediates,
+            c.caller, _ns(c), b.name, roots=b.roots, intermediates=b.intermediates,
             email=b.email, hostname=b.hostname,
         )  # fmt: skip
         return await get_namespace(c)
@@ -374,45 +388,45 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
     async def add_store(c: Call) -> NamespaceTrust:
         b: StoreBody = c.body
         await admin.add_notation_store(
-            c.caller, c.path["trust_namespace"], b.name, list(b.certificates), b.type
+            c.caller, _ns(c), b.name, list(b.certificates), b.type
         )
         return await get_namespace(c)
 
     async def remove_signer(c: Call) -> None:
-        await admin.remove_entry(c.caller, c.path["trust_namespace"], c.path["name"])
+        await admin.remove_entry(c.caller, _ns(c), c.path["name"])
 
     async def remove_store(c: Call) -> None:
         store_type = c.path["store_type"]
         if store_type not in ("ca", "signingAuthority", "tsa"):
             raise Invalid("store_type", "store type is ca, signingAuthority or tsa")
         await admin.remove_entry(
-            c.caller, c.path["trust_namespace"], c.path["name"], f"notation-{store_type}"
+            c.caller, _ns(c), c.path["name"], f"notation-{store_type}"
         )
 
     async def set_root(c: Call) -> None:
-        await admin.set_trusted_root(c.caller, c.path["trust_namespace"], c.body.trusted_root)
+        await admin.set_trusted_root(c.caller, _ns(c), c.body.trusted_root)
 
     async def clear_root(c: Call) -> None:
-        await admin.set_trusted_root(c.caller, c.path["trust_namespace"], None)
+        await admin.set_trusted_root(c.caller, _ns(c), None)
 
     async def set_notation(c: Call) -> None:
-        await admin.set_notation_policy(c.caller, c.path["trust_namespace"], c.body.policy)
+        await admin.set_notation_policy(c.caller, _ns(c), c.body.policy)
 
     async def clear_notation(c: Call) -> None:
-        await admin.set_notation_policy(c.caller, c.path["trust_namespace"], None)
+        await admin.set_notation_policy(c.caller, _ns(c), None)
 
     async def settings(c: Call) -> NamespaceTrust:
-        await admin.set_require_tlog(c.caller, c.path["trust_namespace"], c.body.require_tlog_for_keys)
+        await admin.set_require_tlog(c.caller, _ns(c), c.body.require_tlog_for_keys)
         return await get_namespace(c)
 
     async def reverify(c: Call) -> Queued:
-        return Queued(job=await admin.reverify(c.caller, c.path["trust_namespace"]))
+        return Queued(job=await admin.reverify(c.caller, _ns(c)))
 
     async def policies(c: Call) -> Policies:
         return Policies(items=[p for r in await admin.policies(c.caller) if (p := policy_model(r))])
 
     async def get_policy(c: Call) -> Policy:
-        target = c.path["target"]
+        target = _target(c)
         for row in await admin.policies(c.caller):
             if row.target == target:
                 return policy_model(row)  # type: ignore[return-value]
@@ -423,13 +437,13 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
     async def put_policy(c: Call) -> Policy:
         b: PolicyBody = c.body
         row = await admin.set_policy(
-            c.caller, c.path["target"], require_signature=b.require_signature,
+            c.caller, _target(c), require_signature=b.require_signature,
             signers=list(b.signers), require_all=b.require_all, docker_reference=b.docker_reference,
         )  # fmt: skip
         return policy_model(row)  # type: ignore[return-value]
 
     async def delete_policy(c: Call) -> None:
-        await admin.delete_policy(c.caller, c.path["target"])
+        await admin.delete_policy(c.caller, _target(c))
 
     async def trust(c: Call) -> Contract:
         ref = _reference(c.path["reference"])

@@ -97,9 +97,9 @@ class TrustState:
 
     def policy_for(self, repository: str) -> q.PolicyRow | None:
         """The repository's own policy, else its organization's, else the system default."""
-        found = self.policies.get(repository)
-        if found is None and "/" in repository:
-            found = self.policies.get(repository.split("/", 1)[0])
+        if "/" not in repository:  # top level: only the system default (a bare name is an org)
+            return self.policies.get(SYSTEM)
+        found = self.policies.get(repository) or self.policies.get(repository.split("/", 1)[0])
         return found if found is not None else self.policies.get(SYSTEM)
 
     def version_of(self, repository: str) -> str:

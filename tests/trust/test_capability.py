@@ -425,3 +425,40 @@ async def test_signature_pushed_before_its_image(app: Moorage) -> None:
         assert r.status_code == 202 and r.json()["job"]
         await drain(app.rt)
         assert await results_count(app) == 1
+
+
+async def test_hostile_requests_get_clear_errors(app: Moorage) -> None:
+    async with client(app) as c:
+        await setup_org(c)
+        await push_image(c, "acme/app", "v1")
+        deep: dict[str, Any] = {}
+        node = deep
+        for _ in range(200):
+            node["x"] = {}
+            node = node["x"]
+        for path, body in (
+            ("notation-policy", {"policy": deep}),
+            ("trusted-root", {"trusted_root": deep}),
+        ):
+            r = await c.put(f"/api/v1/trust/namespaces/acme/{path}", json=body)
+            assert r.status_code in (400, 422), r.text
+        r = await c.post(
+            "/api/v1/trust/namespaces/acme/keys", json={"name": "a\x00b", "public_key": "x"}
+        )
+        assert r.status_code in (400, 422)
+        r = await c.post(
+            "/api/v1/trust/namespaces/acme/notation-stores",
+            json={"name": "s", "certificates": ["A" * 300_000]},
+        )
+        assert r.status_code == 422
+        r = await c.post("/api/v1/trust/namespaces/Not*Valid/keys", json={"name": "a", "public_key": "x"})
+        assert r.status_code in (400, 422)
+        for ref in ("-bad", "sha256:zz", "a" * 200):
+            r = await c.get(f"/api/v1/repositories/acme/app/-/manifests/{ref}/trust")
+            assert r.status_code in (400, 404), (ref, r.text)
+        r = await c.get("/api/v1/repositories/acme/nothing/-/manifests/v1/trust")
+        assert r.status_code == 404
+        r = await c.put("/api/v1/trust/policies/acme/app", json={"require_signature": "yes"})
+        assert r.status_code == 422
+        r = await c.put("/api/v1/trust/policies/UPPER", json={"require_signature": True})
+        assert r.status_code in (400, 422)
