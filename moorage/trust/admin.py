@@ -131,6 +131,16 @@ class TrustAdmin(AdminService):
             raise Denied("this token lacks the api:write scope")
         await self._repo_action(c, target, ADMIN)
 
+    async def may_manage(self, c: Caller, target: str) -> bool:
+        """Whether the caller may change *target*'s configuration or policy (forms offered)."""
+        if c.principal.anonymous:
+            return False
+        try:
+            await self._manage_policy(c, target)
+        except (Denied, Invalid):
+            return False
+        return True
+
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _validate(self, conn: AsyncConnection, namespace: str) -> None:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..services.errors import Denied, Invalid
 from ..ui.pages import Cell, PageGroup, Panel, TagColumn, Visit, not_found, quote_path
 from ..ui.web import see_other
 from .admin import TrustAdmin
@@ -90,13 +89,6 @@ class TrustPages(PageGroup):
 
     # --- pages ---------------------------------------------------------------------------------
 
-    async def _can_manage(self, visit: Visit, namespace: str) -> bool:
-        try:
-            await self.admin._manage(visit.caller, namespace)
-        except (Denied, Invalid):
-            return False
-        return True
-
     async def overview(self, visit: Visit) -> Response:
         names = await self._service(self.admin.namespaces(visit.caller))
         policies = await self._service(self.admin.policies(visit.caller))
@@ -127,7 +119,7 @@ class TrustPages(PageGroup):
             section="trust",
             cfg=cfg,
             ns=ns,
-            can_manage=await self._can_manage(visit, ns),
+            can_manage=await self.admin.may_manage(visit.caller, ns),
             policy=policies.get(ns),
         )
 
@@ -198,11 +190,7 @@ class TrustPages(PageGroup):
         rows, policy = await self._service(
             self.admin.tag_reports(visit.caller, name, after, 101)
         )
-        try:
-            await self.admin._manage_policy(visit.caller, name)
-            can_admin = not visit.principal.anonymous
-        except (Denied, Invalid):
-            can_admin = False
+        can_admin = await self.admin.may_manage(visit.caller, name)
         own = policy is not None and policy.target == name
         return self.render(
             visit,
