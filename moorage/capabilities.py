@@ -15,7 +15,9 @@ from .capability import Capability
 
 
 def installed() -> tuple[Capability, ...]:
-    return ()
+    from .trust.wiring import TRUST
+
+    return (TRUST,)
 
 
 def all_metadata() -> sa.MetaData:

@@ -69,6 +69,34 @@ class Visit:
 Handler = Callable[[Visit], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One cell a capability adds to a core table (text, optional link and CSS class)."""
+
+    text: str
+    href: str | None = None
+    css: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class TagColumn:
+    """A column of the repository page's tag table: a cell per manifest digest."""
+
+    title: str
+    cells: dict[str, Cell]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A section of the image page, rendered from the capability's template with
+    ``panel`` (the context) in scope."""
+
+    title: str
+    template: str
+    context: dict[str, Any]
+
+
 def login_for(request: Request) -> str:
     """The login form, returning to *request*'s page afterwards (``/`` needs no ``next``)."""
     target = request.url.path
@@ -125,6 +153,14 @@ class PageGroup:
 
     def routes(self) -> list[Route]:
         raise NotImplementedError
+
+    async def tag_columns(self, visit: Visit, repository: str, digests: list[str]) -> list[TagColumn]:
+        """Columns this group adds to the repository page's tag table (e.g. a trust verdict)."""
+        return []
+
+    async def image_panels(self, visit: Visit, repository: str, digest: str) -> list[Panel]:
+        """Sections this group adds to the image page (e.g. its signatures)."""
+        return []
 
     def page(
         self, handler: Handler, public: bool = False

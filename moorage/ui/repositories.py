@@ -111,6 +111,8 @@ class RepositoryPages(PageGroup):
             await self.management.repository_permissions(visit.caller, name) if can_admin else []
         )
         names = [t.name for t in tags.items]
+        digests = [t.digest for t in tags.items]
+        columns = [c for g in self.ui.groups for c in await g.tag_columns(visit, name, digests)]
         return self.render(
             visit,
             "repository.html",
@@ -124,6 +126,7 @@ class RepositoryPages(PageGroup):
             can_delete=DELETE in repo.permissions,
             grants=permissions,
             host=self.host(visit.request),
+            columns=columns,
         )
 
     async def image(self, visit: Visit) -> Response:
@@ -153,6 +156,7 @@ class RepositoryPages(PageGroup):
             referrers=img.referrers,
             parent=parent if _DIGEST.match(parent) else "",
             host=self.host(visit.request),
+            panels=[p for g in self.ui.groups for p in await g.image_panels(visit, name, img.digest)],
         )
 
     # --- repository changes -----------------------------------------------------------------

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ def test_document_validates_and_covers_the_route_table(world: World) -> None:
     documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     # the handlers' own table, as the server builds it (no hand-kept copy to drift)
     served = {(op.method, op.path) for op in ManagementAPI._ops(_Unbound())}  # type: ignore[arg-type]
+    served |= {(op.method, op.path) for op in _capability_ops()}
     assert documented == served
     for path, item in doc["paths"].items():
         for method, op in item.items():
@@ -38,6 +40,18 @@ def test_document_validates_and_covers_the_route_table(world: World) -> None:
                     assert resp["content"]["application/json"]["schema"] == {
                         "$ref": "#/components/schemas/ErrorBody"
                     }, (method, path)
+
+
+def _capability_ops() -> list[Any]:
+    """The installed capabilities' operations, built on a stand-in runtime."""
+    from collections import defaultdict
+
+    from moorage.capabilities import installed
+
+    class Stub:
+        services: defaultdict[str, _Unbound] = defaultdict(_Unbound)
+
+    return [op for cap in installed() if cap.api_ops for op in cap.api_ops(Stub())]  # type: ignore[arg-type]
 
 
 class _Unbound:
