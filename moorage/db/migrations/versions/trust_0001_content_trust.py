@@ -4,7 +4,7 @@ push and their verification results per trust-config version, and the verdict-ca
 Expand only (new tables): nodes of the previous release keep working on the migrated database.
 
 Revision ID: trust_0001
-Revises: 0006
+Revises: uploads_0001
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "trust_0001"
-down_revision: str | None = "0006"
+down_revision: str | None = "uploads_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
