@@ -486,7 +486,7 @@ class RegistryClient:
             status = response.status_code
             if status == 401 and scopes is not None and not auth_retried and replayable:
                 values = response.headers.get_list("www-authenticate")
-                await response.aclose()
+                await _discard(response)
                 if sum(len(v) for v in values) > self.limits.max_header_bytes:
                     raise PeerProtocolError("WWW-Authenticate header is too long")
                 if self._learn(parse_challenges(values), sent_auth, frozenset(scopes)):
@@ -497,7 +497,7 @@ class RegistryClient:
                 )
             if status in _RETRY_STATUSES and attempt + 1 < attempts:
                 wait = self._retry_after(response, attempt)
-                await response.aclose()
+                await _discard(response)
                 if wait is not None:
                     await asyncio.sleep(wait)
                     attempt += 1
@@ -729,7 +729,7 @@ class RegistryClient:
             if response.status_code not in _REDIRECTS:
                 return response
             location = response.headers.get("location")
-            await response.aclose()
+            await _discard(response)
             if not location:
                 raise PeerProtocolError(f"{method} {_show(url)}: redirect without Location")
             url = self._resolve(url, location)
@@ -905,7 +905,7 @@ class RegistryClient:
             response = await self._send(
                 "DELETE", upload.location, scopes=self._upload_scopes(upload)
             )
-            await response.aclose()
+            await _discard(response)
 
     async def push_blob(self, repo: str, data: bytes) -> str:
         """Upload a small blob in one request pair (POST, PUT with the body); returns its digest."""
@@ -1023,6 +1023,19 @@ class RegistryClient:
             raise PeerProtocolError(str(exc)) from None
 
 
+async def _discard(response: httpx.Response) -> None:
+    """Close a response we are done with. A short unread body (an empty 201, an error page) is
+    read first: httpcore reuses a connection only after the whole response went through, and a
+    new connection per request costs more than the read."""
+    if not response.is_closed and not response.is_stream_consumed:
+        length: str = response.headers.get("content-length", "")
+        if response.request.method == "HEAD" or (length.isdigit() and int(length) <= 65536):
+            with contextlib.suppress(httpx.HTTPError):
+                async for _ in response.aiter_raw():
+                    pass
+    await response.aclose()
+
+
 class _Closing:
     """Adapter so that ``contextlib.aclosing`` closes an httpx response."""
 
@@ -1030,7 +1043,7 @@ class _Closing:
         self.response = response
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        await _discard(self.response)
 
 
 def _show(url: httpx.URL) -> str:

@@ -22,6 +22,7 @@ hashing without sending, up to the destination's offset). A destination that dro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -76,6 +77,7 @@ class BlobOutcome:
 
 
 OnBytes = Callable[[int], None]
+_SEND_PIECE = 1024 * 1024
 
 
 class _Source:
@@ -102,6 +104,12 @@ class _Source:
         self._pending = b""
 
     async def close(self) -> None:
+        if self._chunks is not None and self.pos == self.size and not self._pending:
+            # Read to the end of the response (nothing is left but its end), so that the
+            # connection goes back to the pool instead of being closed.
+            with contextlib.suppress(ReplicationError, httpx.HTTPError):
+                async for _ in self._chunks:
+                    break
         self._chunks = None
         self._pending = b""
         if self._stack is not None:
@@ -182,13 +190,19 @@ class _Source:
         if n == 0 and end == self.size:
             self._verify()
         while self.pos < end:
-            piece = await self._next(end - self.pos)
+            # Network reads arrive in pieces of up to 64 KiB; send in pieces of ~1 MiB: fewer
+            # system calls and fewer trips through the HTTP stack for the same bytes.
+            pieces = [await self._next(end - self.pos)]
+            size = len(pieces[0])
+            while size < _SEND_PIECE and self.pos < end:
+                pieces.append(await self._next(min(end - self.pos, _SEND_PIECE - size)))
+                size += len(pieces[-1])
             if self.pos == self.size:
                 self._verify()
-            self.sent += len(piece)
+            self.sent += size
             if self.on_bytes is not None:
-                self.on_bytes(len(piece))
-            yield piece
+                self.on_bytes(size)
+            yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _verify(self) -> None:
         actual = self.hasher.hexdigest()
