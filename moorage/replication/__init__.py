@@ -30,6 +30,7 @@ from .errors import (
     PeerUnavailable,
     RegistryError,
     ReplicationError,
+    TLSFailure,
     Unauthorized,
 )
 from .ratelimit import BandwidthLimiter
@@ -54,6 +55,7 @@ __all__ = [
     "ReplicationError",
     "RetryPolicy",
     "SkippedChild",
+    "TLSFailure",
     "TLSOptions",
     "TagResult",
     "Timeouts",

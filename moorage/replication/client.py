@@ -50,6 +50,7 @@ from .errors import (
     PeerProtocolError,
     PeerUnavailable,
     RegistryError,
+    TLSFailure,
     Unauthorized,
 )
 from .ratelimit import BandwidthLimiter
@@ -478,6 +479,9 @@ class RegistryClient:
             try:
                 response = await self._http.send(request, stream=True)
             except httpx.TransportError as exc:
+                cause = _ssl_cause(exc)
+                if cause is not None:
+                    raise TLSFailure(f"{method} {_show(url)}: TLS: {cause}") from exc
                 if attempt + 1 < attempts:
                     await asyncio.sleep(self.retry.delay(attempt))
                     attempt += 1
@@ -1021,6 +1025,22 @@ class RegistryClient:
             return [parse_descriptor(m, f"{what}[{i}]") for i, m in enumerate(manifests)]
         except ManifestError as exc:
             raise PeerProtocolError(str(exc)) from None
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a transport error (httpx wraps httpcore's, which wraps ssl's) when
+    retrying cannot help: an untrusted certificate, or a peer that does not speak TLS. (A TLS
+    connection that breaks mid-transfer is an ordinary, retryable, connection failure.)"""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError) or (
+            isinstance(seen, ssl.SSLError) and seen.reason == "WRONG_VERSION_NUMBER"
+        ):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def _discard(response: httpx.Response) -> None:

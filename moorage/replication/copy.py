@@ -411,7 +411,7 @@ class CopyEngine:
     async def _blob(self, run: _Run, src_repo: str, dst_repo: str, digest: str, size: int) -> None:
         key = (dst_repo, digest)
         task = self._blobs.get(key)
-        owner = task is None or (task.done() and task.exception() is not None)
+        owner = task is None or (task.done() and (task.cancelled() or task.exception() is not None))
         if owner:
             task = asyncio.ensure_future(self._blob_task(run, src_repo, dst_repo, digest, size))
             self._blobs[key] = task

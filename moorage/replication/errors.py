@@ -45,5 +45,9 @@ class DigestMismatch(ReplicationError):
     """Content does not match the digest it was asked for (or announced): never retried blindly."""
 
 
+class TLSFailure(ReplicationError):
+    """The TLS handshake failed (untrusted or mismatched certificate): not worth retrying."""
+
+
 class PeerProtocolError(ReplicationError):
     """The peer's answer breaks the protocol or a bound (oversized, malformed, too deep)."""

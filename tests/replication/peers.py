@@ -37,7 +37,7 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:{port}
-"""
+{tls}"""
 
 
 @dataclass
@@ -46,18 +46,20 @@ class Distribution:
     root: Path
     proc: subprocess.Popen[bytes]
     log_path: Path
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
 
 @contextlib.contextmanager
-def distribution() -> Iterator[Distribution]:
-    """``docker-registry serve`` (Distribution 2.8.2) with filesystem storage in a temp dir."""
+def distribution(tls: tuple[Path, Path] | None = None) -> Iterator[Distribution]:
+    """``docker-registry serve`` (Distribution 2.8.2) with filesystem storage in a temp dir;
+    HTTPS with *tls* = (certificate, key) PEM files."""
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("docker-registry (CNCF Distribution) is not installed")
@@ -65,7 +67,10 @@ def distribution() -> Iterator[Distribution]:
         port = free_port()
         root = Path(tmp) / "data"
         config = Path(tmp) / "config.yml"
-        config.write_text(_CONFIG.format(root=root, port=port))
+        tls_config = (
+            f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls is not None else ""
+        )
+        config.write_text(_CONFIG.format(root=root, port=port, tls=tls_config))
         log_path = Path(tmp) / "registry.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -74,14 +79,14 @@ def distribution() -> Iterator[Distribution]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        peer = Distribution(port, root, proc, log_path)
+        peer = Distribution(port, root, proc, log_path, tls is not None)
         try:
             deadline = time.monotonic() + 30
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"docker-registry exited:\n{peer.log()}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(peer.url + "/v2/", timeout=2).status_code == 200:
+                    if httpx.get(peer.url + "/v2/", timeout=2, verify=False).status_code == 200:
                         break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"docker-registry not ready:\n{peer.log()}")
@@ -89,3 +94,15 @@ def distribution() -> Iterator[Distribution]:
             yield peer
         finally:
             stop_process(proc)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key."""
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key

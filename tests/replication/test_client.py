@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from moorage.replication import (
     NotFound,
     PeerProtocolError,
     RegistryClient,
+    TLSFailure,
+    TLSOptions,
     Unauthorized,
 )
 from moorage.replication.client import MANIFEST_ACCEPT, Upload
@@ -26,7 +29,7 @@ from tests.conftest import ADMIN_PASSWORD, MoorageServer
 from .faultproxy import fault_proxy
 from .hostile import Answer, hostile_registry
 from .images import Pusher, build_set
-from .peers import Distribution
+from .peers import Distribution, distribution, self_signed
 
 ADMIN = Credentials("admin", ADMIN_PASSWORD)
 
@@ -236,3 +239,18 @@ def test_manifest_accept_covers_every_manifest_type() -> None:
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ):
         assert media_type in MANIFEST_ACCEPT
+
+
+async def test_tls_options(tmp_path: Path, uid: str) -> None:
+    cert, key = self_signed(tmp_path)
+    with distribution(tls=(cert, key)) as peer:
+        assert peer.url.startswith("https://")
+        async with RegistryClient(peer.url) as default:
+            with pytest.raises(TLSFailure, match="certificate"):
+                await default.ping()  # not a CA we trust: refused at once, not retried
+        async with RegistryClient(peer.url, tls=TLSOptions(ca_bundle=str(cert))) as trusting:
+            assert (await trusting.ping()).api_version == "registry/2.0"
+            digest = await trusting.push_blob(f"tls/{uid}/a", b"over tls")
+            assert await trusting.head_blob(f"tls/{uid}/a", digest) == len(b"over tls")
+        async with RegistryClient(peer.url, tls=TLSOptions(verify=False)) as insecure:
+            assert (await insecure.ping()).api_version == "registry/2.0"
