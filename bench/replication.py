@@ -5,8 +5,9 @@ same run, from one CNCF Distribution to another.
     flock /tmp/moorage-bench.lock python bench/replication.py --quick    # smaller, no 1 GiB case
 
 The set (``--images`` tags, spread over ``--repos`` repositories): single-platform images of
-3–5 small layers (10–500 KiB) on a base layer shared by the images of a repository, a few medium
-images (one ``--medium-mib`` layer), one multi-arch index (linux/amd64 + linux/arm64), cosign
+2–4 small layers (10–500 KiB) on two base layers: a 2 MiB one shared by the images of a
+repository and a 4 MiB one shared by all (what cross-repository mounts are for); a few medium
+images (one ``--medium-mib`` layer instead of the small ones), one multi-arch index (linux/amd64 + linux/arm64), cosign
 ``.sig`` signatures for some images and an SPDX SBOM referrer of the index (as the referrers tag
 ``sha256-<hex>``, Distribution having no referrers API). Content is random (incompressible).
 
@@ -99,10 +100,8 @@ class BenchSet:
     bytes: int  # blob + manifest bytes a full copy moves (each blob once per repository)
 
 
-def _image(rng: random.Random, label: str, base: bytes | None, layer_sizes: list[int]) -> Item:
-    layers = ([base] if base else []) + [
-        gzip.compress(rng.randbytes(size), 1, mtime=0) for size in layer_sizes
-    ]
+def _image(rng: random.Random, label: str, base: list[bytes], layer_sizes: list[int]) -> Item:
+    layers = list(base) + [gzip.compress(rng.randbytes(size), 1, mtime=0) for size in layer_sizes]
     config = _json(
         {
             "architecture": "amd64",
@@ -129,15 +128,18 @@ def make_set(
     out: dict[str, list[Item]] = {f"bench/repo{i}": [] for i in range(repos)}
     tags: dict[str, list[str]] = {r: [] for r in out}
     names = list(out)
+    # A base layer per repository, under one common to all (an OS layer: what cross-repository
+    # mounts are for).
+    common = gzip.compress(rng.randbytes(4 * MiB), 1, mtime=0)
     bases = {r: gzip.compress(rng.randbytes(2 * MiB), 1, mtime=0) for r in names}
     signed: list[tuple[str, Item]] = []
     for n in range(images - 1):
         repo = names[n % repos]
         if n < medium:
-            item = _image(rng, f"v{n}", bases[repo], [medium_mib * MiB])
+            item = _image(rng, f"v{n}", [common, bases[repo]], [medium_mib * MiB])
         else:
             sizes = [rng.randint(10, 500) * 1024 for _ in range(rng.randint(2, 4))]
-            item = _image(rng, f"v{n}", bases[repo], sizes)
+            item = _image(rng, f"v{n}", [common, bases[repo]], sizes)
         out[repo].append(item)
         tags[repo].append(item.ref)
         if len(signed) < signatures:
@@ -146,7 +148,7 @@ def make_set(
     repo = names[0]
     children = []
     for arch in ("amd64", "arm64"):
-        child = _image(rng, f"multi-{arch}", bases[repo], [300 * 1024, 200 * 1024])
+        child = _image(rng, f"multi-{arch}", [common, bases[repo]], [300 * 1024, 200 * 1024])
         child.ref = _sha(child.data)
         children.append((arch, child))
         out[repo].append(child)

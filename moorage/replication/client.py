@@ -373,6 +373,8 @@ class RegistryClient:
         return None
 
     async def _token(self, scopes: frozenset[str], refresh: bool = False) -> Token:
+        if len(self._token_locks) > 4096:  # bounded: forget the idle ones
+            self._token_locks = {k: v for k, v in self._token_locks.items() if v.locked()}
         lock = self._token_locks.setdefault(scopes, asyncio.Lock())
         async with lock:
             token = self._tokens.get(scopes)
@@ -488,12 +490,18 @@ class RegistryClient:
                     continue
                 raise PeerUnavailable(f"{method} {_show(url)}: {exc!r}") from exc
             status = response.status_code
-            if status == 401 and scopes is not None and not auth_retried and replayable:
+            if status == 401 and scopes is not None and not auth_retried:
                 values = response.headers.get_list("www-authenticate")
-                await _discard(response)
                 if sum(len(v) for v in values) > self.limits.max_header_bytes:
+                    await _discard(response)
                     raise PeerProtocolError("WWW-Authenticate header is too long")
-                if self._learn(parse_challenges(values), sent_auth, frozenset(scopes)):
+                learnt = self._learn(parse_challenges(values), sent_auth, frozenset(scopes))
+                if not replayable:
+                    # The body is gone; the caller sees the 401 and may retry with the fresh
+                    # token the next request will fetch (a token expired mid-upload).
+                    return response
+                await _discard(response)
+                if learnt:
                     auth_retried = True
                     continue
                 raise Unauthorized(

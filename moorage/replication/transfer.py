@@ -213,7 +213,11 @@ class _Source:
 
 
 def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, DigestMismatch | Unauthorized | PeerProtocolError):
+    if isinstance(exc, Unauthorized):
+        # A 401 in the middle of an upload is a token that expired while the bytes flowed: the
+        # next request fetches a fresh one. A 403 is a refusal.
+        return exc.status == 401
+    if isinstance(exc, DigestMismatch | PeerProtocolError):
         return False
     if isinstance(exc, RegistryError):
         # 4xx answers to chunk requests (416 RANGE_INVALID, 400 BLOB_UPLOAD_INVALID, 404) mean

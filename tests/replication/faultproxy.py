@@ -135,6 +135,8 @@ class FaultProxy:
                 conn.start_next_cycle()
         except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping: end quietly (the task ends with the loop)
         finally:
             writer.close()
 

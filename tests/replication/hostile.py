@@ -26,7 +26,7 @@ class Seen:
 
 class Hostile:
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], Callable[[], Answer] | Answer] = {}
+        self.routes: dict[tuple[str, str], Callable[[Seen], Answer] | Answer] = {}
         self.seen: list[Seen] = []
         hostile = self
 
@@ -40,9 +40,10 @@ class Hostile:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                hostile.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
+                seen = Seen(self.command, self.path, dict(self.headers.items()))
+                hostile.seen.append(seen)
                 route = hostile.routes.get((self.command, self.path.split("?", 1)[0]))
-                answer = route() if callable(route) else route or Answer(404, {}, b"not found")
+                answer = route(seen) if callable(route) else route or Answer(404, {}, b"not found")
                 self.send_response(answer.status)
                 for k, v in answer.headers.items():
                     self.send_header(k, v)

@@ -27,7 +27,7 @@ from tests.clients.ocigen import OCI_INDEX, OCI_MANIFEST
 from tests.conftest import ADMIN_PASSWORD, MoorageServer
 
 from .faultproxy import fault_proxy
-from .hostile import Answer, hostile_registry
+from .hostile import Answer, Seen, hostile_registry
 from .images import Pusher, build_set
 from .peers import Distribution, distribution, self_signed
 
@@ -254,3 +254,46 @@ async def test_tls_options(tmp_path: Path, uid: str) -> None:
             assert await trusting.head_blob(f"tls/{uid}/a", digest) == len(b"over tls")
         async with RegistryClient(peer.url, tls=TLSOptions(verify=False)) as insecure:
             assert (await insecure.ping()).api_version == "registry/2.0"
+
+
+async def test_refused_token_is_replaced() -> None:
+    """A registry that stops accepting a cached token (expired, revoked) gets a fresh one:
+    the token flow runs again once, and the request succeeds."""
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}}).encode()
+    issued: list[str] = []
+    with hostile_registry() as h:
+        challenge = f'Bearer realm="{h.url}/token",service="hostile",scope="repository:r:pull"'
+
+        def token(seen: Seen) -> Answer:
+            issued.append(f"tok{len(issued) + 1}")
+            assert "scope=repository%3Ar%3Apull" in seen.path
+            return Answer(
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"token": issued[-1], "expires_in": 300}).encode(),
+            )
+
+        served: list[str] = []
+
+        def manifest(seen: Seen) -> Answer:
+            # tok1 works once, then only the newest token does.
+            auth = seen.headers.get("Authorization", "")
+            ok = auth == f"Bearer {issued[-1]}" if issued else False
+            if auth == "Bearer tok1" and served:
+                ok = False
+            if not ok:
+                return Answer(401, {"WWW-Authenticate": challenge}, b"")
+            served.append(auth)
+            return _manifest_answer(body)
+
+        h.routes[("GET", "/token")] = token
+        h.routes[("GET", "/v2/r/manifests/x")] = manifest
+        async with RegistryClient(h.url, Credentials("u", "p")) as client:
+            await client.get_manifest("r", "x")
+            await client.get_manifest("r", "x")
+        assert issued == ["tok1", "tok2"]
+        assert served == ["Bearer tok1", "Bearer tok2"]
+        # Token requests carried the credentials and the account, as the token spec says.
+        token_requests = [s for s in h.seen if s.path.startswith("/token")]
+        assert all(s.headers.get("Authorization", "").startswith("Basic ") for s in token_requests)
+        assert all("account=u" in s.path for s in token_requests)
