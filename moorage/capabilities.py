@@ -15,7 +15,9 @@ from .capability import Capability
 
 
 def installed() -> tuple[Capability, ...]:
-    return ()
+    from .replication.wiring import REPLICATION
+
+    return (REPLICATION,)
 
 
 def all_metadata() -> sa.MetaData:

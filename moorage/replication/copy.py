@@ -34,8 +34,10 @@ import httpx
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.manifest import Descriptor, ManifestError, ParsedManifest, parse_manifest
-from .client import Manifest, Referrers, RegistryClient, referrers_tag
+from .client import Manifest, Referrers, referrers_tag
 from .errors import PeerProtocolError, RegistryError, ReplicationError
+from .models import Upload
+from .peer import Registry
 from .transfer import BlobOutcome, TransferOptions, copy_blob
 
 # buildx keeps provenance/SBOM attestations as index children with platform unknown/unknown,
@@ -103,6 +105,9 @@ class TagResult:
     resumes: int = 0
     restarts: int = 0
     skipped: list[SkippedChild] = field(default_factory=list)
+    # A failure worth retrying later as it is (the peer was away, 5xx, 429); False for a
+    # refusal or bad content, which a retry would meet again.
+    transient: bool = False
 
     @property
     def ok(self) -> bool:
@@ -115,14 +120,17 @@ class TagResult:
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
     """``bytes``: *bytes* more were sent for blob *digest*; ``blob``/``manifest``: one arrived;
-    ``tag``: the tag is done (``result`` set). Called synchronously: keep the callback cheap."""
+    ``upload``: the upload session of blob *digest* (``location``) acknowledged *bytes* (what a
+    checkpoint records, for :meth:`CopyEngine.copy_tag`'s ``resume``); ``tag``: the tag is done
+    (``result`` set). Called synchronously: keep the callback cheap."""
 
-    kind: Literal["bytes", "blob", "manifest", "tag"]
+    kind: Literal["bytes", "blob", "manifest", "upload", "tag"]
     src_repo: str
     ref: str
     digest: str | None = None
     bytes: int = 0
     result: TagResult | None = None
+    location: str | None = None
 
 
 Progress = Callable[[ProgressEvent], None]
@@ -212,8 +220,8 @@ class CopyEngine:
 
     def __init__(
         self,
-        src: RegistryClient,
-        dst: RegistryClient,
+        src: Registry,
+        dst: Registry,
         options: CopyOptions | None = None,
         progress: Progress | None = None,
     ) -> None:
@@ -226,6 +234,7 @@ class CopyEngine:
         self._blobs: dict[tuple[str, str], asyncio.Task[BlobOutcome]] = {}
         self._where: dict[str, list[str]] = {}  # blob digest -> destination repos holding it
         self._manifests: set[tuple[str, str]] = set()  # (dst repo, digest) known present
+        self._resume: dict[tuple[str, str], str] = {}  # (dst repo, blob) -> upload location
 
     # --- public -------------------------------------------------------------------------------
 
@@ -247,9 +256,19 @@ class CopyEngine:
         return list(await asyncio.gather(*(one(*r) for r in requests)))
 
     async def copy_tag(
-        self, src_repo: str, dst_repo: str, ref: str, *, src_tags: Collection[str] | None = None
+        self,
+        src_repo: str,
+        dst_repo: str,
+        ref: str,
+        *,
+        src_tags: Collection[str] | None = None,
+        resume: dict[str, str] | None = None,
     ) -> TagResult:
-        """Copy one tag or digest; never raises for a failure of the copy (see the result)."""
+        """Copy one tag or digest; never raises for a failure of the copy (see the result).
+        ``resume``: blob digest → upload location that an earlier attempt (its ``upload``
+        progress events) left open; those blobs continue where the destination stands."""
+        for digest, location in (resume or {}).items():
+            self._resume[(dst_repo, digest)] = location
         result = TagResult(src_repo, dst_repo, ref)
         started = time.monotonic()
         opts = self.options
@@ -258,13 +277,14 @@ class CopyEngine:
             run = _Run(result)
             try:
                 await self._copy_ref(run, src_repo, dst_repo, ref, src_tags)
-                result.error = None
+                result.error, result.transient = None, False
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure becomes this tag's result, never a crash
                 result.status, result.error = "failed", _describe(exc)
-                if not _transient(exc) or attempt + 1 >= opts.tag_attempts:
+                result.transient = _transient(exc)
+                if not result.transient or attempt + 1 >= opts.tag_attempts:
                     break
                 await asyncio.sleep(opts.tag_backoff * (2**attempt) * (0.5 + random.random() / 2))
         result.duration = time.monotonic() - started
@@ -275,15 +295,16 @@ class CopyEngine:
 
     def _emit(
         self,
-        kind: Literal["bytes", "blob", "manifest", "tag"],
+        kind: Literal["bytes", "blob", "manifest", "upload", "tag"],
         src_repo: str,
         ref: str,
         digest: str | None,
         n: int = 0,
         result: TagResult | None = None,
+        location: str | None = None,
     ) -> None:
         if self.progress is not None:
-            self.progress(ProgressEvent(kind, src_repo, ref, digest, n, result))
+            self.progress(ProgressEvent(kind, src_repo, ref, digest, n, result, location))
 
     async def _copy_ref(
         self,
@@ -439,6 +460,9 @@ class CopyEngine:
         def on_bytes(n: int) -> None:
             self._emit("bytes", src_name, ref, digest, n)
 
+        def on_upload(upload: Upload) -> None:
+            self._emit("upload", src_name, ref, digest, upload.offset, location=str(upload.location))
+
         async with self._blob_slots:
             outcome = await copy_blob(
                 self.src,
@@ -450,6 +474,8 @@ class CopyEngine:
                 mount_from=self._where.get(digest, ()) if self.options.mount else (),
                 options=self.options.transfer,
                 on_bytes=on_bytes,
+                resume_location=self._resume.pop((dst_repo, digest), None),
+                on_upload=on_upload,
             )
         where = self._where.setdefault(digest, [])
         if dst_repo not in where and len(where) < 8:
@@ -582,9 +608,9 @@ async def _gather(coros: Iterable[Any]) -> None:
 
 
 async def copy_tag(
-    src: RegistryClient,
+    src: Registry,
     src_repo: str,
-    dst: RegistryClient,
+    dst: Registry,
     dst_repo: str,
     ref: str,
     options: CopyOptions | None = None,

@@ -30,17 +30,19 @@ MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 @dataclass(frozen=True, slots=True)
 class TLSOptions:
     """``verify=False`` accepts any certificate (``--insecure``); ``ca_bundle`` is a PEM file of
-    extra trusted CAs; ``client_cert``/``client_key`` for registries that want mutual TLS."""
+    extra trusted CAs (``ca_pem`` the same as text); ``client_cert``/``client_key`` for registries
+    that want mutual TLS."""
 
     verify: bool = True
     ca_bundle: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
+    ca_pem: str | None = None  # extra trusted CAs as PEM text (kept in the database)
 
     def context(self) -> ssl.SSLContext | bool:
         if not self.verify:
             return False
-        ctx = ssl.create_default_context(cafile=self.ca_bundle)
+        ctx = ssl.create_default_context(cafile=self.ca_bundle, cadata=self.ca_pem)
         if self.client_cert:
             ctx.load_cert_chain(self.client_cert, self.client_key)
         return ctx

@@ -34,7 +34,6 @@ import httpx
 
 from ..oci.digest import Digest
 from .bounds import MiB
-from .client import BlobStream, RegistryClient, Upload
 from .errors import (
     DigestMismatch,
     PeerProtocolError,
@@ -43,6 +42,8 @@ from .errors import (
     ReplicationError,
     Unauthorized,
 )
+from .models import Upload
+from .peer import BlobReader, Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class BlobOutcome:
 
 
 OnBytes = Callable[[int], None]
+OnUpload = Callable[[Upload], None]
 _SEND_PIECE = 1024 * 1024
 
 
@@ -85,7 +87,7 @@ class _Source:
 
     def __init__(
         self,
-        client: RegistryClient,
+        client: Registry,
         repo: str,
         digest: Digest,
         size: int,
@@ -146,7 +148,7 @@ class _Source:
         self.checkpoints = [(o, h) for o, h in self.checkpoints if o <= start]
         stack = AsyncExitStack()
         try:
-            stream: BlobStream = await stack.enter_async_context(
+            stream: BlobReader = await stack.enter_async_context(
                 self.client.open_blob(
                     self.repo, str(self.digest), offset=start, size=self.size, verify=False
                 )
@@ -227,9 +229,9 @@ def _retryable(exc: BaseException) -> bool:
 
 
 async def copy_blob(
-    src: RegistryClient,
+    src: Registry,
     src_repo: str,
-    dst: RegistryClient,
+    dst: Registry,
     dst_repo: str,
     digest: str,
     size: int,
@@ -238,10 +240,15 @@ async def copy_blob(
     check_exists: bool = True,
     options: TransferOptions | None = None,
     on_bytes: OnBytes | None = None,
+    resume_location: str | None = None,
+    on_upload: OnUpload | None = None,
 ) -> BlobOutcome:
     """Make the destination repository hold the blob *digest* (of *size* bytes, from its
     descriptor). ``mount_from``: destination repositories known to hold it (the first one that
-    is not *dst_repo* is tried). Raises a :class:`ReplicationError` when every attempt failed."""
+    is not *dst_repo* is tried). ``resume_location``: an upload session a previous attempt
+    (maybe on another node) left open: asked where it stands and continued. ``on_upload`` is
+    told of the session and of each acknowledged offset (what a checkpoint records). Raises a
+    :class:`ReplicationError` when every attempt failed."""
     opts = options or TransferOptions()
     d = Digest.parse(digest)
     if size < 0:
@@ -251,29 +258,38 @@ async def copy_blob(
         if have is not None:
             return BlobOutcome(str(d), size, "exists")
     upload: Upload | None = None
+    if resume_location is not None:
+        upload = Upload(dst_repo, httpx.URL(resume_location), 0)
+        return await _upload(
+            src, src_repo, dst, dst_repo, d, size, upload, opts, on_bytes, on_upload, True
+        )
     candidate = next((r for r in mount_from if r != dst_repo), None)
     if candidate is not None:
         upload = await dst.start_upload(dst_repo, mount=str(d), from_repo=candidate)
         if upload is None:
             return BlobOutcome(str(d), size, "mounted")
-    return await _upload(src, src_repo, dst, dst_repo, d, size, upload, opts, on_bytes)
+    return await _upload(src, src_repo, dst, dst_repo, d, size, upload, opts, on_bytes, on_upload)
 
 
 async def _upload(
-    src: RegistryClient,
+    src: Registry,
     src_repo: str,
-    dst: RegistryClient,
+    dst: Registry,
     dst_repo: str,
     d: Digest,
     size: int,
     upload: Upload | None,
     opts: TransferOptions,
     on_bytes: OnBytes | None,
+    on_upload: OnUpload | None = None,
+    resumed: bool = False,
 ) -> BlobOutcome:
     outcome = BlobOutcome(str(d), size, "uploaded")
     source = _Source(src, src_repo, d, size, opts.checkpoint_every, on_bytes)
     attempt = 0
-    broken = False  # the last attempt failed: ask the destination where the session stands
+    # The last attempt failed (or a previous run left the session): ask the destination where
+    # the session stands.
+    broken = resumed
     try:
         while True:
             try:
@@ -291,7 +307,9 @@ async def _upload(
                 if upload is None:
                     upload = await dst.start_upload(dst_repo)
                     assert upload is not None
-                await _send(dst, upload, source, str(d), size, opts)
+                if on_upload is not None:
+                    on_upload(upload)
+                await _send(dst, upload, source, str(d), size, opts, on_upload)
                 outcome.bytes_sent = source.sent
                 return outcome
             except (ReplicationError, httpx.HTTPError, OSError) as exc:
@@ -311,12 +329,13 @@ async def _upload(
 
 
 async def _send(
-    dst: RegistryClient,
+    dst: Registry,
     upload: Upload,
     source: _Source,
     digest: str,
     size: int,
     opts: TransferOptions,
+    on_upload: OnUpload | None = None,
 ) -> None:
     """Send the bytes from the session's acknowledged offset to the end, then close it."""
     while True:
@@ -332,3 +351,5 @@ async def _send(
             # The destination kept a different amount than we sent: re-read from its offset.
             await source.close()
         source.prune(upload.offset)
+        if on_upload is not None:
+            on_upload(upload)
