@@ -3,6 +3,13 @@ same run, from one CNCF Distribution to another.
 
     flock /tmp/moorage-bench.lock python bench/replication.py            # 40 images, 1 GiB case
     flock /tmp/moorage-bench.lock python bench/replication.py --quick    # smaller, no 1 GiB case
+    flock /tmp/moorage-bench.lock python bench/replication.py --capability --big-mib 0
+
+``--capability`` measures the replication capability end to end instead: the set is pushed
+into a ``moorage serve`` (access control on), and each round a push policy to a Distribution
+is run through the REST API — a planning job, then one job per tag on the shared queue — timed
+from the run request to the execution's end, beside ``skopeo sync`` from the same Moorage to
+another Distribution.
 
 The set (``--images`` tags, spread over ``--repos`` repositories): single-platform images of
 2–4 small layers (10–500 KiB) on two base layers: a 2 MiB one shared by the images of a
@@ -219,9 +226,9 @@ def make_set(
     return BenchSet(out, tags, total)
 
 
-async def push_set(url: str, bench: BenchSet) -> None:
+async def push_set(url: str, bench: BenchSet, credentials: Any = None) -> None:
     """Set up the source (untimed): blobs, manifests, and the SBOM's referrers tag."""
-    async with RegistryClient(url) as client:
+    async with RegistryClient(url, credentials, auth_scheme="basic" if credentials else None) as client:
         for repo, items in bench.repos.items():
             pushed: set[str] = set()
             for item in items:
@@ -300,7 +307,9 @@ class SkopeoSync:
     def reset_cache(self) -> None:
         shutil.rmtree(self.home / "data" / "containers", ignore_errors=True)
 
-    def sync(self, src_host: str, repos: list[str], dst: str) -> float:
+    def sync(
+        self, src_host: str, repos: list[str], dst: str, src_creds: str | None = None
+    ) -> float:
         spec = self.home / "sync.yml"
         lines = [f"{src_host}:", "  tls-verify: false", "  images-by-tag-regex:"]
         lines += [f"    {repo}: '.*'" for repo in repos]
@@ -310,6 +319,7 @@ class SkopeoSync:
             str(self.home / "tmp"), "--registries-conf", str(self.registries_conf), "sync",
             "--all", "--retry-times", "0",
             "--src-tls-verify=false", "--dest-tls-verify=false",
+            *(["--src-creds", src_creds] if src_creds else []),
             "--src", "yaml", "--dest", "docker", str(spec), dst,
         ]  # fmt: skip
         t0 = time.perf_counter()
@@ -453,6 +463,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="2 rounds, no 1 GiB case")
+    p.add_argument(
+        "--capability",
+        action="store_true",
+        help="the replication capability (policy runs as jobs, Moorage → Distribution) vs skopeo sync",
+    )
     p.add_argument("--images", type=int, default=40)
     p.add_argument("--repos", type=int, default=8)
     p.add_argument("--medium", type=int, default=4, help="images with one --medium-mib layer")
@@ -473,7 +488,9 @@ def main() -> None:
         sys.exit("needs docker-registry (Distribution 2.8.2) and skopeo")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-repl-"))
     try:
-        results = asyncio.run(run(args, work, binary))
+        results = asyncio.run(
+            capability_run(args, work, binary) if args.capability else run(args, work, binary)
+        )
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -587,6 +604,142 @@ async def run(args: argparse.Namespace, work: Path, binary: str) -> dict[str, An
         "busy_cpu_before": busy_before,
         "busy_cpu_after": busy_after,
     }
+
+
+ADMIN_PASSWORD = "bench-admin-password-1"
+
+
+async def capability_run(args: argparse.Namespace, work: Path, binary: str) -> dict[str, Any]:
+    """The replication capability end to end: a push policy from a Moorage to a Distribution,
+    run through the REST API (a planning job, one job per tag), beside ``skopeo sync``."""
+    import httpx
+
+    from moorage.replication import Credentials
+
+    bench = make_set(
+        args.images, args.repos, args.medium, args.medium_mib, args.signatures, args.seed
+    )
+    repos = list(bench.repos)
+    n_tags = sum(len(t) for t in bench.tags.values())
+    env = {
+        "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET": "bench-secret",
+        "MOORAGE_LOG_LEVEL": "warning",
+        "MOORAGE_LOG_ACCESS_LOG": "false",
+    }
+    moorage = servers.moorage_spec(f"{sys.executable} -m moorage.cli", 1, None, "moorage", env)
+    spec = servers.distribution_spec(binary)
+    auth = ("admin", ADMIN_PASSWORD)
+    with (
+        servers.running(moorage, work / "moorage") as src,
+        servers.running(spec, work / "dst-capability") as dst_a,
+        servers.running(spec, work / "dst-skopeo") as dst_b,
+        httpx.Client(base_url=src.base_url + "/api/v1", auth=auth, timeout=120) as api,
+    ):
+        await push_set(src.base_url, bench, Credentials(*auth))
+        source = await snapshot_auth(src.base_url, repos, Credentials(*auth))
+        print(f"set: {n_tags} image tags in {len(repos)} repositories, "
+              f"{sum(len(t) for t in source.values())} tags in all, {bench.bytes / MB:.1f} MB", file=sys.stderr)  # fmt: skip
+        remote = {"name": "dist", "url": dst_a.base_url}
+        await asyncio.to_thread(lambda: api.post("/replication/remotes", json=remote).raise_for_status())
+        skopeo = SkopeoSync(work / "skopeo-home")
+        rounds: list[dict[str, Any]] = []
+        busy_before = _busy()
+        for i in range(args.rounds):
+            ns = f"r{i}"
+            body = {
+                "name": f"bench-{ns}", "remote": "dist", "direction": "push",
+                "source": "bench/**", "dest_namespace": ns,
+            }  # fmt: skip
+            await asyncio.to_thread(
+                lambda b=body: api.post("/replication/policies", json=b).raise_for_status()
+            )
+            row: dict[str, Any] = {}
+            order = ["capability", "skopeo"] if i % 2 == 0 else ["skopeo", "capability"]
+            for who in order:
+                await _sync()
+                if who == "capability":
+                    row["capability"] = await asyncio.to_thread(_run_policy, api, f"bench-{ns}")
+                else:
+                    skopeo.reset_cache()
+                    seconds = await asyncio.to_thread(
+                        skopeo.sync, src.registry, repos, f"{dst_b.registry}/{ns}",
+                        f"admin:{ADMIN_PASSWORD}",
+                    )  # fmt: skip
+                    row["skopeo"] = {"seconds": seconds}
+            dst_repos = [f"{ns}/{r.rsplit('/', 1)[1]}" for r in repos]
+            a = await snapshot(dst_a.base_url, dst_repos)
+            b = await snapshot(dst_b.base_url, dst_repos)
+            diffs = _differences(
+                source,
+                {r: a[f"{ns}/{r.rsplit('/', 1)[1]}"] for r in repos},
+                {r: b[f"{ns}/{r.rsplit('/', 1)[1]}"] for r in repos},
+            )
+            rewritten = [d for d in diffs if d[1].startswith("sha256-") and d[2] == d[3]]
+            if len(rewritten) != len(diffs):
+                raise RuntimeError(f"round {i}: destinations differ from the source: {diffs[:5]}")
+            for who in ("capability", "skopeo"):
+                row[who]["MBps"] = bench.bytes / MB / row[who]["seconds"]
+                row[who]["images_per_s"] = n_tags / row[who]["seconds"]
+            rounds.append(row)
+            print(f"round {i}: capability {row['capability']['seconds']:.2f}s, skopeo sync "
+                  f"{row['skopeo']['seconds']:.2f}s", file=sys.stderr)  # fmt: skip
+        busy_after = _busy()
+    best = {w: min(rounds, key=lambda r: r[w]["seconds"])[w] for w in ("capability", "skopeo")}
+    ratio = best["skopeo"]["seconds"] / best["capability"]["seconds"]
+    med = {w: statistics.median(r[w]["seconds"] for r in rounds) for w in ("capability", "skopeo")}
+    print(f"\n{'':28}{'capability':>12}{'skopeo sync':>13}{'ratio':>10}")
+    print(f"{'seconds (best)':28}{best['capability']['seconds']:>12.2f}{best['skopeo']['seconds']:>13.2f}{ratio:>9.2f}x")  # fmt: skip
+    print(f"{'seconds (median)':28}{med['capability']:>12.2f}{med['skopeo']:>13.2f}{med['skopeo'] / med['capability']:>9.2f}x")  # fmt: skip
+    print(f"{'MB/s (best)':28}{best['capability']['MBps']:>12.1f}{best['skopeo']['MBps']:>13.1f}{ratio:>9.2f}x")  # fmt: skip
+    print(f"{'images/s (best)':28}{best['capability']['images_per_s']:>12.1f}{best['skopeo']['images_per_s']:>13.1f}{ratio:>9.2f}x")  # fmt: skip
+    print(f"busy CPU before/after: {busy_before:.0f}% / {busy_after:.0f}% (other work on the machine)")  # fmt: skip
+    return {
+        "mode": "capability",
+        "settings": vars(args),
+        "set": {"image_tags": n_tags, "repos": len(repos), "bytes": bench.bytes},
+        "rounds": rounds,
+        "best": best,
+        "ratio_capability_over_skopeo": ratio,
+        "busy_cpu_before": busy_before,
+        "busy_cpu_after": busy_after,
+    }
+
+
+def _run_policy(api: Any, policy: str) -> dict[str, Any]:
+    """POST run, then poll the execution until it ends; the time between the two."""
+    t0 = time.perf_counter()
+    r = api.post(f"/replication/policies/{policy}/run")
+    r.raise_for_status()
+    execution = r.json()["execution"]
+    while True:
+        doc = api.get(f"/replication/executions/{execution}").json()
+        if doc["state"] not in ("planning", "running"):
+            break
+        time.sleep(0.05)
+    seconds = time.perf_counter() - t0
+    if doc["state"] != "succeeded":
+        failed = [(t["src_repo"], t["ref"], t["error"]) for t in doc["tasks"] if t["error"]]
+        raise RuntimeError(f"execution {execution} {doc['state']}: {failed[:3]}")
+    tasks = doc["tasks"]
+    return {
+        "seconds": seconds,
+        "tags": len(tasks),
+        "bytes_sent": doc["bytes"],
+        "blobs_uploaded": sum(t["detail"]["blobs_uploaded"] for t in tasks),
+        "blobs_mounted": sum(t["detail"]["blobs_mounted"] for t in tasks),
+        "nodes": sorted({t["node"] for t in tasks}),
+    }
+
+
+async def snapshot_auth(url: str, repos: list[str], credentials: Any) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    async with RegistryClient(url, credentials, auth_scheme="basic") as c:
+        for repo in repos:
+            tags = await c.tags(repo)
+            infos = await asyncio.gather(*(c.head_manifest(repo, t) for t in tags))
+            out[repo] = {t: i.digest for t, i in zip(tags, infos, strict=True) if i is not None}
+    return out
 
 
 async def _sync() -> None:

@@ -25,7 +25,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -241,7 +241,7 @@ class CopyEngine:
     async def copy_tags(
         self,
         requests: Iterable[tuple[str, str, str]],
-        src_tags: dict[str, Collection[str]] | None = None,
+        src_tags: Mapping[str, Collection[str]] | None = None,
     ) -> list[TagResult]:
         """Copy (src_repo, dst_repo, ref) triples, ``tag_concurrency`` at a time; results in the
         same order. ``src_tags`` (source repo → its tags), when the caller listed them, saves
