@@ -623,7 +623,7 @@ async def capability_run(args: argparse.Namespace, work: Path, binary: str) -> d
     n_tags = sum(len(t) for t in bench.tags.values())
     env = {
         "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET": "bench-secret",
+        "MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET": "bench-key-encryption-secret",
         "MOORAGE_LOG_LEVEL": "warning",
         "MOORAGE_LOG_ACCESS_LOG": "false",
     }
@@ -675,9 +675,13 @@ async def capability_run(args: argparse.Namespace, work: Path, binary: str) -> d
                 {r: a[f"{ns}/{r.rsplit('/', 1)[1]}"] for r in repos},
                 {r: b[f"{ns}/{r.rsplit('/', 1)[1]}"] for r in repos},
             )
-            rewritten = [d for d in diffs if d[1].startswith("sha256-") and d[2] == d[3]]
-            if len(rewritten) != len(diffs):
+            # The source (Moorage) indexes the SBOM through the OCI 1.1 referrers API: the
+            # capability writes the referrers tag Distribution needs; skopeo 1.9 does not copy
+            # referrers at all. Everything else must match the source exactly.
+            extra = [d for d in diffs if d[1].startswith("sha256-") and d[2] is None and d[4] is None]
+            if len(extra) != len(diffs):
                 raise RuntimeError(f"round {i}: destinations differ from the source: {diffs[:5]}")
+            row["capability_referrers_tags"] = [f"{d[0]}:{d[1]}" for d in extra]
             for who in ("capability", "skopeo"):
                 row[who]["MBps"] = bench.bytes / MB / row[who]["seconds"]
                 row[who]["images_per_s"] = n_tags / row[who]["seconds"]

@@ -128,6 +128,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._offered: dict[str, str] = {}  # schedule kind -> last slot offered
+        self._requeued_at = float("-inf")
 
     # --- registration -------------------------------------------------------------------
 
@@ -194,11 +195,16 @@ class JobRunner:
     async def run_once(self) -> int:
         """One poll: re-queue stale jobs, offer schedules, claim and start due jobs.
         Returns how many jobs were started."""
-        stale_before = datetime.now(UTC) - timedelta(seconds=self.config.stale_seconds)
-        async with self.engine.begin() as conn:
-            requeued = await q.requeue_stale(conn, stale_before)
-        if requeued:
-            log.warning("re-queued %d job(s) whose node stopped heart-beating", requeued)
+        loop = asyncio.get_running_loop()
+        # Looking for dead nodes' jobs is a write transaction: once per poll period, not on
+        # every wake (a wake comes with every finished job).
+        if loop.time() - self._requeued_at >= min(self.config.poll_seconds, 1.0):
+            self._requeued_at = loop.time()
+            stale_before = datetime.now(UTC) - timedelta(seconds=self.config.stale_seconds)
+            async with self.engine.begin() as conn:
+                requeued = await q.requeue_stale(conn, stale_before)
+            if requeued:
+                log.warning("re-queued %d job(s) whose node stopped heart-beating", requeued)
         await self._offer_schedules()
         busy: dict[str, int] = {}
         for kind in self._running_kind.values():

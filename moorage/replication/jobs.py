@@ -25,6 +25,7 @@ from typing import Any
 
 from ..audit import AuditEvent, AuditLog
 from ..db import job_queries
+from ..db.queries import now
 from ..db.schema import jobs as jobs_table
 from ..jobs.runner import JobRunner, checkpoint, current_attempt, report_progress
 from ..oci import mediatypes as mt
@@ -304,15 +305,17 @@ class Executor:
 
     async def tag(self, payload: dict[str, Any]) -> dict[str, Any]:
         task_id = int(payload["task"])
-        async with self.service._tx() as conn:
-            t = await q.start_task(conn, task_id, self.runner.worker)
-            if t is None:
+        async with self.ctx.engine.connect() as conn:
+            t = await q.task(conn, task_id)
+            if t is None or t.state in q.FINAL:
                 return {"skipped": "already recorded"}
             e = await q.execution(conn, t.execution_id)
             policy = await q.policy_by_id(conn, e.policy_id) if e else None
             remote = await q.remote_by_id(conn, policy.remote_id) if policy else None
         if e is None or policy is None or remote is None:
             return {"skipped": "policy gone"}
+        attempt = current_attempt()
+        run = q.TaskRun(attempt[0] if attempt else t.attempts + 1, self.runner.worker, now())
         started = time.monotonic()
         progress = _Progress()
         saved = checkpoint() or {}
@@ -339,7 +342,7 @@ class Executor:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
-        return await self._record(t, e, policy, result, time.monotonic() - started, progress)
+        return await self._record(t, e, policy, result, time.monotonic() - started, progress, run)
 
     async def _report(self, t: q.TaskRow, progress: _Progress) -> None:
         while True:
@@ -407,10 +410,11 @@ class Executor:
         result: TagResult,
         duration: float,
         progress: _Progress,
+        run: q.TaskRun,
     ) -> dict[str, Any]:
-        if not result.ok and result.transient and t.attempts < TASK_ATTEMPTS:
+        if not result.ok and result.transient and run.attempt < TASK_ATTEMPTS:
             async with self.service._tx() as conn:
-                await q.retry_task(conn, t.id, result.error or "failed")
+                await q.retry_task(conn, t, result.error or "failed", run)
             if progress.uploads:
                 await report_progress(0, None, "retrying", checkpoint={"uploads": progress.uploads})
             raise TaskRetry(result.error or "failed")
@@ -435,6 +439,7 @@ class Executor:
                 error=result.error,
                 transient=result.transient if not result.ok else None,
                 detail=detail,
+                run=run,
             )
             if not result.ok and result.transient and e.trigger == "event":
                 await q.set_catchup(conn, policy.id, True)

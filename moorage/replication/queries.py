@@ -8,7 +8,7 @@ execution in that same transaction, so exactly one node does it.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -433,6 +433,9 @@ class TaskRow:
     started_at: datetime | None
     finished_at: datetime | None
 
+    def _replace_state(self, state: str) -> TaskRow:
+        return replace(self, state=state)
+
 
 def _task(r: Any) -> TaskRow:
     return TaskRow(
@@ -510,37 +513,49 @@ async def task(conn: AsyncConnection, task_id: int) -> TaskRow | None:
 
 
 async def tasks(
-    conn: AsyncConnection, execution_id: int, state: str | None = None, limit: int = 10_000
+    conn: AsyncConnection, execution_id: int, limit: int = 10_000
 ) -> list[TaskRow]:
-    q = sa.select(tk).where(tk.c.execution_id == execution_id)
-    if state:
-        q = q.where(tk.c.state == state)
-    return [_task(r) for r in await conn.execute(q.order_by(tk.c.id).limit(limit))]
+    """An execution's tasks; one not recorded yet whose job runs shows as ``running``."""
+    from ..db.schema import jobs
 
-
-async def start_task(conn: AsyncConnection, task_id: int, node: str) -> TaskRow | None:
-    """Mark a task running (one more attempt); None when it is already final."""
-    res = await conn.execute(
-        sa.update(tk)
-        .where(tk.c.id == task_id, tk.c.state.not_in(FINAL))
-        .values(
-            state="running",
-            attempts=tk.c.attempts + 1,
-            node=node[:128],
-            started_at=sa.func.coalesce(tk.c.started_at, now()),
-        )
-        .returning(*tk.c)
+    shown = sa.case(
+        (sa.and_(tk.c.state.not_in(FINAL), jobs.c.state == "running"), "running"),
+        else_=tk.c.state,
+    ).label("shown_state")
+    q = (
+        sa.select(*tk.c, shown)
+        .select_from(tk.outerjoin(jobs, jobs.c.id == tk.c.job_id))
+        .where(tk.c.execution_id == execution_id)
     )
-    r = res.first()
-    return _task(r) if r else None
+    out = []
+    for r in await conn.execute(q.order_by(tk.c.id).limit(limit)):
+        out.append(_task(r)._replace_state(r.shown_state))
+    return out
 
 
-async def retry_task(conn: AsyncConnection, task_id: int, error: str) -> None:
+async def retry_task(conn: AsyncConnection, t: TaskRow, error: str, run: TaskRun) -> None:
     await conn.execute(
         sa.update(tk)
-        .where(tk.c.id == task_id, tk.c.state.not_in(FINAL))
-        .values(state="retrying", error=error[:4000], transient=True)
+        .where(tk.c.id == t.id, tk.c.state.not_in(FINAL))
+        .values(state="retrying", error=error[:4000], transient=True, **run.values())
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    """This attempt at a task: written with its outcome (no write when it starts: whether it
+    runs now is the job's state, joined in by :func:`tasks`)."""
+
+    attempt: int
+    node: str
+    started_at: datetime
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempt,
+            "node": self.node[:128],
+            "started_at": sa.func.coalesce(tk.c.started_at, self.started_at),
+        }
 
 
 async def finish_task(
@@ -555,6 +570,7 @@ async def finish_task(
     error: str | None,
     transient: bool | None,
     detail: dict[str, Any] | None,
+    run: TaskRun | None = None,
 ) -> ExecutionRow | None:
     """Record a task's final outcome and add it to its execution; returns the execution when
     this task closed it (the caller records the audit event and calls the hooks), else None."""
@@ -571,6 +587,7 @@ async def finish_task(
             transient=transient,
             detail=detail,
             finished_at=now(),
+            **(run.values() if run is not None else {}),
         )
     )
     if not res.rowcount:
