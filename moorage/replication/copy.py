@@ -463,6 +463,19 @@ class CopyEngine:
         def on_upload(upload: Upload) -> None:
             self._emit("upload", src_name, ref, digest, upload.offset, location=str(upload.location))
 
+        if self.options.mount:
+            # The same blob on its way into another destination repository (a base layer that
+            # several repositories share): wait for it and mount it instead of sending it again.
+            # Only copies registered before this one are waited for (an order, so no two wait on
+            # each other), and outside the blob slots.
+            others = []
+            for (r, d), t in self._blobs.items():
+                if (r, d) == (dst_repo, digest):
+                    break
+                if d == digest and not t.done():
+                    others.append(t)
+            if others:
+                await asyncio.wait(others)
         async with self._blob_slots:
             outcome = await copy_blob(
                 self.src,
