@@ -15,9 +15,10 @@ from .capability import Capability
 
 
 def installed() -> tuple[Capability, ...]:
+    from .replication.wiring import REPLICATION
     from .trust.wiring import TRUST
 
-    return (TRUST,)
+    return (TRUST, REPLICATION)
 
 
 def all_metadata() -> sa.MetaData:

@@ -116,14 +116,30 @@ async def claim(
         .order_by(jobs.c.run_after, jobs.c.id)
         .limit(limit)
     )
+    values = {
+        "state": "running",
+        "claimed_by": worker,
+        "heartbeat_at": ts,
+        "attempts": jobs.c.attempts + 1,
+    }
     if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    result = await conn.execute(
-        sa.update(jobs)
-        .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.state == "queued")
-        .values(state="running", claimed_by=worker, heartbeat_at=ts, attempts=jobs.c.attempts + 1)
-        .returning(*jobs.c)
-    )
+        # A materialized CTE: with "id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)" the planner
+        # may re-run the subquery per row and claim every due job, not n (measured: 12 of 12).
+        picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.id == picked.c.id, jobs.c.state == "queued")
+            .values(**values)
+            .returning(*jobs.c)
+        )
+    else:
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.state == "queued")
+            .values(**values)
+            .returning(*jobs.c)
+        )
+    result = await conn.execute(stmt)
     return sorted((_job(r) for r in result), key=lambda j: (j.run_after, j.id))
 
 

@@ -199,6 +199,25 @@ async def manifest_digests_in(
     return {r[0] for r in await conn.execute(q)}
 
 
+async def index_listing(conn: AsyncConnection, repository: str, child: str) -> str | None:
+    """The digest of an index of *repository* that lists the manifest *child* (which may be
+    absent: a sparse index), or None. Asked only when *child* is not found."""
+    q = (
+        sa.select(manifests.c.digest)
+        .select_from(
+            manifest_references.join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+            .join(repositories, repositories.c.id == manifests.c.repository_id)
+        )
+        .where(
+            manifest_references.c.digest == child,
+            manifest_references.c.kind == "manifest",
+            repositories.c.name == repository,
+        )
+        .limit(1)
+    )
+    return (await conn.execute(q)).scalar_one_or_none()
+
+
 async def insert_manifest(
     conn: AsyncConnection,
     repository_id: int,

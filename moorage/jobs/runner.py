@@ -6,6 +6,11 @@ heart-beating, and records the outcome. A node that dies stops heart-beating; af
 ``jobs.stale_seconds`` any other node re-queues its jobs. Failures are retried with exponential
 backoff up to the job's ``max_attempts``.
 
+A kind registered with its own ``concurrency`` (many small network-bound jobs, such as one
+replication job per tag) has slots of its own beside the shared ``jobs.concurrency``, so it
+neither starves nor is starved by the other kinds. A finished job wakes the runner at once: the
+next due job starts without waiting for the next poll.
+
 Periodic work is a :class:`Schedule`: each node, each poll, offers to enqueue the job for the
 current time slot with ``dedupe_key=<slot>``; the database lets exactly one such row exist, so a
 schedule runs once per period however many nodes there are, and still runs when nodes die.
@@ -59,6 +64,15 @@ def checkpoint() -> Any:
     return cur.job.progress.get("checkpoint")
 
 
+def current_attempt() -> tuple[int, int] | None:
+    """In a job handler: (this attempt's number, the job's max_attempts), so that a handler
+    can record a final outcome itself on its last attempt; None outside a job."""
+    cur = _current.get()
+    if cur is None:
+        return None
+    return cur.job.attempts, cur.job.max_attempts
+
+
 async def report_progress(
     done: int, total: int | None = None, message: str = "", checkpoint: Any = None
 ) -> None:
@@ -107,16 +121,27 @@ class JobRunner:
         self.worker = worker or node_name()
         self.handlers: dict[str, Handler] = {}
         self.schedules: list[Schedule] = []
+        self._own_slots: dict[str, int] = {}  # kind -> slots of its own (else shared)
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._running_kind: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._offered: dict[str, str] = {}  # schedule kind -> last slot offered
+        self._requeued_at = float("-inf")
 
     # --- registration -------------------------------------------------------------------
 
-    def register(self, kind: str, handler: Handler) -> None:
+    def register(self, kind: str, handler: Handler, *, concurrency: int | None = None) -> None:
+        """*concurrency*: slots of the kind's own on each node (its jobs then do not count
+        against ``jobs.concurrency``); None shares the node's common slots."""
         self.handlers[kind] = handler
+        if concurrency is not None:
+            self._own_slots[kind] = max(1, concurrency)
+
+    def wake(self) -> None:
+        """Poll now (e.g. after a handler enqueued jobs in its own transaction)."""
+        self._wake.set()
 
     def schedule(self, kind: str, every: timedelta, payload: dict[str, Any] | None = None) -> None:
         if kind not in self.handlers:
@@ -170,20 +195,36 @@ class JobRunner:
     async def run_once(self) -> int:
         """One poll: re-queue stale jobs, offer schedules, claim and start due jobs.
         Returns how many jobs were started."""
-        stale_before = datetime.now(UTC) - timedelta(seconds=self.config.stale_seconds)
-        async with self.engine.begin() as conn:
-            requeued = await q.requeue_stale(conn, stale_before)
-        if requeued:
-            log.warning("re-queued %d job(s) whose node stopped heart-beating", requeued)
+        loop = asyncio.get_running_loop()
+        # Looking for dead nodes' jobs is a write transaction: once per poll period, not on
+        # every wake (a wake comes with every finished job).
+        if loop.time() - self._requeued_at >= min(self.config.poll_seconds, 1.0):
+            self._requeued_at = loop.time()
+            stale_before = datetime.now(UTC) - timedelta(seconds=self.config.stale_seconds)
+            async with self.engine.begin() as conn:
+                requeued = await q.requeue_stale(conn, stale_before)
+            if requeued:
+                log.warning("re-queued %d job(s) whose node stopped heart-beating", requeued)
         await self._offer_schedules()
-        free = self.config.concurrency - len(self._running)
-        if free <= 0:
-            return 0
-        async with self.engine.begin() as conn:
-            claimed = await q.claim(conn, self.worker, list(self.handlers), free)
-        for job in claimed:
-            self._running[job.id] = asyncio.create_task(self._run(job))
-        return len(claimed)
+        busy: dict[str, int] = {}
+        for kind in self._running_kind.values():
+            pool = kind if kind in self._own_slots else ""
+            busy[pool] = busy.get(pool, 0) + 1
+        shared = [k for k in self.handlers if k not in self._own_slots]
+        pools = [("", self.config.concurrency, shared)]
+        pools += [(k, n, [k]) for k, n in self._own_slots.items()]
+        started = 0
+        for pool, slots, kinds in pools:
+            free = slots - busy.get(pool, 0)
+            if free <= 0 or not kinds:
+                continue
+            async with self.engine.begin() as conn:
+                claimed = await q.claim(conn, self.worker, kinds, free)
+            for job in claimed:
+                self._running_kind[job.id] = job.kind
+                self._running[job.id] = asyncio.create_task(self._run(job))
+            started += len(claimed)
+        return started
 
     async def _run(self, job: q.JobRow) -> None:
         handler = self.handlers[job.kind]
@@ -201,6 +242,8 @@ class JobRunner:
                     log.warning("job %d (%s) finished after another node took it", job.id, job.kind)
         finally:
             self._running.pop(job.id, None)
+            self._running_kind.pop(job.id, None)
+            self._wake.set()  # a slot is free: look for the next due job now
 
     async def _record_failure(self, job: q.JobRow, exc: Exception) -> None:
         backoff = min(
@@ -232,6 +275,8 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         last_beat = loop.time()
         while not self._stopping:
+            # Cleared before the poll, so that a job finishing meanwhile wakes the next one.
+            self._wake.clear()
             try:
                 await self.run_once()
                 if loop.time() - last_beat >= self.config.heartbeat_seconds:
@@ -239,7 +284,6 @@ class JobRunner:
                     last_beat = loop.time()
             except Exception as exc:  # noqa: BLE001 - database away: try again next poll
                 log.warning("job runner poll failed: %s", exc)
-            self._wake.clear()
             wait = min(self.config.poll_seconds, self.config.heartbeat_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait * (0.8 + random.random() * 0.4))  # noqa: S311

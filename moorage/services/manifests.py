@@ -82,6 +82,17 @@ class ManifestService:
         else:
             row = await hot.manifest_by_tag(repo, reference)
         if row is None:
+            if by_digest:
+                async with self.ctx.engine.connect() as conn:
+                    index = await q.index_listing(conn, repo, reference)
+                if index is not None:
+                    # A sparse index (a platform filter of a replication or cache policy).
+                    raise ManifestUnknown(
+                        f"manifest {reference} is not held in repository {repo}: index {index} "
+                        "lists it, but it was left out when the index was copied (platform "
+                        "filter); pull one of the platforms that are here",
+                        detail={"digest": reference, "index": index, "sparse": True},
+                    )
             raise ManifestUnknown(f"manifest {reference} is not in repository {repo}")
         if by_digest or _accepts(accept, row.media_type):
             # A digest pins the content: it is served whatever the client prefers.
@@ -150,9 +161,19 @@ class ManifestService:
             # Nothing hooks into this change: one unit on the raw driver (db/writepath.py).
             await self._put_raw(repo, digest, tag, parsed, payload)
             return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None)
+        tag_names = (tag,) if tag is not None else ()
         async with self.ctx.write_engine.begin() as conn:
             repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
-            await self._check_references(conn, repo_id, parsed)
+            write = ManifestWrite(
+                repo,
+                repo_id,
+                digest,
+                tag_names,
+                parsed,
+                len(payload),
+                requester or Requester.system(),
+            )
+            await self._check_references(conn, repo_id, parsed, write)
             references = [(str(d), "blob") for d in parsed.required_blobs()] + [
                 (str(d), "manifest") for d in parsed.required_manifests()
             ]
@@ -168,19 +189,7 @@ class ManifestService:
                 payload=payload,
                 references=references,
             )
-            tag_names = (tag,) if tag is not None else ()
-            await self.ctx.rules.manifest_write(
-                conn,
-                ManifestWrite(
-                    repo,
-                    repo_id,
-                    digest,
-                    tag_names,
-                    parsed,
-                    len(payload),
-                    requester or Requester.system(),
-                ),
-            )
+            await self.ctx.rules.manifest_write(conn, write)
             replaced: list[tuple[str, str]] = []
             for name in tag_names:
                 previous = await q.set_tag(conn, repo_id, name, manifest_id, digest)
@@ -228,14 +237,18 @@ class ManifestService:
         await self.ctx.writes.run(lambda tx: wp.put_manifest(tx, repo, namespace, insert, validate))
 
     async def _check_references(
-        self, conn: AsyncConnection, repo_id: int, parsed: ParsedManifest
+        self, conn: AsyncConnection, repo_id: int, parsed: ParsedManifest, write: ManifestWrite
     ) -> None:
-        """Every blob and child manifest must already be in this repository, at its size."""
+        """Every blob and child manifest must already be in this repository, at its size (an
+        index without some of its children only where a content rule accepts it as sparse)."""
         blobs = [str(d) for d in parsed.required_blobs()]
         linked = await q.linked_digests(conn, repo_id, blobs)
         sizes = await q.blob_sizes(conn, blobs) if linked else {}
         children = [str(d) for d in parsed.required_manifests()]
         present = await q.manifest_digests_in(conn, repo_id, children)
+        missing = tuple(d for d in children if d not in present)
+        if missing and await self.ctx.rules.sparse_index(conn, write, missing):
+            present = present | set(missing)  # a sparse index a content rule accepted
         _validate_references(parsed, linked, sizes, present)
 
     async def delete(self, repo: str, reference: str, requester: Requester | None = None) -> None:

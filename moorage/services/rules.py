@@ -16,6 +16,12 @@ immutable tag is decided on the same snapshot the change commits on); reads are 
 the manifest was found, with no transaction, and must be cheap (a cached decision per digest):
 manifest GET/HEAD is the registry's hot path. A rule that does not implement a hook costs
 nothing on that path.
+
+One hook allows instead of refusing: ``sparse_index``. An index is normally accepted only when
+every child it lists is in the repository; a rule may accept an index whose children are not all
+held (a *sparse index*: a replication or cache policy with a platform filter copies the index
+byte for byte but only some of its platforms). The children left out are then answered with a
+404 that says so.
 """
 
 from __future__ import annotations
@@ -110,6 +116,13 @@ class Rule:
     async def reference_delete(self, conn: AsyncConnection, delete: ReferenceDelete) -> None:
         return None
 
+    async def sparse_index(
+        self, conn: AsyncConnection, write: ManifestWrite, missing: tuple[str, ...]
+    ) -> bool:
+        """Whether this index may be stored although the children *missing* are not in the
+        repository (asked inside the write's transaction, only when some are missing)."""
+        return False
+
 
 def _implements(rule: Rule, hook: str) -> bool:
     return getattr(type(rule), hook) is not getattr(Rule, hook)
@@ -121,6 +134,7 @@ class RuleChain:
         self._read: list[Rule] = []
         self._write: list[Rule] = []
         self._delete: list[Rule] = []
+        self._sparse: list[Rule] = []
 
     def add(self, rule: Rule) -> None:
         self._rules.append(rule)
@@ -128,6 +142,7 @@ class RuleChain:
         self._read = [r for r in self._rules if _implements(r, "manifest_read")]
         self._write = [r for r in self._rules if _implements(r, "manifest_write")]
         self._delete = [r for r in self._rules if _implements(r, "reference_delete")]
+        self._sparse = [r for r in self._rules if _implements(r, "sparse_index")]
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -139,7 +154,9 @@ class RuleChain:
 
     @property
     def checks_writes(self) -> bool:
-        return bool(self._write)
+        """Whether a manifest write must go through the rules (a write rule, or a rule that
+        may accept a sparse index) rather than the raw write path."""
+        return bool(self._write or self._sparse)
 
     async def manifest_read(self, read: ManifestRead) -> None:
         for rule in self._read:
@@ -152,3 +169,12 @@ class RuleChain:
     async def reference_delete(self, conn: AsyncConnection, delete: ReferenceDelete) -> None:
         for rule in self._delete:
             await rule.reference_delete(conn, delete)
+
+    async def sparse_index(
+        self, conn: AsyncConnection, write: ManifestWrite, missing: tuple[str, ...]
+    ) -> bool:
+        """True when a rule accepts the index without the children *missing*."""
+        for rule in self._sparse:
+            if await rule.sparse_index(conn, write, missing):
+                return True
+        return False

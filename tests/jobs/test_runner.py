@@ -211,3 +211,45 @@ async def test_progress_is_visible_and_a_rerun_resumes_from_its_checkpoint(db_ur
     assert starts[0] == 0 and 0 < starts[1] <= 5, starts
     assert job.state == "succeeded" and job.attempts == 2 and job.result == 10
     assert job.progress == {"done": 10, "total": 10, "message": "item 9", "checkpoint": 10}
+
+
+async def test_a_kind_with_slots_of_its_own_runs_beside_the_shared_ones(db_url: str) -> None:
+    """Four jobs of a kind with 4 slots of its own run at once while the node's single shared
+    slot is busy with another kind; each finished job starts the next at once (no poll wait)."""
+    config = JobsConfig(poll_seconds=30, heartbeat_seconds=30, stale_seconds=60)
+    config = config.model_copy(update={"concurrency": 1})
+    async with _engine(db_url) as engine:
+        runner = JobRunner(engine, config, worker="slots")
+        running: set[str] = set()
+        most = 0
+        release = asyncio.Event()
+
+        async def track(payload: dict[str, Any]) -> None:
+            nonlocal most
+            running.add(payload["n"])
+            most = max(most, len([n for n in running if n.startswith("own")]))
+            if payload["n"] == "shared":
+                await release.wait()
+            else:
+                await asyncio.sleep(0.2)
+            running.discard(payload["n"])
+
+        runner.register("shared.kind", track)
+        runner.register("own.kind", track, concurrency=4)
+        await runner.enqueue("shared.kind", {"n": "shared"})
+        for i in range(12):
+            await runner.enqueue("own.kind", {"n": f"own{i}"})
+        runner.start()
+        try:
+            # With a 30 s poll, 12 jobs of 0.2 s in 4 slots finish well within the first poll
+            # period only because each finished job wakes the runner.
+            await _wait(
+                engine,
+                lambda rows: sum(r.state == "succeeded" and r.kind == "own.kind" for r in rows) == 12,
+                within=20,
+            )
+            assert most == 4
+            assert "shared" in running  # the shared slot was busy all along
+        finally:
+            release.set()
+            await runner.stop()
