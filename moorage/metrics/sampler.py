@@ -19,9 +19,13 @@ log = logging.getLogger("moorage.metrics")
 
 
 class _Queue(Protocol):
-    dropped: int
+    """What AuditLog offers: ``pending`` (a property) and ``dropped``."""
 
+    @property
     def pending(self) -> int: ...
+
+    @property
+    def dropped(self) -> int: ...
 
 
 class ProcessSampler:
@@ -54,11 +58,11 @@ class ProcessSampler:
         self.add(probe)
 
     def watch_audit(self, audit: _Queue) -> None:
-        """Sample an AuditLog (``pending()``, ``dropped``)."""
+        """Sample an AuditLog (``pending``, ``dropped``)."""
         m = self.metrics
 
         def probe() -> None:
-            m.audit_queue_depth.set(audit.pending())
+            m.audit_queue_depth.set(audit.pending)
             m.audit_events_dropped.set(audit.dropped)
 
         self.add(probe)

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -181,6 +182,7 @@ def test_jobs_and_process_gauges(metered: MeteredServer, backend: tuple[str, str
             frozenset({"kind": "uploads.purge_stale", "state": state}.items()),
         ) in s
     assert ("moorage_audit_queue_depth", frozenset()) in s
+    assert "probe failed" not in metered.log(), metered.log()
     if backend[0] == "postgresql":
         assert value(s, "moorage_db_pool_size", pool="main") >= 1
         in_use = value(s, "moorage_db_pool_connections", pool="main", state="in_use")
@@ -232,8 +234,12 @@ def test_several_workers_are_merged_into_one_exposition(workers: int, tmp_path: 
     with tempfile.TemporaryDirectory(prefix="moorage-mp-") as mp:
         with metered_server(workers=workers, PROMETHEUS_MULTIPROC_DIR=mp) as srv:
             n = 60
-            for _ in range(n):  # a new connection each: the kernel spreads them over workers
-                assert httpx.get(f"{srv.url}/v2/").status_code == 200
+
+            def one(_: int) -> int:  # a new connection each: the kernel spreads them over workers
+                return httpx.get(f"{srv.url}/v2/").status_code
+
+            with ThreadPoolExecutor(6) as pool:
+                assert set(pool.map(one, range(n))) == {200}
             for _ in range(4):
                 s = srv.scrape()
                 assert value(s, REQ, method="GET", route="/v2/", status="200") == n

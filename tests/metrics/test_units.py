@@ -221,25 +221,36 @@ def test_port_server_serves_the_exposition() -> None:
         server.stop()
 
 
-def test_sampler_survives_a_broken_probe() -> None:
+async def test_sampler_reads_a_real_audit_log_and_survives_a_broken_probe() -> None:
+    """The probe reads the real AuditLog (events queued, none written yet: no start())."""
+    from moorage.audit import AuditEvent, AuditLog
+
     m = _metrics()
     sampler = ProcessSampler(m)
 
     def broken() -> None:
         raise RuntimeError("no")
 
-    class Audit:
-        dropped = 7
-
-        def pending(self) -> int:
-            return 42
-
-    sampler.add(broken)
-    sampler.watch_audit(Audit())
-    sampler.sample()
-    s = _samples(m)
-    assert value(s, "moorage_audit_queue_depth") == 42
-    assert value(s, "moorage_audit_events_dropped") == 7
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'a.db'}"
+        await upgrade(url)
+        engine = create_engine(url, 2)
+        try:
+            audit = AuditLog(engine)
+            for i in range(3):
+                await audit.record(AuditEvent("manifest.pull", actor=f"u{i}"))
+            sampler.add(broken)
+            sampler.watch_audit(audit)
+            sampler.watch_pool("main", engine)
+            with pytest.raises(RuntimeError):
+                broken()
+            sampler.sample()
+            s = _samples(m)
+            assert value(s, "moorage_audit_queue_depth") == audit.pending == 3
+            assert value(s, "moorage_audit_events_dropped") == 0
+            assert value(s, "moorage_db_pool_size", pool="main") == 2
+        finally:
+            await engine.dispose()
 
 
 @contextlib.asynccontextmanager
