@@ -227,6 +227,7 @@ def test_probes_are_answered_by_a_real_node_with_the_cluster_settings() -> None:
         if not k.startswith(("MOORAGE_STORAGE_", "MOORAGE_HTTP_DRAIN"))
     }
     env["MOORAGE_DATABASE_MIGRATE_ON_START"] = "true"  # no Job here: migrate at start
+    env["MOORAGE_HTTP_WORKERS"] = "1"  # the probes' answers do not depend on it; starts faster
     with tempfile.TemporaryDirectory(prefix="moorage-k8s-") as tmp:
         srv = MoorageServer(
             Path(tmp) / "data", env={**env, "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD}

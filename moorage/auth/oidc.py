@@ -381,13 +381,13 @@ class OIDCClient:
 
     async def validate_id_token(self, token: str, nonce: str | None) -> dict[str, Any]:
         """The ID token's claims, after the checks of OpenID Connect Core §3.1.3.7."""
-        meta = await self.metadata()
         if len(token) > 64 * 1024 or token.count(".") != 2:
             raise OIDCError("the ID token is malformed")
         try:
             header = extract_compact(token.encode("ascii")).protected
         except (JoseError, ValueError, UnicodeError):
             raise OIDCError("the ID token is malformed") from None
+        meta = await self.metadata()
         alg = header.get("alg")
         if alg not in meta.id_token_algorithms:
             raise OIDCError(

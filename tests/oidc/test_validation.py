@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -259,10 +260,16 @@ def test_issuer_must_be_https_unless_loopback() -> None:
 @given(token=st.text(max_size=200))
 async def test_garbage_tokens_raise_oidc_errors_only(shared: DocServer, token: str) -> None:
     shared.publish([KEY])
-    client = _client(shared)
+    # A plain-HTTP loopback client without a CA bundle: loading one per example is what made
+    # this test slow, and nothing here speaks TLS.
+    http = httpx.AsyncClient(verify=False)
+    client = OIDCClient(
+        OIDCConfig(issuer=shared.issuer, client_id=CLIENT, redirect_uri="http://127.0.0.1:9/cb"),
+        http,
+    )
     with pytest.raises(OIDCError):
         await client.validate_id_token(token, NONCE)
-    await client.aclose()
+    await http.aclose()
 
 
 def test_pkce_matches_rfc7636_appendix_b() -> None:
