@@ -12,6 +12,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,21 +26,14 @@ from .auth.endpoint import TokenEndpoint
 from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
 from .auth.resolver import PrincipalResolver
 from .auth.service import AccessService, Principal
-from .auth.sessions import SessionStore
-from .auth.tokens import TokenService
 from .config import Config, load_config
-from .db.engine import create_engine, writer
-from .db.hotpath import HotReadUnavailable, hot_reads_for
-from .jobs.runner import JobRunner
-from .jobs.tasks import register_standard_jobs
+from .db.hotpath import HotReadUnavailable
 from .logs import request_id, setup_logging
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
-from .services.catalog import CatalogService
+from .runtime import Runtime, start_runtime, stop_runtime
 from .services.context import ServiceContext
-from .services.management import ManagementService
-from .storage.base import StorageDriver, StorageError
-from .storage.filesystem import FilesystemDriver
+from .storage.base import StorageError
 from .ui.app import WebUI
 
 Scope = MutableMapping[str, Any]
@@ -51,80 +45,52 @@ log = logging.getLogger("moorage")
 access_log = logging.getLogger("moorage.access")
 
 
-def make_storage(config: Config) -> StorageDriver:
-    if config.storage.driver == "s3":
-        from .storage.s3 import S3Driver, S3Settings
-
-        s3 = config.storage.s3
-        return S3Driver(
-            S3Settings(
-                bucket=s3.bucket or "",
-                region=s3.region,
-                endpoint=s3.endpoint,
-                access_key_id=s3.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID", ""),
-                secret_access_key=s3.secret_access_key
-                or os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-                session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
-                prefix=s3.prefix,
-                path_style=s3.path_style,
-                redirect=s3.redirect,
-                redirect_expiry_seconds=s3.redirect_expiry_seconds,
-            )
-        )
-    return FilesystemDriver(config.storage_root)
-
-
 class Moorage:
+    """The ASGI application of ``moorage serve``: the runtime's services (moorage/runtime.py)
+    behind /v2, /auth/token, /api/v1 and the web UI."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.rt: Runtime | None = None
         self.ctx: ServiceContext | None = None
         self.registry: RegistryAPI | None = None
         self.access: AccessService | None = None
         self.token_endpoint: TokenEndpoint | None = None
         self.audit: AuditLog | None = None
         self.api: ManagementAPI | None = None
-        self.jobs: JobRunner | None = None
-        # Shared by the REST API and the web UI (set when access control is on).
-        self.sessions: SessionStore | None = None
         self.resolver: PrincipalResolver | None = None
-        self.catalog: CatalogService | None = None
-        self.management: ManagementService | None = None
         self.ui: WebUI | None = None
         self.draining = False
 
     async def startup(self) -> None:
-        engine = create_engine(self.config.database_url, self.config.database.pool_size)
-        storage = make_storage(self.config)
-        hot = hot_reads_for(self.config.database_url, self.config.database.pool_size)
-        self.ctx = ServiceContext(self.config, engine, writer(engine), storage, hot)
-        self.audit = AuditLog(self.ctx.write_engine, self.config.audit)
-        await self.audit.start()
+        rt = self.rt = await start_runtime(self.config)
+        self.ctx, self.audit, self.access = rt.ctx, rt.audit, rt.access
         policy: AccessPolicy = OpenAccess()
-        if self.config.auth.enabled:
-            self.access = build_access_service(self.config, self.ctx)
-            await self.access.tokens.ensure_key()
-            policy = RBACPolicy(self.access, self.config.auth, self._audit_v2_login_failure)
-            self.token_endpoint = TokenEndpoint(self.access, self._audit_login)
-            self.sessions = SessionStore(self.ctx.write_engine, self.config.auth.session)
-            self.resolver = PrincipalResolver(self.access, self.sessions)
-            self.catalog = CatalogService(self.ctx, self.access)
-            self.management = ManagementService(self.ctx, self.access, self.audit, self.sessions)
+        if rt.access is not None:
+            assert rt.sessions and rt.catalog and rt.management
+            policy = RBACPolicy(rt.access, self.config.auth, self._audit_v2_login_failure)
+            self.token_endpoint = TokenEndpoint(rt.access, self._audit_login)
+            self.resolver = PrincipalResolver(rt.access, rt.sessions)
+            extra_ops = [op for cap in rt.capabilities if cap.api_ops for op in cap.api_ops(rt)]
             self.api = ManagementAPI(
-                self.ctx, self.access, self.audit, self.resolver, self.catalog, self.management
+                rt.ctx,
+                rt.access,
+                rt.audit,
+                self.resolver,
+                rt.catalog,
+                rt.management,
+                extra_ops,
             )
             self.ui = WebUI(
-                self.ctx,
-                self.access,
-                self.sessions,
+                rt.ctx,
+                rt.access,
+                rt.sessions,
                 self.resolver,
-                self.catalog,
-                self.management,
+                rt.catalog,
+                rt.management,
+                [partial(cap.ui_pages, rt) for cap in rt.capabilities if cap.ui_pages],
             )
-        self.registry = RegistryAPI(self.ctx, policy, self.audit)
-        self.jobs = JobRunner(self.ctx.write_engine, self.config.jobs)
-        register_standard_jobs(self.jobs, self.ctx, self.audit, self.sessions)
-        if self.config.jobs.enabled:
-            self.jobs.start()
+        self.registry = RegistryAPI(rt.ctx, policy, rt.audit)
         self._drain_on_sigterm()
 
     def _drain_on_sigterm(self) -> None:
@@ -179,14 +145,8 @@ class Moorage:
         )
 
     async def shutdown(self) -> None:
-        if self.jobs is not None:
-            await self.jobs.stop()
-        if self.audit is not None:
-            await self.audit.stop()
-        if self.ctx is not None:
-            await self.ctx.storage.close()
-            await self.ctx.hot.close()
-            await self.ctx.engine.dispose()
+        if self.rt is not None:
+            await stop_runtime(self.rt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -354,23 +314,12 @@ async def _send_json(send: Send, status: int, data: object) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def build_access_service(config: Config, ctx: ServiceContext) -> AccessService:
-    tokens = TokenService.from_config(ctx.write_engine, config.auth.token)
-    directory = None
-    if config.auth.ldap.enabled:
-        from .auth.ldap import LDAPAuthenticator
-
-        directory = LDAPAuthenticator(config.auth.ldap)
-    return AccessService(ctx.engine, ctx.write_engine, config.auth, tokens, directory)
-
-
 def create_app(config: Config | None = None) -> Moorage:
     return Moorage(config or load_config())
 
 
 def app_from_environment() -> Moorage:
     """Factory for worker processes: the parent passes the effective config as JSON."""
-    import os
 
     raw = os.environ.get("MOORAGE_EFFECTIVE_CONFIG")
     config = Config.model_validate_json(raw) if raw else load_config()

@@ -11,7 +11,7 @@ header), except the audit log's ``{"events": [...], "next_cursor": ...}``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -31,6 +31,7 @@ from ..auth.sessions import SESSION_COOKIE, clear_session_cookie, set_session_co
 from ..services.catalog import CatalogService, check_limit, decode_cursor, page_of, valid_digest
 from ..services.context import ServiceContext
 from ..services.errors import Conflict, Denied, Invalid, NotFound, ServiceError
+from ..services.jobs import JobsView
 from ..services.management import Caller, ManagementService
 from ..services.models import (
     AccessToken,
@@ -39,6 +40,7 @@ from ..services.models import (
     Grant,
     Health,
     ImageDetail,
+    Job,
     Organization,
     Page,
     Referrer,
@@ -104,14 +106,18 @@ class ManagementAPI:
         resolver: PrincipalResolver,
         catalog: CatalogService,
         management: ManagementService,
+        extra_ops: Sequence[Op] = (),
     ) -> None:
+        """*extra_ops*: the installed capabilities' operations (moorage/capabilities.py),
+        dispatched, validated and documented like the core's."""
         self.ctx = ctx
         self.access = access
         self.audit = audit
         self.resolver = resolver
         self.catalog = catalog
         self.m = management
-        self.ops = self._ops()
+        self.jobs = JobsView(ctx)
+        self.ops = self._ops() + list(extra_ops)
         self._openapi: dict[str, Any] | None = None
 
     # --- dispatch ---------------------------------------------------------------------------
@@ -285,10 +291,25 @@ class ManagementAPI:
             Op("DELETE", robot, self.delete_robot, "Delete a robot account", "robots", RW, status=204, errors=w),
             Op("POST", robot + "/secret", self.regenerate_robot, "New secret (shown once); the old one stops working", "robots", RW, response=RobotWithSecret, errors=w),
             Op("POST", robot + "/revoke", self.revoke_robot, "Revoke a robot (regenerating its secret restores it)", "robots", RW, status=204, errors=w),
+            # background jobs
+            Op("GET", "/jobs", self.list_jobs, "Background jobs of every node, newest first, with progress (administrators)", "jobs", R, query=s.JobQuery, response=Page[Job], errors=(400, 401, 403)),
+            Op("GET", "/jobs/{job_id}", self.get_job, "A background job: state, progress, result or error (administrators)", "jobs", R, response=Job),
             # audit
             Op("GET", "/audit", self.audit_query, "Query the audit log (administrators)", "audit", R, query=s.AuditQuery, response=s.AuditPage, errors=(400, 401, 403)),
             Op("GET", "/audit/export", self.audit_export, "Export the audit log as JSON lines or CSV (administrators)", "audit", R, query=s.AuditExportQuery, media_type="text/plain", errors=(400, 401, 403)),
         ]  # fmt: skip
+
+    # --- background jobs --------------------------------------------------------------------
+
+    async def list_jobs(self, c: Call) -> Any:
+        q = c.query
+        return await self.jobs.list(c.caller, q.state, q.kind, q.cursor, q.limit)
+
+    async def get_job(self, c: Call) -> Any:
+        raw = c.path["job_id"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise APIError(404, "NOT_FOUND", "no such job")
+        return await self.jobs.get(c.caller, int(raw))
 
     # --- system -----------------------------------------------------------------------------
 

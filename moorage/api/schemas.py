@@ -58,6 +58,11 @@ class RobotQuery(PageQuery):
     )
 
 
+class JobQuery(PageQuery):
+    state: Literal["queued", "running", "succeeded", "failed"] | None = None
+    kind: str | None = Field(None, max_length=64, description="A job kind, e.g. scan.manifest.")
+
+
 class ReferrerQuery(PageQuery):
     artifact_type: str | None = Field(None, max_length=255)
 

@@ -19,11 +19,11 @@ from ..db import access_queries as aq
 from ..db import queries as q
 from ..db.engine import create_engine, writer
 from ..oci.names import namespace_of, valid_name
-from ..services.context import ServiceContext
 from ..services.errors import Conflict, Invalid, Missing
 from .passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, hash_secret
 from .passwords import new_secret as _new_secret
 from .scopes import ROLES
+from .tokens import TokenService
 
 # A username is also a personal namespace: one repository-name path component.
 USERNAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
@@ -247,21 +247,9 @@ async def create_user(
 
 
 async def rotate_keys(config: Config) -> str:
-    from ..app import build_access_service, make_storage
-    from ..db.hotpath import hot_reads_for
-
-    engine = create_engine(config.database_url, 2)
-    try:
-        ctx = ServiceContext(
-            config,
-            engine,
-            writer(engine),
-            make_storage(config),
-            hot_reads_for(config.database_url, 1),
-        )
-        return await build_access_service(config, ctx).tokens.rotate()
-    finally:
-        await engine.dispose()
+    """Start signing with a new key (the previous one verifies on for its overlap)."""
+    async with _Admin(config) as a:
+        return await TokenService.from_config(writer(a.engine), config.auth.token).rotate()
 
 
 async def create_org(config: Config, name: str, description: str = "") -> int:

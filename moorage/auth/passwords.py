@@ -71,8 +71,15 @@ async def verify_password(stored: str | None, password: str, username: str) -> b
     key = _cache_key(username, password)
     hit = _cache.get(key)
     now = time.monotonic()
-    if hit is not None and stored is not None and hit[1] > now:
-        return hmac.compare_digest(hit[0], stored)
+    if (
+        hit is not None
+        and stored is not None
+        and hit[1] > now
+        and hmac.compare_digest(hit[0], stored)
+    ):
+        return True
+    # No hit, or one for another stored hash (the password was set again, even to the same
+    # text): the full check decides — a cache must never refuse a correct password.
     ok = await asyncio.to_thread(_verify_sync, stored, password)
     if ok and stored is not None:
         if len(_cache) > 10_000:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .schema import Id, Timestamp, metadata
+from .meta import Id, Timestamp, metadata
 
 audit_events = sa.Table(
     "audit_events",

@@ -38,6 +38,7 @@ class JobRow:
     result: Any
     created_at: datetime
     finished_at: datetime | None
+    progress: dict[str, Any] | None = None
 
 
 def _job(r: Any) -> JobRow:
@@ -56,6 +57,7 @@ def _job(r: Any) -> JobRow:
         result=r.result,
         created_at=_aware(r.created_at) or now(),
         finished_at=_aware(r.finished_at),
+        progress=dict(r.progress) if r.progress else None,
     )
 
 
@@ -123,6 +125,19 @@ async def claim(
         .returning(*jobs.c)
     )
     return sorted((_job(r) for r in result), key=lambda j: (j.run_after, j.id))
+
+
+async def set_progress(
+    conn: AsyncConnection, worker: str, job_id: int, progress: dict[str, Any]
+) -> bool:
+    """Record a running job's progress (only while *worker* still holds it); also a
+    heartbeat."""
+    result = await conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.claimed_by == worker, jobs.c.state == "running")
+        .values(progress=progress, heartbeat_at=now())
+    )
+    return bool(result.rowcount)
 
 
 async def heartbeat(conn: AsyncConnection, worker: str, ids: list[int]) -> None:

@@ -248,8 +248,9 @@ async def insert_manifest(
 
 async def set_tag(
     conn: AsyncConnection, repository_id: int, name: str, manifest_id: int, digest: str
-) -> None:
-    """Point *name* at the manifest, recording what it pointed to before."""
+) -> str | None:
+    """Point *name* at the manifest, recording what it pointed to before; returns that digest
+    when the tag moved (None for a new tag or one that already pointed here)."""
     ts = now()
     previous = (
         await conn.execute(
@@ -259,7 +260,7 @@ async def set_tag(
         )
     ).first()
     if previous is not None and previous.digest == digest:
-        return
+        return None
     stmt = _insert(conn, tags).values(
         repository_id=repository_id,
         name=name,
@@ -281,9 +282,12 @@ async def set_tag(
                 replaced_at=ts,
             )
         )
+        return str(previous.digest)
+    return None
 
 
-async def delete_tag(conn: AsyncConnection, repository_id: int, name: str) -> bool:
+async def delete_tag(conn: AsyncConnection, repository_id: int, name: str) -> str | None:
+    """Delete a tag; returns the digest it pointed to, or None when there was no such tag."""
     row = (
         await conn.execute(
             sa.select(tags.c.id, manifests.c.digest)
@@ -292,18 +296,21 @@ async def delete_tag(conn: AsyncConnection, repository_id: int, name: str) -> bo
         )
     ).first()
     if row is None:
-        return False
+        return None
     await conn.execute(sa.delete(tags).where(tags.c.id == row.id))
     await conn.execute(
         sa.insert(tag_history).values(
             repository_id=repository_id, name=name, manifest_digest=row.digest, replaced_at=now()
         )
     )
-    return True
+    return str(row.digest)
 
 
-async def delete_manifest(conn: AsyncConnection, repository_id: int, digest: str) -> bool:
-    """Delete a manifest and the tags that point to it (as Distribution does)."""
+async def delete_manifest(
+    conn: AsyncConnection, repository_id: int, digest: str
+) -> list[str] | None:
+    """Delete a manifest and the tags that point to it (as Distribution does); returns those
+    tags, or None when the manifest was not there."""
     manifest_id = (
         await conn.execute(
             sa.select(manifests.c.id).where(
@@ -312,7 +319,7 @@ async def delete_manifest(conn: AsyncConnection, repository_id: int, digest: str
         )
     ).scalar()
     if manifest_id is None:
-        return False
+        return None
     ts = now()
     tag_rows = (
         await conn.execute(sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id))
@@ -331,7 +338,7 @@ async def delete_manifest(conn: AsyncConnection, repository_id: int, digest: str
         sa.delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id)
     )
     await conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
-    return True
+    return [str(name) for (name,) in tag_rows]
 
 
 async def tag_names(

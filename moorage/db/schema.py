@@ -8,18 +8,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-    }
-)
-
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Timestamp = sa.DateTime(timezone=True)
+# Re-exported: the core tables are defined on the shared metadata (db/meta.py).
+from .meta import Id as Id
+from .meta import Timestamp as Timestamp
+from .meta import metadata as metadata
 
 repositories = sa.Table(
     "repositories",
@@ -322,6 +314,9 @@ jobs = sa.Table(
     sa.Column("result", sa.JSON(), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp, nullable=True),
+    # {"done": n, "total": n|null, "message": str, "checkpoint": any}: what a running job
+    # reported (API, UI, `moorage jobs`), and where a job re-run after its node died resumes.
+    sa.Column("progress", sa.JSON(), nullable=True),
     sa.Index("ix_jobs_state_run_after", "state", "run_after"),
     sa.Index("ix_jobs_kind_dedupe_key", "kind", "dedupe_key"),
 )

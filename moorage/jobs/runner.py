@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import random
@@ -34,6 +35,48 @@ from .config import JobsConfig
 log = logging.getLogger("moorage.jobs")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+PROGRESS_INTERVAL = 1.0  # seconds between progress writes of one job
+
+
+@dataclass(slots=True)
+class _Current:
+    runner: JobRunner
+    job: q.JobRow
+    written_at: float = 0.0
+
+
+_current: contextvars.ContextVar[_Current | None] = contextvars.ContextVar(
+    "moorage_job", default=None
+)
+
+
+def checkpoint() -> Any:
+    """In a job handler: the checkpoint the previous attempt of this job reported (it died or
+    failed part-way), or None on a first run — where a resumable job starts again."""
+    cur = _current.get()
+    if cur is None or not cur.job.progress:
+        return None
+    return cur.job.progress.get("checkpoint")
+
+
+async def report_progress(
+    done: int, total: int | None = None, message: str = "", checkpoint: Any = None
+) -> None:
+    """In a job handler: record how far it got (shown by the API, the UI and ``moorage jobs``)
+    and, with *checkpoint* (JSON), where a re-run after a crash resumes. Written at most once
+    a second per job, and whenever *done* reaches *total*; outside a job it does nothing."""
+    cur = _current.get()
+    if cur is None:
+        return
+    loop = asyncio.get_running_loop()
+    if loop.time() - cur.written_at < PROGRESS_INTERVAL and (total is None or done < total):
+        return
+    cur.written_at = loop.time()
+    progress: dict[str, Any] = {"done": done, "total": total, "message": message[:500]}
+    if checkpoint is not None:
+        progress["checkpoint"] = checkpoint
+    async with cur.runner.engine.begin() as conn:
+        await q.set_progress(conn, cur.runner.worker, cur.job.id, progress)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +187,7 @@ class JobRunner:
 
     async def _run(self, job: q.JobRow) -> None:
         handler = self.handlers[job.kind]
+        _current.set(_Current(self, job))  # this task's own context
         try:
             try:
                 result = await handler(job.payload)

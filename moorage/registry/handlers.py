@@ -25,6 +25,7 @@ from ..services import errors as se
 from ..services.blobs import BlobService
 from ..services.context import ServiceContext
 from ..services.manifests import ManifestService, parse_accept
+from ..services.rules import Requester
 from ..services.uploads import ContentRange, UploadService, parse_content_range
 from .errors import RegistryError
 
@@ -232,6 +233,22 @@ class RegistryAPI:
                 headers={"Allow": ", ".join(allowed)},
             )
 
+    def _requester(self, request: Request, repository: str) -> Requester:
+        """The caller as the content rules see it (services/rules.py); ``may`` asks the same
+        access policy as the request's own check, for the same repository."""
+        principal = request.scope.get("moorage.principal")
+        policy = self.policy
+
+        async def may(action: str) -> bool:
+            return await policy.allowed(request, repository, (action,))
+
+        return Requester(
+            getattr(principal, "name", "anonymous"),
+            getattr(principal, "kind", "anonymous"),
+            bool(getattr(principal, "is_admin", False)),
+            may,
+        )
+
     # --- catalog and tags -------------------------------------------------------------------
 
     async def catalog(self, request: Request) -> Response:
@@ -295,7 +312,7 @@ class RegistryAPI:
         reference = self._reference(ref)
         await self.policy.check(request, name, (PULL,))
         accept = parse_accept(request.headers.getlist("accept"))
-        manifest = await self.manifests.get(name, reference, accept)
+        manifest = await self.manifests.get(name, reference, accept, self._requester(request, name))
         headers = {
             "Docker-Content-Digest": manifest.digest,
             "Content-Length": str(len(manifest.payload)),
@@ -318,7 +335,11 @@ class RegistryAPI:
             )
         payload = await _read_limited(request.stream(), limit)
         result = await self.manifests.put(
-            name, reference, payload, request.headers.get("content-type")
+            name,
+            reference,
+            payload,
+            request.headers.get("content-type"),
+            self._requester(request, name),
         )
         headers = {
             "Location": self._url(f"/v2/{name}/manifests/{result.digest}"),
@@ -331,7 +352,7 @@ class RegistryAPI:
     async def manifest_delete(self, request: Request, name: str, ref: str) -> Response:
         reference = self._reference(ref)
         await self.policy.check(request, name, (DELETE,))
-        await self.manifests.delete(name, reference)
+        await self.manifests.delete(name, reference, self._requester(request, name))
         return Response(b"", status_code=202)
 
     # --- blobs ------------------------------------------------------------------------------

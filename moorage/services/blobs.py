@@ -11,6 +11,7 @@ from ..oci.names import namespace_of
 from ..storage.base import PathNotFound, StorageError, blob_path
 from .context import ServiceContext
 from .errors import BlobUnknown, Unavailable
+from .events import BlobCommitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,4 +91,6 @@ class BlobService:
                 return False
             repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
             await q.link_blob(conn, repo_id, row.id)
+            if self.ctx.events.wants(BlobCommitted):
+                await self.ctx.events.publish(conn, BlobCommitted(repo, str(digest), row.size))
         return True

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Config
 from ..db.hotpath import HotReads
 from ..storage.base import StorageDriver
+from .events import EventBus
+from .rules import RuleChain
 
 
 @dataclass(slots=True)
@@ -18,3 +20,8 @@ class ServiceContext:
     write_engine: AsyncEngine  # same pool; SQLite takes the write lock at BEGIN
     storage: StorageDriver
     hot: HotReads  # raw-driver lookups for manifest GET/HEAD and blob HEAD
+    # What capabilities plug into the services (moorage/capabilities.py): the content rules
+    # asked before a manifest is written, read or deleted, and the events published in the
+    # transaction of each change.
+    rules: RuleChain = field(default_factory=RuleChain)
+    events: EventBus = field(default_factory=EventBus)

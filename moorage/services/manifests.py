@@ -22,6 +22,8 @@ from .errors import (
     NameUnknown,
     TooLarge,
 )
+from .events import ManifestDeleted, ManifestPushed, TagDeleted
+from .rules import ManifestRead, ManifestWrite, ReferenceDelete, Requester
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,22 @@ class ManifestService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    async def get(self, repo: str, reference: str, accept: list[str]) -> Manifest:
+    async def get(
+        self, repo: str, reference: str, accept: list[str], requester: Requester | None = None
+    ) -> Manifest:
+        """The manifest a client pulls; with a *requester* (a client's read, not the
+        registry's own), the content rules are asked first (ctx.rules)."""
+        found = await self._find(repo, reference, accept)
+        rules = self.ctx.rules
+        if requester is not None and rules.checks_reads:
+            await rules.manifest_read(
+                ManifestRead(
+                    repo, reference, found.digest, found.media_type, ":" in reference, requester
+                )
+            )
+        return found
+
+    async def _find(self, repo: str, reference: str, accept: list[str]) -> Manifest:
         by_digest = ":" in reference
         hot = self.ctx.hot
         if by_digest:
@@ -96,8 +113,16 @@ class ManifestService:
         return None
 
     async def put(
-        self, repo: str, reference: str, payload: bytes, content_type: str | None
+        self,
+        repo: str,
+        reference: str,
+        payload: bytes,
+        content_type: str | None,
+        requester: Requester | None = None,
     ) -> PutResult:
+        """Store a manifest (and point the tag at it), after the content rules agreed, in one
+        transaction that also publishes ManifestPushed. Without a *requester* the push is the
+        registry's own (replication, restore) and is checked as the system's."""
         limit = self.ctx.config.registry.max_manifest_size
         if len(payload) > limit:
             raise TooLarge(f"manifest is {len(payload)} bytes; the limit is {limit}")
@@ -137,8 +162,38 @@ class ManifestService:
                 payload=payload,
                 references=references,
             )
-            if tag is not None:
-                await q.set_tag(conn, repo_id, tag, manifest_id, digest)
+            tag_names = (tag,) if tag is not None else ()
+            await self.ctx.rules.manifest_write(
+                conn,
+                ManifestWrite(
+                    repo,
+                    repo_id,
+                    digest,
+                    tag_names,
+                    parsed,
+                    len(payload),
+                    requester or Requester.system(),
+                ),
+            )
+            replaced: list[tuple[str, str]] = []
+            for name in tag_names:
+                previous = await q.set_tag(conn, repo_id, name, manifest_id, digest)
+                if previous is not None:
+                    replaced.append((name, previous))
+            if self.ctx.events.wants(ManifestPushed):
+                await self.ctx.events.publish(
+                    conn,
+                    ManifestPushed(
+                        repo,
+                        digest,
+                        parsed.media_type,
+                        parsed.referrer_artifact_type(),
+                        str(parsed.subject.digest) if parsed.subject else None,
+                        tag_names,
+                        tuple(replaced),
+                        requester.name if requester else None,
+                    ),
+                )
         return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None)
 
     async def _check_references(
@@ -170,17 +225,48 @@ class ManifestService:
                     detail={"digest": d},
                 )
 
-    async def delete(self, repo: str, reference: str) -> None:
+    async def delete(
+        self, repo: str, reference: str, requester: Requester | None = None
+    ) -> None:
+        """Delete a tag, or a manifest by digest with the tags pointing to it; the content
+        rules are asked (an immutable tag stays) and the event is published in the same
+        transaction."""
+        unknown = ManifestUnknown(f"manifest {reference} is not in repository {repo}")
+        by_digest = ":" in reference
+        events, rules = self.ctx.events, self.ctx.rules
+        who = requester or Requester.system()
         async with self.ctx.write_engine.begin() as conn:
             repo_id = await q.repository_id(conn, repo)
             if repo_id is None:
                 raise NameUnknown(f"repository {repo} is not known")
-            if ":" in reference:
-                found = await q.delete_manifest(conn, repo_id, reference)
+            if rules.rules:
+                current = (
+                    await q.manifest_by_digest(conn, repo, reference)
+                    if by_digest
+                    else await q.manifest_by_tag(conn, repo, reference)
+                )
+                if current is None:
+                    raise unknown
+                await rules.reference_delete(
+                    conn,
+                    ReferenceDelete(
+                        repo, repo_id, None if by_digest else reference, current.digest, who
+                    ),
+                )
+            if by_digest:
+                tags = await q.delete_manifest(conn, repo_id, reference)
+                if tags is None:
+                    raise unknown
+                if events.wants(ManifestDeleted):
+                    await events.publish(
+                        conn, ManifestDeleted(repo, reference, tuple(tags), who.name)
+                    )
             else:
-                found = await q.delete_tag(conn, repo_id, reference)
-        if not found:
-            raise ManifestUnknown(f"manifest {reference} is not in repository {repo}")
+                digest = await q.delete_tag(conn, repo_id, reference)
+                if digest is None:
+                    raise unknown
+                if events.wants(TagDeleted):
+                    await events.publish(conn, TagDeleted(repo, reference, digest, who.name))
 
     async def tags(self, repo: str, last: str | None, limit: int) -> list[str]:
         async with self.ctx.engine.connect() as conn:

@@ -251,3 +251,29 @@ class AccessTokenWithSecret(AccessToken):
 
 def as_dict(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
+
+
+# --- background jobs --------------------------------------------------------------------------
+
+
+class JobProgress(Model):
+    done: int = 0
+    total: int | None = None
+    message: str = ""
+
+
+class Job(Model):
+    id: int
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    attempts: int
+    max_attempts: int
+    node: str | None = Field(None, description="The node running it (or that ran it last).")
+    created_at: datetime
+    run_after: datetime
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: JobProgress | None = None
+    result: Any = None
+    error: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)

@@ -28,6 +28,7 @@ from ..oci.names import namespace_of
 from ..storage.base import PathNotFound, StorageError, UploadWriter, blob_path
 from .context import ServiceContext
 from .errors import DigestInvalid, RangeInvalid, TooLarge, Unavailable, UploadUnknown
+from .events import BlobCommitted
 
 # Bytes handed to the hash/write pipeline at a time: big enough to amortize thread hand-offs,
 # small enough that memory stays flat whatever the blob size.
@@ -426,3 +427,5 @@ class UploadService:
             else:
                 repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
             await q.link_blob(conn, repo_id, blob_id)
+            if self.ctx.events.wants(BlobCommitted):
+                await self.ctx.events.publish(conn, BlobCommitted(repo, str(digest), size))

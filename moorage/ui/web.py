@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,9 +173,11 @@ def query(params: Mapping[str, Any], **changes: Any) -> str:
     return "?" + urlencode(merged) if merged else "?"
 
 
-def make_templates(static: StaticFiles) -> Environment:
+def make_templates(static: StaticFiles, extra_dirs: Sequence[Path] = ()) -> Environment:
+    """Templates of ui/templates, then each capability's own directory (its pages extend
+    ``base.html`` like the core's)."""
     env = Environment(
-        loader=FileSystemLoader(HERE / "templates"),
+        loader=FileSystemLoader([HERE / "templates", *extra_dirs]),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,

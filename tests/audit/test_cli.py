@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from moorage.audit import AuditConfig, AuditLog, parse_csv, parse_jsonl, verify_export
 from moorage.audit import store as audit_store
-from moorage.cli_audit import main
+from moorage.cli import main
 from tests.audit import ASYNC, all_records, db_url_fixture, engine_fixture, event, execute  # noqa: F401
 
 pytestmark = ASYNC
@@ -123,7 +123,7 @@ async def test_cli_runs_beside_a_writing_server(
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
-                "from moorage.cli_audit import main; raise SystemExit(main())",
+                "from moorage.cli import main; raise SystemExit(main())",
                 "audit",
                 *argv,
                 *where,

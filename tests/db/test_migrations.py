@@ -16,8 +16,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from moorage.capabilities import all_metadata
 from moorage.db import engine as db_engine
-from moorage.db.schema import metadata
 from tests.conftest import postgres_database
 
 STRUCTURAL = ("add_table", "remove_table", "add_column", "remove_column")
@@ -51,7 +51,7 @@ def _structural_diff(url: str) -> list[Any]:
         ctx = MigrationContext.configure(conn)
         return [
             d
-            for d in compare_metadata(ctx, metadata)
+            for d in compare_metadata(ctx, all_metadata())
             if isinstance(d, tuple) and d[0] in STRUCTURAL
         ]
 

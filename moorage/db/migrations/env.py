@@ -7,11 +7,11 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from moorage.capabilities import all_metadata
 from moorage.db.engine import async_url
-from moorage.db.schema import metadata
 
 config = context.config
-target_metadata = metadata
+target_metadata = all_metadata()
 
 
 def run_on(connection: object) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,9 +20,9 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .audit import store
-from .audit.events import RESULTS, parse_time
-from .audit.export import (
+from ..audit import store
+from ..audit.events import RESULTS, parse_time
+from ..audit.export import (
     CSV_FIELDS,
     FORMATS,
     ExportFormat,
@@ -32,7 +31,8 @@ from .audit.export import (
     parse_jsonl,
     verify_export,
 )
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
+from .common import CommandTree, add_common, load
 
 
 def _since(text: str) -> datetime:
@@ -44,17 +44,15 @@ def _since(text: str) -> datetime:
         ) from None
 
 
-def register(subparsers: Any) -> None:
-    """Add ``audit export`` and ``audit verify`` to the ``moorage`` command's subparsers."""
-    from .cli import _common
-
-    audit = subparsers.add_parser("audit", help="audit log: export and verify")
+def register(tree: CommandTree) -> None:
+    """``moorage audit export`` and ``moorage audit verify``."""
+    audit = tree.top.add_parser("audit", help="audit log: export and verify")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
 
     export = audit_sub.add_parser(
         "export", help="write audit records (oldest first) as JSON Lines or CSV"
     )
-    _common(export)
+    add_common(export)
     export.add_argument("--format", choices=FORMATS, default="jsonl", help="default jsonl")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
     export.add_argument("--actor", help="only this actor")
@@ -70,7 +68,7 @@ def register(subparsers: Any) -> None:
     verify = audit_sub.add_parser(
         "verify", help="check the hash chain; exit 1 naming the first bad record"
     )
-    _common(verify)
+    add_common(verify)
     verify.add_argument(
         "--input",
         "-i",
@@ -81,9 +79,7 @@ def register(subparsers: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from .cli import _load
-
-    return _load(args)
+    return load(args)
 
 
 def _database_url(config: Config) -> str:
@@ -96,7 +92,7 @@ def _database_url(config: Config) -> str:
 
 
 async def _with_engine(url: str, work: Any) -> Any:
-    from .db.engine import create_engine
+    from ..db.engine import create_engine
 
     engine = create_engine(url, pool_size=2)
     try:
@@ -182,10 +178,3 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return _database_error(exc)
     print(result.message())
     return 0 if result.ok else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``moorage audit ...``: the real command line (tests call it under this name)."""
-    from .cli import main as moorage_main
-
-    return moorage_main(argv)

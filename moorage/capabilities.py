@@ -1,0 +1,27 @@
+"""The capability packages this build of Moorage runs, in order (policy rules have their own
+order, moorage/services/rules.py; this order is that of menus and command listings).
+
+A new capability adds one line here and keeps everything else in its own package
+(moorage/capability.py says what a package provides). Its database tables are defined in its
+own module on ``moorage.db.schema.metadata`` and imported by its wiring, so importing this
+module also loads every table Alembic must know.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .capability import Capability
+
+
+def installed() -> tuple[Capability, ...]:
+    return ()
+
+
+def all_metadata() -> sa.MetaData:
+    """The metadata with every table: the core's and each installed capability's (their
+    wiring modules import their tables modules)."""
+    from .db import schema
+
+    installed()
+    return schema.metadata

@@ -1,0 +1,5 @@
+"""``python -m moorage.cli``: the same as the ``moorage`` command."""
+
+from . import main
+
+raise SystemExit(main())

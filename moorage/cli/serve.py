@@ -1,0 +1,149 @@
+"""``moorage serve`` (the registry) and ``moorage worker`` (background jobs only).
+
+Operators scale the two apart, as Harbor's jobservice and Quay's workers allow: nodes started with
+``jobs.enabled: false`` serve requests only; ``moorage worker`` processes run the shared job
+queue (scans, replication, garbage collection, webhooks, housekeeping) and serve nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from .. import __version__
+from ..config import Config
+from ..db.engine import upgrade_sync
+from ..logs import setup_logging
+from .common import CommandTree, add_common, check_storage, load
+
+log = logging.getLogger("moorage")
+
+
+def _prepare(config: Config) -> None:
+    """What both process kinds do before starting: check the store settings, create the data
+    directory, apply migrations (``database.migrate_on_start``) and, with access control on,
+    create the first administrator and signing key."""
+    from ..auth.bootstrap import bootstrap
+
+    setup_logging(config.log.format, config.log.level)
+    check_storage(config)
+    os.makedirs(config.data_dir, exist_ok=True)
+    if config.database.migrate_on_start:
+        upgrade_sync(config.database_url)
+    if config.auth.enabled:
+        asyncio.run(bootstrap(config))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load(
+        args,
+        **{
+            "http.host": args.host,
+            "http.port": args.port,
+            "http.workers": args.workers,
+            "http.tls.certificate": args.tls_cert,
+            "http.tls.key": args.tls_key,
+            "auth.enabled": False if args.no_auth else None,
+        },
+    )
+    _prepare(config)
+    if not config.auth.enabled:
+        log.warning(
+            "*** --no-auth: AUTHENTICATION IS OFF. Every client has full access to every "
+            "repository. For local development and benchmarks only. ***"
+        )
+    scheme = "https" if config.http.tls.certificate else "http"
+    log.info(
+        "moorage %s serving on %s://%s:%d (database %s, storage %s, %d worker(s)%s)",
+        __version__,
+        scheme,
+        config.http.host,
+        config.http.port,
+        config.database_url.split("@")[-1],
+        config.storage.driver,
+        config.http.workers,
+        "" if config.jobs.enabled else ", no background jobs",
+    )
+    import uvicorn
+
+    from ..app import Moorage
+
+    common = {
+        "host": config.http.host,
+        "port": config.http.port,
+        "ssl_certfile": config.http.tls.certificate,
+        "ssl_keyfile": config.http.tls.key,
+        "timeout_graceful_shutdown": int(config.http.shutdown_timeout),
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "lifespan": "on",
+        "timeout_keep_alive": 30,
+    }
+    if config.http.workers > 1:
+        os.environ["MOORAGE_EFFECTIVE_CONFIG"] = config.model_dump_json()
+        uvicorn.run(
+            "moorage.app:app_from_environment",
+            factory=True,
+            workers=config.http.workers,
+            **common,  # type: ignore[arg-type]
+        )
+    else:
+        uvicorn.run(Moorage(config), **common)  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    config = load(args, **{"jobs.enabled": True})
+    _prepare(config)
+    log.info(
+        "moorage %s worker: running background jobs (database %s, storage %s)",
+        __version__,
+        config.database_url.split("@")[-1],
+        config.storage.driver,
+    )
+    asyncio.run(_work(config))
+    return 0
+
+
+async def _work(config: Config) -> None:
+    """Run the job queue until SIGTERM or SIGINT; running jobs get ``jobs.stale_seconds``-safe
+    shutdown: the runner stops claiming, lets running jobs finish for a grace period, and
+    whatever is cut off is re-queued by another node once its heartbeat is stale."""
+    from ..runtime import start_runtime, stop_runtime
+
+    rt = await start_runtime(config, run_jobs=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("worker stopping: finishing running jobs")
+    finally:
+        await stop_runtime(rt)
+
+
+def register(tree: CommandTree) -> None:
+    serve = tree.top.add_parser("serve", help="run the registry")
+    add_common(serve)
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 5000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="anonymous full access (local development and benchmarks only)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    worker = tree.top.add_parser(
+        "worker", help="run background jobs only (no HTTP); scale apart from 'serve'"
+    )
+    add_common(worker)
+    worker.set_defaults(func=cmd_worker)
