@@ -29,6 +29,7 @@ from .auth.service import AccessService, Principal
 from .config import Config, load_config
 from .db.hotpath import HotReadUnavailable
 from .logs import request_id, setup_logging
+from .metrics.node import NodeMetrics
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
 from .runtime import Runtime, start_runtime, stop_runtime
@@ -61,6 +62,10 @@ class Moorage:
         self.resolver: PrincipalResolver | None = None
         self.ui: WebUI | None = None
         self.draining = False
+        # Prometheus (moorage/metrics): the middleware wraps everything below, so that it also
+        # counts what the last-resort error handler answers.
+        self.metrics = NodeMetrics(config.metrics, config.http.host)
+        self._handle = self.metrics.wrap(self._serve)
 
     async def startup(self) -> None:
         rt = self.rt = await start_runtime(self.config)
@@ -91,7 +96,18 @@ class Moorage:
                 [partial(cap.ui_pages, rt) for cap in rt.capabilities if cap.ui_pages],
             )
         self.registry = RegistryAPI(rt.ctx, policy, rt.audit)
+        self.metrics.use_routes(self._route_templates())
+        await self.metrics.start(rt.ctx.engine, rt.audit)
         self._drain_on_sigterm()
+
+    def _route_templates(self) -> list[str]:
+        """The REST API's and the UI's route templates (metric labels)."""
+        out: list[str] = []
+        if self.api is not None:
+            out += ["/api/v1" + op.path for op in self.api.ops]
+        if self.ui is not None:
+            out += [str(getattr(r, "path", "")) for r in self.ui.router.routes]
+        return [t for t in out if t]
 
     def _drain_on_sigterm(self) -> None:
         """With ``http.drain_seconds``, the first SIGTERM turns /readyz to 503 and the node keeps
@@ -145,6 +161,7 @@ class Moorage:
         )
 
     async def shutdown(self) -> None:
+        await self.metrics.stop()
         if self.rt is not None:
             await stop_runtime(self.rt)
 
@@ -154,6 +171,9 @@ class Moorage:
             return
         if scope["type"] != "http":
             return
+        await self._handle(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = _incoming_request_id(scope) or uuid.uuid4().hex[:16]
         token = request_id.set(rid)
         started = time.perf_counter()
@@ -207,6 +227,8 @@ class Moorage:
             await self.api(scope, receive, send)
         elif self.ui is not None and _is_ui_path(path):
             await self.ui(scope, receive, send)
+        elif path == "/metrics" and self.metrics.endpoint is not None:
+            await self.metrics.endpoint(scope, receive, send)
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})
         elif path == "/readyz":

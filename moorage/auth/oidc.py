@@ -42,7 +42,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
-from pydantic import BaseModel, ConfigDict, Field
+
+from .config import OIDCConfig as OIDCConfig
 
 ASYMMETRIC_ALGORITHMS = frozenset(
     {
@@ -72,45 +73,6 @@ class OIDCError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class OIDCConfig(BaseModel):
-    """Settings of one OpenID provider (the lead adds them to the configuration as
-    ``auth.oidc.*``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    issuer: str = Field(
-        description="Issuer URL, exactly as the provider's discovery document states it."
-    )
-    client_id: str = Field(min_length=1, description="Client id registered at the provider.")
-    client_secret: str | None = Field(
-        None, description="Client secret (confidential client; set it through the environment)."
-    )
-    redirect_uri: str = Field(
-        description="Callback URL registered at the provider, e.g. https://registry.example.com/auth/oidc/callback."
-    )
-    scopes: list[str] = Field(
-        default_factory=lambda: ["openid", "profile", "email", "groups"],
-        description="Scopes requested (openid is always added).",
-    )
-    groups_claim: str = Field(
-        "groups",
-        description="Claim holding the user's groups; a dotted path for nested claims (Keycloak: realm_access.roles).",
-    )
-    username_claim: str = Field(
-        "preferred_username",
-        description="Claim used as the Moorage user name (falls back to email, then sub).",
-    )
-    jwks_cache_seconds: float = Field(
-        3600.0,
-        gt=0,
-        description="How long the provider's keys are cached (an unknown key id refetches them sooner).",
-    )
-    leeway_seconds: int = Field(60, ge=0, le=600, description="Clock skew tolerated on exp/iat.")
-    http_timeout: float = Field(
-        10.0, gt=0, description="Timeout of each request to the provider, seconds."
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +257,8 @@ class OIDCClient:
         user to. *extra* adds parameters such as ``prompt=login`` or ``login_hint``."""
         meta = await self.metadata()
         redirect = redirect_uri or self.config.redirect_uri
+        if not redirect:
+            raise OIDCError("no redirect URI configured (auth.oidc.redirect_uri)")
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier, challenge = pkce_pair()
         scopes = ["openid", *(s for s in self.config.scopes if s != "openid")]

@@ -1,6 +1,6 @@
-"""A real Moorage with the metrics middleware and endpoint around it (tests/metrics/
-wrapped_app.py), served by uvicorn in a subprocess on a free loopback port, and a scraper that
-parses what it serves with prometheus_client's own parser."""
+"""A real ``moorage serve`` (metrics are built in: moorage/metrics/node.py wired in
+moorage/app.py) on a free loopback port, configured through ``MOORAGE_*`` variables, and a
+scraper that parses what it serves with prometheus_client's own parser."""
 
 from __future__ import annotations
 
@@ -18,10 +18,20 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from moorage.api.app import ManagementAPI
+
 from ..conftest import free_port, postgres_database, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+API_PREFIX = "/api/v1"
+
+
+def api_templates() -> list[str]:
+    """The REST API's route templates, from its own route table (the handlers are not called:
+    the table only names bound methods)."""
+    api = object.__new__(ManagementAPI)
+    return [API_PREFIX + op.path for op in ManagementAPI._ops(api)]
 
 
 def parse(text: str) -> Samples:
@@ -56,6 +66,8 @@ class MeteredServer:
             MOORAGE_DATA_DIR=str(self.data_dir),
             MOORAGE_AUTH_ENABLED="false",
             MOORAGE_LOG_ACCESS_LOG="false",
+            MOORAGE_METRICS_DATABASE_SECONDS="0.2",
+            MOORAGE_HTTP_WORKERS=str(self.workers),
             PYTHONPATH=f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
         )
         if self.database_url:
@@ -67,39 +79,20 @@ class MeteredServer:
         self.port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = self._env()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "moorage.cli",
-                "db",
-                "upgrade",
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
         self.log_path = self.data_dir.parent / f"metered-{self.port}.log"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "uvicorn",
-                    "--factory",
-                    "tests.metrics.wrapped_app:create",
+                    "moorage.cli",
+                    "serve",
                     "--host",
                     "127.0.0.1",
                     "--port",
                     str(self.port),
-                    "--workers",
-                    str(self.workers),
-                    "--lifespan",
-                    "on",
-                    "--no-access-log",
+                    "--data-dir",
+                    str(self.data_dir),
                 ],  # fmt: skip
                 env=env,
                 cwd=ROOT,

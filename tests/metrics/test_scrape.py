@@ -193,7 +193,7 @@ def test_jobs_and_process_gauges(metered: MeteredServer, backend: tuple[str, str
 def test_token_own_port_and_disabled() -> None:
     token = "t0ken-" + uuid.uuid4().hex
     port = free_port()
-    with metered_server(TEST_METRICS_TOKEN=token, TEST_METRICS_PORT=str(port)) as srv:
+    with metered_server(MOORAGE_METRICS_TOKEN=token, MOORAGE_METRICS_PORT=str(port)) as srv:
         # On its own port: the registry's port has no /metrics.
         assert httpx.get(f"{srv.url}/metrics").status_code == 404
         own = f"http://127.0.0.1:{port}/metrics"
@@ -209,7 +209,7 @@ def test_token_own_port_and_disabled() -> None:
         samples = srv.scrape(own, Authorization=f"Bearer {token}")
         assert value(samples, REQ, method="GET", route="/v2/", status="200") == 1
         assert value(samples, "moorage_metrics_database_refresh_ok") == 1
-    with metered_server(TEST_METRICS_ENABLED="false") as srv:
+    with metered_server(MOORAGE_METRICS_ENABLED="false") as srv:
         r = httpx.get(f"{srv.url}/metrics")
         assert r.status_code == 404 and "moorage_" not in r.text
 
@@ -226,13 +226,15 @@ def test_openmetrics_when_asked() -> None:
 
 @pytest.mark.parametrize("workers", [2])
 def test_several_workers_are_merged_into_one_exposition(workers: int, tmp_path: object) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR (prepared by the parent before the workers start), every
-    scrape shows the requests of every worker, whichever worker answers it."""
+    """``moorage serve`` with several workers prepares a shared directory for their values
+    (PROMETHEUS_MULTIPROC_DIR, under TMPDIR) before they start: every scrape shows the requests
+    of every worker, whichever worker answers it."""
     import tempfile
     from pathlib import Path
 
-    with tempfile.TemporaryDirectory(prefix="moorage-mp-") as mp:
-        with metered_server(workers=workers, PROMETHEUS_MULTIPROC_DIR=mp) as srv:
+    with tempfile.TemporaryDirectory(prefix="moorage-tmp-") as tmp:
+        with metered_server(workers=workers, TMPDIR=tmp) as srv:
+            (mp,) = Path(tmp).glob("moorage-metrics-*")
             n = 60
 
             def one(_: int) -> int:  # a new connection each: the kernel spreads them over workers
