@@ -15,7 +15,9 @@ from .capability import Capability
 
 
 def installed() -> tuple[Capability, ...]:
-    return ()
+    from .hooks.wiring import CAPABILITY as HOOKS
+
+    return (HOOKS,)
 
 
 def all_metadata() -> sa.MetaData:

@@ -27,9 +27,11 @@ DISTRIBUTION_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 CLOUDEVENTS_MEDIA_TYPE = "application/cloudevents+json; charset=utf-8"
 CLOUDEVENTS_BATCH_MEDIA_TYPE = "application/cloudevents-batch+json; charset=utf-8"
 
-EventKind = Literal["push", "pull", "delete", "scan", "policy", "replication"]
+EventKind = Literal["push", "pull", "delete", "scan", "policy", "replication", "test"]
 Format = Literal["distribution", "cloudevents"]
+# What a webhook subscribes to; "test" is the "send test event" delivery, sent on request only.
 EVENT_KINDS: tuple[EventKind, ...] = ("push", "pull", "delete", "scan", "policy", "replication")
+TEST_KIND: EventKind = "test"
 FORMATS: tuple[Format, ...] = ("distribution", "cloudevents")
 
 # CloudEvents ``type`` of each kind (reverse-DNS, as the spec recommends).
@@ -40,6 +42,7 @@ CLOUDEVENT_TYPES: dict[EventKind, str] = {
     "scan": "io.moorage.scan.completed",
     "policy": "io.moorage.policy.violated",
     "replication": "io.moorage.replication.finished",
+    "test": "io.moorage.webhook.test",
 }
 
 MAX_TEXT = 512  # any client-supplied string in a payload
@@ -121,7 +124,7 @@ class Event:
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
-        if self.kind not in EVENT_KINDS:
+        if self.kind not in EVENT_KINDS and self.kind != TEST_KIND:
             raise PayloadError(f"unknown event kind {self.kind!r}")
         size = len(json.dumps(self.details, separators=(",", ":"), default=str))
         if size > MAX_DETAILS_BYTES:
@@ -222,6 +225,18 @@ def replication_finished_event(
         "finished_at": _timestamp(finished_at),
     }
     return Event("replication", target, source, details=details)
+
+
+def test_event(source: Source, target: str, actor: str = "") -> Event:
+    """What "send test event" delivers: action ``test`` about the webhook's organization or
+    repository (*target*), so a receiver can check its signature verification end to end."""
+    return Event(
+        TEST_KIND,
+        Target(repository=target),
+        source,
+        actor,
+        details={"message": "a test event from Moorage: the signature verified"},
+    )
 
 
 # --- CNCF Distribution envelope ----------------------------------------------------------------

@@ -61,6 +61,13 @@ def checkpoint() -> Any:
     return cur.job.progress.get("checkpoint")
 
 
+def current_attempt() -> tuple[int, int] | None:
+    """In a job handler: (this attempt's number, the job's max_attempts) — a handler that
+    keeps its own record of attempts (webhook deliveries) knows when the last one runs."""
+    cur = _current.get()
+    return None if cur is None else (cur.job.attempts, cur.job.max_attempts)
+
+
 async def report_progress(
     done: int, total: int | None = None, message: str = "", checkpoint: Any = None
 ) -> None:
