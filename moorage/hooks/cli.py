@@ -49,7 +49,7 @@ def _run(config: Config, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _hook_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ServiceError(f"no webhook {raw[:30]}")
     return int(raw)
 

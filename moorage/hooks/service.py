@@ -194,7 +194,7 @@ def delivery_model(d: q.DeliveryRow, attempts: list[q.AttemptRow]) -> Delivery:
 
 def _id(raw: Any, what: str = "webhook") -> int:
     text = str(raw)
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise Missing(f"no {what} {text[:30]}")
     return int(text)
 
@@ -293,7 +293,7 @@ class WebhookService(AdminService):
     ) -> Page[Webhook]:
         n = check_limit(limit)
         after = decode_cursor(cursor)
-        if after is not None and not (after.isdigit() and len(after) <= 18):
+        if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
             raise Invalid("cursor", "cursor is not one this server issued")
         targets = None
         if target:
@@ -409,7 +409,7 @@ class WebhookService(AdminService):
         hook = await self._hook(c, webhook_id, write=False)
         n = check_limit(limit)
         before = decode_cursor(cursor)
-        if before is not None and not (before.isdigit() and len(before) <= 18):
+        if before is not None and not (before.isascii() and before.isdigit() and len(before) <= 18):
             raise Invalid("cursor", "cursor is not one this server issued")
         async with self.ctx.engine.connect() as conn:
             rows = await q.list_deliveries(conn, hook.id, int(before) if before else None, n + 1)

@@ -30,6 +30,10 @@ def test_document_validates_and_covers_the_route_table(world: World) -> None:
     documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     # the handlers' own table, as the server builds it (no hand-kept copy to drift)
     served = {(op.method, op.path) for op in ManagementAPI._ops(_Unbound())}  # type: ignore[arg-type]
+    # ... and the installed capabilities' operations (moorage/capabilities.py)
+    from moorage.hooks.api import ops as webhook_ops
+
+    served |= {(op.method, op.path) for op in webhook_ops(_Unbound())}  # type: ignore[arg-type]
     assert documented == served
     for path, item in doc["paths"].items():
         for method, op in item.items():

@@ -174,7 +174,20 @@ def test_jobs_and_process_gauges(metered: MeteredServer, backend: tuple[str, str
         )
 
     _eventually(counted)
+    # This node ran it (jobs.enabled by default): its attempt is counted by kind and outcome.
+    _eventually(
+        lambda: (
+            value(
+                metered.scrape(),
+                "moorage_jobs_finished_total",
+                kind="uploads.purge_stale",
+                outcome="success",
+            )
+            >= 1
+        )
+    )
     s = metered.scrape()
+    assert value(s, "moorage_job_duration_seconds_count", kind="uploads.purge_stale") >= 1
     # Every state of a kind is a series, zero included (a vanished series reads as "no data").
     for state in ("queued", "running", "succeeded", "failed"):
         assert (
@@ -247,3 +260,63 @@ def test_several_workers_are_merged_into_one_exposition(workers: int, tmp_path: 
                 assert value(s, REQ, method="GET", route="/v2/", status="200") == n
             pids = {p.name.rsplit("_", 1)[-1] for p in Path(mp).glob("counter_*.db")}
             assert len(pids) == workers, pids  # both workers recorded, one exposition
+
+
+def test_a_worker_is_scraped_on_its_metrics_port(tmp_path: object) -> None:
+    """``moorage worker`` serves no HTTP but, with metrics.port, its job figures."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ..conftest import stop_process
+    from .conftest import ROOT, parse
+
+    data = Path(str(tmp_path)) / "data"
+    port = free_port()
+    env = {
+        **os.environ,
+        "MOORAGE_DATA_DIR": str(data),
+        "MOORAGE_AUTH_ENABLED": "false",
+        "MOORAGE_METRICS_PORT": str(port),
+        "MOORAGE_METRICS_DATABASE_SECONDS": "0.2",
+        "MOORAGE_JOBS_POLL_SECONDS": "0.2",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    log = open(data.parent / "worker.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "moorage.cli", "worker"], env=env, stdout=log, stderr=log
+    )
+    try:
+
+        def scrape() -> dict | None:  # type: ignore[type-arg]
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            except httpx.HTTPError:
+                return None
+            return parse(r.text) if r.status_code == 200 else None
+
+        _eventually(lambda: scrape() is not None, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "moorage.cli", "jobs", "run", "uploads.purge_stale"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        _eventually(
+            lambda: (
+                value(
+                    scrape() or {},
+                    "moorage_jobs_finished_total",
+                    kind="uploads.purge_stale",
+                    outcome="success",
+                )
+                >= 1
+            )
+        )
+        s = scrape() or {}
+        assert value(s, "moorage_jobs", kind="uploads.purge_stale", state="succeeded") >= 1
+    finally:
+        stop_process(worker)
+        log.close()
