@@ -94,6 +94,7 @@ class Moorage:
                 rt.catalog,
                 rt.management,
                 [partial(cap.ui_pages, rt) for cap in rt.capabilities if cap.ui_pages],
+                oidc=rt.oidc,
             )
         self.registry = RegistryAPI(rt.ctx, policy, rt.audit)
         self.metrics.use_routes(self._route_templates())
@@ -273,8 +274,11 @@ class Moorage:
 
 
 def _is_ui_path(path: str) -> bool:
-    """The web UI's paths (moorage/ui): /, /login, /logout, /ui/..., /static/ui/...."""
-    return path in ("/", "/login", "/logout", "/ui") or path.startswith(("/ui/", "/static/ui/"))
+    """The web UI's paths (moorage/ui): /, /login, /logout, /ui/..., /static/ui/... and the
+    single sign-on's /auth/oidc/...."""
+    return path in ("/", "/login", "/logout", "/ui") or path.startswith(
+        ("/ui/", "/static/ui/", "/auth/oidc/")
+    )
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -103,9 +103,9 @@ class OIDCConfig(_Section):
     )
     create_users: bool = Field(
         True,
-        description="Create the Moorage account at a person's first sign-in. Off: only accounts "
-        "an administrator created for them before (local name = the username claim) can be "
-        "linked — never a local account that has a password.",
+        description="Create the Moorage account (source oidc) at a person's first sign-in. Off: "
+        "only people whose account exists from an earlier sign-in may sign in. An existing "
+        "local or LDAP account, or an organization's namespace, is never taken over.",
     )
     display_name: str = Field(
         "single sign-on", max_length=64, description="Provider name on the login button."

@@ -180,7 +180,7 @@ class Team(Model):
     organization: str
     name: str
     description: str
-    source: Literal["local", "ldap"]
+    source: Literal["local", "ldap", "oidc"]
     created_at: datetime
     members: list[str]
 

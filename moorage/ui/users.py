@@ -86,6 +86,7 @@ class UserPages(PageGroup):
             visit,
             "account.html",
             local=me.source == "local",
+            source=me.source,
             tokens=tokens.items,
             scopes=PAT_SCOPES,
         )

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ui.conftest import skopeo, skopeo_env  # noqa: F401 - fixtures of the SSO test
+
 from ..conftest import free_port, stop_process
 
 PROVIDER_DIR = Path(__file__).resolve().parent / "provider"
@@ -31,6 +33,13 @@ USERS = {
         "groups": ["platform", "moorage-admins"],
     },
     "bob": {"password": "bob-password-1", "name": "Bob", "email": "bob@example.com", "groups": []},
+    # A name a local Moorage account has in the single sign-on tests: never taken over.
+    "carol": {
+        "password": "carol-password-1",
+        "name": "Carol",
+        "email": "carol@example.com",
+        "groups": ["platform"],
+    },
 }
 
 
@@ -59,10 +68,12 @@ def _ensure_node_modules() -> None:
 
 
 @contextlib.contextmanager
-def openid_provider(tmp: Path, id_token_ttl: int = 600) -> Iterator[OpenIDProvider]:
+def openid_provider(
+    tmp: Path, id_token_ttl: int = 600, redirect_uri: str | None = None
+) -> Iterator[OpenIDProvider]:
     _ensure_node_modules()
     port = free_port()
-    redirect_uri = f"http://127.0.0.1:{free_port()}/auth/oidc/callback"
+    redirect_uri = redirect_uri or f"http://127.0.0.1:{free_port()}/auth/oidc/callback"
     env = dict(os.environ)
     env.update(
         OP_PORT=str(port),
