@@ -183,6 +183,12 @@ def parse_helm_config(blob: bytes) -> HelmChart:
         raise ArtifactError("Helm chart config is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise ArtifactError("Helm chart config is not JSON") from None
+    return helm_chart_from(doc)
+
+
+def helm_chart_from(doc: object) -> HelmChart:
+    """Chart metadata from a Helm config blob already parsed as JSON (the same checks as
+    :func:`parse_helm_config`)."""
     if not isinstance(doc, dict):
         raise ArtifactError("Helm chart config is not a JSON object")
 

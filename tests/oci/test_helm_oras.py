@@ -119,6 +119,9 @@ def test_helm_chart_push_and_pull_with_oras(auth_server: MoorageServer, tmp_path
         chart = artifacts.parse_helm_config(blob.content)
         assert (chart.name, chart.version, chart.app_version) == (name, version, "1.16.0")
 
+    # The REST API and the UI name it a Helm chart, with its name, version and appVersion.
+    _shown_as_chart(auth_server, repo, name, version)
+
     # helm pull's equivalent: the chart archive back, byte for byte, and still a chart.
     out = tmp_path / "pull"
     pulled = client.pull(target=target, outdir=str(out))
@@ -128,3 +131,56 @@ def test_helm_chart_push_and_pull_with_oras(auth_server: MoorageServer, tmp_path
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         chart_yaml = tar.extractfile(f"{name}/Chart.yaml")
         assert chart_yaml is not None and f"name: {name}" in chart_yaml.read().decode()
+
+
+def _shown_as_chart(server: MoorageServer, repo: str, name: str, version: str) -> None:
+    from ..ui.conftest import login_http
+
+    helm = {
+        "name": name,
+        "version": version,
+        "app_version": "1.16.0",
+        "description": "A Helm chart for Kubernetes",
+    }
+    with httpx.Client(base_url=server.url, auth=("admin", ADMIN_PASSWORD), timeout=30) as api:
+        (tag,) = api.get(f"/api/v1/repositories/{repo}/-/tags").json()["items"]
+        assert (tag["artifact_kind"], tag["artifact_label"]) == ("helm-chart", "Helm chart")
+        assert tag["helm"] == helm
+        image = api.get(f"/api/v1/repositories/{repo}/-/manifests/{version}").json()
+        assert image["artifact_kind"] == "helm-chart" and image["helm"] == helm
+    with login_http(server) as ui:
+        page = ui.get(f"/ui/repositories/{repo}").text
+        assert f'Helm chart <span class="meta helm">{name} {version} (app 1.16.0)</span>' in page
+        detail = ui.get(f"/ui/repositories/{repo}/manifests/{image['digest']}").text
+        assert 'id="helm-chart"' in detail and "Helm chart ·" in detail
+        assert f"helm install {name} oci://{server.host}/{repo} --version {version}" in detail
+
+
+@pytest.mark.parametrize(
+    ("media_type", "kind", "label"),
+    [
+        ("application/spdx+json", "sbom", "SBOM (SPDX)"),
+        ("application/vnd.cyclonedx+json", "sbom", "SBOM (CycloneDX)"),
+        ("application/vnd.wasm.content.layer.v1+wasm", "wasm", "WebAssembly module"),
+        ("application/vnd.example.thing.v1", "artifact", "application/vnd.unknown.config.v1+json"),
+    ],
+)
+def test_other_artifacts_pushed_with_oras_are_labelled(
+    auth_server: MoorageServer, tmp_path: Path, media_type: str, kind: str, label: str
+) -> None:
+    repo = f"artifacts/a{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "payload.bin"
+    path.write_bytes(json.dumps({"made": "for moorage", "n": uuid.uuid4().hex}).encode())
+    client = oras.client.OrasClient(hostname=auth_server.host, insecure=True, auth_backend="basic")
+    client.session.trust_env = False
+    client.login("admin", ADMIN_PASSWORD, hostname=auth_server.host, tls_verify=False)
+    pushed = client.push(
+        target=f"{auth_server.host}/{repo}:v1",
+        files=[f"{path}:{media_type}"],
+        disable_path_validation=True,
+        quiet=True,
+    )
+    assert pushed.status_code == 201, pushed.text
+    with httpx.Client(base_url=auth_server.url, auth=("admin", ADMIN_PASSWORD), timeout=30) as api:
+        (tag,) = api.get(f"/api/v1/repositories/{repo}/-/tags").json()["items"]
+    assert (tag["artifact_kind"], tag["artifact_label"], tag["helm"]) == (kind, label, None)
