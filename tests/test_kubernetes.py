@@ -20,7 +20,7 @@ import yaml
 
 from moorage.config import load_config
 
-from .conftest import ADMIN_PASSWORD, MoorageServer
+from .conftest import ADMIN_PASSWORD, MoorageServer, free_port
 from .test_deployment import known_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,9 @@ K8S = ROOT / "deploy" / "kubernetes"
 # The oldest Kubernetes minor still commonly run, and the newest the schemas know.
 VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]
 # Files that are examples rather than part of a kustomization (real secrets are not committed).
-NOT_IN_KUSTOMIZATION = {"secret.example.yaml"}
+NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "podmonitor.example.yaml"}
+# Custom resources (the Prometheus Operator's): not in the Kubernetes schemas, checked by shape.
+CUSTOM_KINDS = {"PodMonitor"}
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -61,9 +63,10 @@ def _env(kind_name: str) -> dict[str, str]:
 
 
 def test_every_file_is_found_and_listed_by_its_kustomization() -> None:
-    assert {"Deployment/moorage", "Service/moorage", "Ingress/moorage", "Job/moorage-migrate",
-            "PodDisruptionBudget/moorage", "HorizontalPodAutoscaler/moorage",
-            "ConfigMap/moorage", "Secret/moorage"} <= set(OBJECTS)  # fmt: skip
+    assert {"Deployment/moorage", "Deployment/moorage-worker", "Service/moorage",
+            "Ingress/moorage", "Job/moorage-migrate", "PodDisruptionBudget/moorage",
+            "HorizontalPodAutoscaler/moorage", "ConfigMap/moorage", "Secret/moorage",
+            "PodMonitor/moorage"} <= set(OBJECTS)  # fmt: skip
     listed: set[Path] = set()
     tags = set()
     for kfile in K8S.rglob("kustomization.yaml"):
@@ -79,7 +82,9 @@ def test_every_file_is_found_and_listed_by_its_kustomization() -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("key", sorted(OBJECTS))
+@pytest.mark.parametrize(
+    "key", sorted(k for k, o in OBJECTS.items() if o["kind"] not in CUSTOM_KINDS)
+)
 def test_manifest_is_valid_against_the_kubernetes_schema(key: str, version: str) -> None:
     # strict: unknown fields (typos such as "readinessprobe") are errors, not silently ignored.
     kubernetes_validate.validate(OBJECTS[key], version, strict=True)
@@ -199,10 +204,54 @@ def test_containers_run_real_commands() -> None:
                 text=True,
             )
             assert r.returncode == 0, (key, c["args"], r.stderr)
-    assert [c["args"] for _k, t in _pod_templates() for c in t["spec"]["containers"]] == [
-        ["serve"],
+    assert sorted(c["args"] for _k, t in _pod_templates() for c in t["spec"]["containers"]) == [
         ["db", "upgrade"],
+        ["serve"],
+        ["worker"],
     ]
+
+
+def test_every_pod_is_scraped_on_the_metrics_port() -> None:
+    """Registry nodes and workers expose the port MOORAGE_METRICS_PORT names, announce it to
+    annotation-based scrapers, and the PodMonitor example selects them all by that port's name;
+    neither the Service nor the Ingress carries it (metrics stay inside the cluster)."""
+    env = _env("ConfigMap/moorage")
+    assert env["MOORAGE_METRICS_ENABLED"] == "true"
+    port = int(env["MOORAGE_METRICS_PORT"])
+    monitor = OBJECTS["PodMonitor/moorage"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    for key in ("Deployment/moorage", "Deployment/moorage-worker"):
+        template = OBJECTS[key]["spec"]["template"]
+        notes = template["metadata"]["annotations"]
+        assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/path"] == "/metrics"
+        assert int(notes["prometheus.io/port"]) == port, key
+        ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+        assert ports[endpoint["port"]] == port, key
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+            template["metadata"]["labels"].items()
+        )
+    assert all(p["name"] != "metrics" for p in OBJECTS["Service/moorage"]["spec"]["ports"])
+
+
+def test_the_worker_runs_jobs_only() -> None:
+    worker = OBJECTS["Deployment/moorage-worker"]
+    spec = worker["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["worker"]
+    assert {p["name"] for p in container["ports"]} == {"metrics"}  # no registry traffic
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == "metrics"
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    # Neither the Service, the PodDisruptionBudget nor the autoscaler take workers for nodes.
+    for key in ("Service/moorage", "PodDisruptionBudget/moorage"):
+        obj = OBJECTS[key]["spec"]
+        selector = obj.get("selector", {})
+        selector = selector.get("matchLabels", selector)
+        assert not selector.items() <= labels.items(), key
+    # Stopping: the runner gives running jobs 10 s (moorage/jobs/runner.py), within the grace.
+    assert spec["terminationGracePeriodSeconds"] > 10
 
 
 def _probes() -> list[tuple[str, dict[str, Any]]]:
@@ -228,6 +277,8 @@ def test_probes_are_answered_by_a_real_node_with_the_cluster_settings() -> None:
     }
     env["MOORAGE_DATABASE_MIGRATE_ON_START"] = "true"  # no Job here: migrate at start
     env["MOORAGE_HTTP_WORKERS"] = "1"  # the probes' answers do not depend on it; starts faster
+    metrics_port = free_port()  # the ConfigMap's 9100 may be taken on a shared test machine
+    env["MOORAGE_METRICS_PORT"] = str(metrics_port)
     with tempfile.TemporaryDirectory(prefix="moorage-k8s-") as tmp:
         srv = MoorageServer(
             Path(tmp) / "data", env={**env, "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD}
@@ -237,5 +288,9 @@ def test_probes_are_answered_by_a_real_node_with_the_cluster_settings() -> None:
                 r = httpx.get(f"{srv.url}{probe['path']}", timeout=10)
                 assert r.status_code == 200, (probe, r.text)
             assert httpx.get(f"{srv.url}/no-such-probe", timeout=10).status_code == 404
+            # Metrics on their own port, not on the registry's.
+            scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            assert scrape.status_code == 200 and "moorage_http_requests_total" in scrape.text
+            assert httpx.get(f"{srv.url}/metrics", timeout=10).status_code == 404
         finally:
             srv.stop()
