@@ -358,3 +358,30 @@ async def test_database_down_keeps_the_last_figures() -> None:
         assert value(s, "moorage_metrics_database_refresh_ok") == 0
     finally:
         await dead.dispose()
+
+
+def test_moorage_config_masks_the_scrape_token_and_the_oidc_secret() -> None:
+    """``moorage config`` prints metrics.token and auth.oidc.client_secret masked, and the
+    auth.token section (same key name, a section) in full."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MOORAGE_METRICS_TOKEN": "scrape-token-0123456789",
+        "MOORAGE_AUTH_OIDC_CLIENT_SECRET": "oidc-client-secret-0123",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["metrics"]["token"] == "***" and doc["auth"]["oidc"]["client_secret"] == "***"
+    assert doc["auth"]["token"]["issuer"] == "moorage"
+    assert "0123456789" not in r.stdout and "secret-0123" not in r.stdout
