@@ -29,6 +29,7 @@ from .auth.service import AccessService, Principal
 from .config import Config, load_config
 from .db.hotpath import HotReadUnavailable
 from .logs import request_id, setup_logging
+from .metrics.node import NodeMetrics
 from .proxies import ExternalView
 from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
@@ -63,6 +64,10 @@ class Moorage:
         self.ui: WebUI | None = None
         self.draining = False
         self.external = ExternalView(config.http.trusted_proxies, config.http.base_url)
+        # Prometheus (moorage/metrics): the middleware wraps everything below, so that it also
+        # counts what the last-resort error handler answers.
+        self.metrics = NodeMetrics(config.metrics, config.http.host)
+        self._handle = self.metrics.wrap(self._serve)
 
     async def startup(self) -> None:
         rt = self.rt = await start_runtime(self.config)
@@ -91,10 +96,22 @@ class Moorage:
                 rt.catalog,
                 rt.management,
                 [partial(cap.ui_pages, rt) for cap in rt.capabilities if cap.ui_pages],
+                oidc=rt.oidc,
             )
         self.registry = RegistryAPI(rt.ctx, policy, rt.audit)
         await self.registry.uploads.free_previous_incarnations()
+        self.metrics.use_routes(self._route_templates())
+        await self.metrics.start(rt.ctx.engine, rt.audit)
         self._drain_on_sigterm()
+
+    def _route_templates(self) -> list[str]:
+        """The REST API's and the UI's route templates (metric labels)."""
+        out: list[str] = []
+        if self.api is not None:
+            out += ["/api/v1" + op.path for op in self.api.ops]
+        if self.ui is not None:
+            out += [str(getattr(r, "path", "")) for r in self.ui.router.routes]
+        return [t for t in out if t]
 
     def _drain_on_sigterm(self) -> None:
         """With ``http.drain_seconds``, the first SIGTERM turns /readyz to 503 and the node keeps
@@ -148,6 +165,7 @@ class Moorage:
         )
 
     async def shutdown(self) -> None:
+        await self.metrics.stop()
         if self.rt is not None:
             await stop_runtime(self.rt)
 
@@ -160,6 +178,9 @@ class Moorage:
         # Client address, scheme and host as the outside sees them (http.trusted_proxies,
         # http.base_url), once, for every layer below.
         self.external.apply(scope)
+        await self._handle(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = _incoming_request_id(scope) or uuid.uuid4().hex[:16]
         token = request_id.set(rid)
         started = time.perf_counter()
@@ -213,6 +234,8 @@ class Moorage:
             await self.api(scope, receive, send)
         elif self.ui is not None and _is_ui_path(path):
             await self.ui(scope, receive, send)
+        elif path == "/metrics" and self.metrics.endpoint is not None:
+            await self.metrics.endpoint(scope, receive, send)
         elif path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "version": __version__})
         elif path == "/readyz":
@@ -283,8 +306,11 @@ def _warn_storage_full(message: str) -> None:
 
 
 def _is_ui_path(path: str) -> bool:
-    """The web UI's paths (moorage/ui): /, /login, /logout, /ui/..., /static/ui/...."""
-    return path in ("/", "/login", "/logout", "/ui") or path.startswith(("/ui/", "/static/ui/"))
+    """The web UI's paths (moorage/ui): /, /login, /logout, /ui/..., /static/ui/... and the
+    single sign-on's /auth/oidc/...."""
+    return path in ("/", "/login", "/logout", "/ui") or path.startswith(
+        ("/ui/", "/static/ui/", "/auth/oidc/")
+    )
 
 
 def _header(scope: Scope, name: bytes) -> str:

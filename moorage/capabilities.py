@@ -15,10 +15,11 @@ from .capability import Capability
 
 
 def installed() -> tuple[Capability, ...]:
+    from .hooks.wiring import CAPABILITY as HOOKS
     from .replication.wiring import REPLICATION
     from .trust.wiring import TRUST
 
-    return (TRUST, REPLICATION)
+    return (TRUST, REPLICATION, HOOKS)
 
 
 def all_metadata() -> sa.MetaData:

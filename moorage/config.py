@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .audit.config import AuditConfig
 from .auth.config import AuthConfig
+from .hooks.config import WebhooksConfig
 from .jobs.config import JobsConfig
 
 
@@ -202,6 +203,37 @@ class LogConfig(_Section):
     access_log: bool = Field(True, description="Log one line per request.")
 
 
+class MetricsConfig(_Section):
+    """``metrics.*``: the Prometheus endpoint (moorage/metrics)."""
+
+    enabled: bool = Field(
+        True,
+        description="Serve Prometheus metrics at GET /metrics (text exposition format; "
+        "OpenMetrics when the scraper asks for it).",
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port of its own (same address as http.host) instead "
+        "of the registry's port, e.g. to keep it off the public ingress; also how a `moorage "
+        "worker` is scraped. Unset: the registry's port.",
+    )
+    token: str | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token scrapers must send (Authorization: Bearer TOKEN); set it "
+        "through the environment. Unset: /metrics needs no credentials.",
+    )
+    database_seconds: float = Field(
+        15.0,
+        ge=0.1,
+        le=3600,
+        description="The figures read from the database (storage used, repositories, jobs by "
+        "kind and state) are read at most this often per process.",
+    )
+
+
 class Config(_Section):
     data_dir: str = Field(
         "./moorage-data", description="Directory for the SQLite database and filesystem store."
@@ -214,6 +246,8 @@ class Config(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     @property
     def database_url(self) -> str:

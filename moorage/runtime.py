@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audit import AuditLog
+from .auth.oidc import OIDCClient
 from .auth.service import AccessService
 from .auth.sessions import SessionStore
 from .auth.tokens import TokenService
@@ -106,6 +107,7 @@ class Runtime:
     sessions: SessionStore | None = None
     catalog: CatalogService | None = None
     management: ManagementService | None = None
+    oidc: OIDCClient | None = None  # single sign-on (auth.oidc), for the web UI
     # Each capability's services, by capability name (set by its setup()).
     services: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +142,8 @@ async def start_runtime(
             rt.sessions = SessionStore(ctx.write_engine, config.auth.session)
             rt.catalog = CatalogService(ctx, rt.access)
             rt.management = ManagementService(ctx, rt.access, audit, rt.sessions)
+            if config.auth.oidc.enabled:
+                rt.oidc = OIDCClient(config.auth.oidc)
         register_standard_jobs(rt.jobs, ctx, audit, rt.sessions)
         for cap in rt.capabilities:
             if cap.setup is not None:
@@ -160,6 +164,8 @@ async def stop_runtime(rt: Runtime) -> None:
                 await cap.shutdown(rt)
             except Exception:  # noqa: BLE001 - one capability must not keep the rest open
                 log.exception("stopping %s failed", cap.name)
+    if rt.oidc is not None:
+        await rt.oidc.aclose()
     await rt.audit.stop()
     await close_context(rt.ctx)
 

@@ -28,7 +28,9 @@ LB_VARS = {
 }
 
 
-def _known() -> set[str]:
+def known_settings() -> set[str]:
+    """Every MOORAGE_* variable the server or the example files read (shared with
+    tests/test_kubernetes.py)."""
     return {env_name(k) for k in config_keys()} | EXTRA | set(LB_VARS)
 
 
@@ -54,7 +56,7 @@ def test_every_moorage_variable_in_the_examples_is_a_real_setting() -> None:
     ]
     used = {m for t in texts for m in re.findall(r"\bMOORAGE_[A-Z0-9_]+\b", t)}
     assert used, "no settings found: the test reads the wrong files"
-    assert used - _known() == set()
+    assert used - known_settings() == set()
 
 
 def test_the_compose_nodes_and_the_env_file_load_as_valid_configurations() -> None:

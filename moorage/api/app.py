@@ -308,7 +308,7 @@ class ManagementAPI:
 
     async def get_job(self, c: Call) -> Any:
         raw = c.path["job_id"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isdecimal() or len(raw) > 18:
             raise APIError(404, "NOT_FOUND", "no such job")
         return await self.jobs.get(c.caller, int(raw))
 
@@ -581,7 +581,7 @@ class ManagementAPI:
 
     async def delete_token(self, c: Call) -> None:
         raw = c.path["token_id"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isdecimal() or len(raw) > 18:
             raise APIError(400, "INVALID", "token_id is a number", "token_id")
         await self.m.delete_token(c.caller, c.path["username"], int(raw))
 

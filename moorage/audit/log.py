@@ -33,7 +33,7 @@ from .events import (
     format_time,
 )
 from .forward import Forwarder, HTTPForwarder, SyslogForwarder
-from .store import AuditFilter, AuditPage, Order
+from .store import AuditFilter, AuditPage, Order, Sink
 
 log = logging.getLogger("moorage.audit")
 
@@ -106,6 +106,12 @@ class AuditLog:
         self._stopping = False
         self._last_warning = 0.0
         self._random = random.Random()
+        self.sinks: list[Sink] = []
+
+    def add_sink(self, sink: Sink) -> None:
+        """Hand every written batch to *sink* inside its transaction (store.append): how work
+        that follows from pulls (webhooks) is written without a write on the pull's path."""
+        self.sinks.append(sink)
 
     # --- recording ---------------------------------------------------------------------------
 
@@ -200,7 +206,7 @@ class AuditLog:
                 batch = [self._buffer.popleft() for _ in range(size)]
                 self._in_flight = len(batch)
                 try:
-                    records = await store.append(self.engine, batch)
+                    records = await store.append(self.engine, batch, self.sinks)
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))
                     raise

@@ -13,7 +13,8 @@ block them nor make them see a torn chain.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -45,6 +46,8 @@ _READ_PAGE = 1000
 _PRUNE_SLICE = 5000
 
 Order = Literal["asc", "desc"]
+
+log = logging.getLogger("moorage.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +224,17 @@ async def append_in(conn: AsyncConnection, events: Sequence[AuditEvent]) -> list
     return records
 
 
-async def append(engine: AsyncEngine, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+Sink = Callable[[AsyncConnection, Sequence[AuditEvent]], Awaitable[None]]
+
+
+async def append(
+    engine: AsyncEngine, events: Sequence[AuditEvent], sinks: Sequence[Sink] = ()
+) -> list[AuditRecord]:
     """Append *events* in one transaction; returns the records as stored. The same transaction
     adds the batch's successful manifest pulls and pushes to the repositories' activity
-    counters, so that counting costs no write on the request path."""
+    counters, so that counting costs no write on the request path, and hands the batch to each
+    *sink* (work that follows from what was recorded — pull webhooks — written with it). A sink
+    runs in a savepoint: one that fails is rolled back and logged, never the audit batch."""
     if not events:
         return []
     async with writer(engine).begin() as conn:
@@ -232,6 +242,12 @@ async def append(engine: AsyncEngine, events: Sequence[AuditEvent]) -> list[Audi
         pulls, pushes = activity(events)
         if pulls or pushes:
             await bump_counters(conn, pulls, pushes)
+        for sink in sinks:
+            try:
+                async with conn.begin_nested():
+                    await sink(conn, events)
+            except Exception as exc:  # noqa: BLE001 - the audit record must not depend on it
+                log.warning("audit sink %s failed: %s", getattr(sink, "__name__", sink), exc)
         return records
 
 

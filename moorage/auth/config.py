@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import json
+from typing import Any
 
-from .ldap import LDAPConfig
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .ldap import LDAPConfig, check_group_team_map
 
 
 class _Section(BaseModel):
@@ -75,6 +78,97 @@ class SessionConfig(_Section):
     )
 
 
+class OIDCConfig(_Section):
+    """``auth.oidc.*``: single sign-on with one OpenID Connect provider (moorage/auth/oidc.py
+    is the client; moorage/ui/oidc.py the web login)."""
+
+    enabled: bool = Field(
+        False,
+        description='Offer "Sign in with" an OpenID Connect provider on the login page '
+        "(authorization-code flow with PKCE).",
+    )
+    issuer: str = Field(
+        "", description="Issuer URL, exactly as the provider's discovery document states it."
+    )
+    client_id: str = Field("", description="Client id registered at the provider.")
+    client_secret: str | None = Field(
+        None, description="Client secret (confidential client; set it through the environment)."
+    )
+    redirect_uri: str | None = Field(
+        None,
+        description="Callback URL registered at the provider. Default: http.base_url (else the "
+        "URL the browser used) + /auth/oidc/callback.",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email", "groups"],
+        description="Scopes requested (openid is always added). In the environment: "
+        "space- or comma-separated.",
+    )
+    groups_claim: str = Field(
+        "groups",
+        description="Claim holding the user's groups; a dotted path for nested claims "
+        "(Keycloak: realm_access.roles).",
+    )
+    username_claim: str = Field(
+        "preferred_username",
+        description="Claim used as the Moorage user name of a new account (falls back to the "
+        "e-mail address, then sub); it must be a valid Moorage user name.",
+    )
+    group_team_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Provider group → Moorage team as org/team; the user's teams follow their "
+        "groups at every sign-in. In the environment: JSON, e.g. "
+        '{"platform-admins": "platform/admins"}.',
+    )
+    create_users: bool = Field(
+        True,
+        description="Create the Moorage account (source oidc) at a person's first sign-in. Off: "
+        "only people whose account exists from an earlier sign-in may sign in. An existing "
+        "local or LDAP account, or an organization's namespace, is never taken over.",
+    )
+    display_name: str = Field(
+        "single sign-on", max_length=64, description="Provider name on the login button."
+    )
+    jwks_cache_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="How long the provider's keys are cached (an unknown key id refetches them "
+        "sooner).",
+    )
+    leeway_seconds: int = Field(60, ge=0, le=600, description="Clock skew tolerated on exp/iat.")
+    http_timeout: float = Field(
+        10.0, gt=0, description="Timeout of each request to the provider, seconds."
+    )
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [s for s in v.replace(",", " ").split() if s]
+        return v
+
+    @field_validator("group_team_map", mode="before")
+    @classmethod
+    def _parse_map(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return json.loads(v) if v.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"group_team_map is not a JSON object: {exc}") from exc
+        return v
+
+    @field_validator("group_team_map")
+    @classmethod
+    def _check_map(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_group_team_map(v)
+
+    @model_validator(mode="after")
+    def _complete(self) -> OIDCConfig:
+        if self.enabled and not (self.issuer and self.client_id):
+            raise ValueError("auth.oidc.issuer and auth.oidc.client_id are required when enabled")
+        return self
+
+
 class AuthConfig(_Section):
     enabled: bool = Field(
         True,
@@ -94,4 +188,5 @@ class AuthConfig(_Section):
     token: TokenConfig = Field(default_factory=TokenConfig)
     lockout: LockoutConfig = Field(default_factory=LockoutConfig)
     ldap: LDAPConfig = Field(default_factory=LDAPConfig)
+    oidc: OIDCConfig = Field(default_factory=OIDCConfig)
     session: SessionConfig = Field(default_factory=SessionConfig)

@@ -1,4 +1,6 @@
-"""Encryption at rest of the token signing keys' private PEMs (``signing_keys.private_pem``).
+"""Encryption at rest of the token signing keys' private PEMs (``signing_keys.private_pem``),
+and of other secrets kept in the database the same way (webhook secrets: ``seal_text`` and
+``open_text`` with a context of their own bound as associated data).
 
 With ``auth.token.key_encryption_secret`` set, a private key is stored as
 ``enc:v1:<base64url(nonce ‖ AES-256-GCM ciphertext)>``, the AES key derived from the secret with
@@ -59,6 +61,31 @@ def decrypt_pem(secret: str | None, kid: str, stored: str) -> str:
         raise KeyDecryptionError(
             f"signing key {kid} cannot be decrypted with auth.token.key_encryption_secret: "
             "wrong secret (every node must share the same one)"
+        ) from None
+
+
+def seal_text(secret: str | None, context: str, text: str) -> str:
+    """What to store for a secret *text* (encrypted when there is a key secret); *context*
+    (e.g. ``webhook:<uid>``) must be given again to open it."""
+    return encrypt_pem(secret, context, text) if secret else text
+
+
+def open_text(secret: str | None, context: str, stored: str) -> str:
+    """The text sealed by :func:`seal_text` (plaintext rows as they are)."""
+    if not is_encrypted(stored):
+        return stored
+    if not secret:
+        raise KeyDecryptionError(
+            f"{context} is encrypted, but auth.token.key_encryption_secret "
+            "(MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET) is not set"
+        )
+    try:
+        raw = base64.urlsafe_b64decode(stored[len(PREFIX) :].encode("ascii"))
+        return _aead(secret).decrypt(raw[:12], raw[12:], context.encode()).decode()
+    except (InvalidTag, ValueError, UnicodeError):
+        raise KeyDecryptionError(
+            f"{context} cannot be decrypted with auth.token.key_encryption_secret: wrong "
+            "secret (every node must share the same one)"
         ) from None
 
 

@@ -78,6 +78,20 @@ _SUCCESS = 0
 _SIZE_LIMIT_EXCEEDED = 4
 
 
+def check_group_team_map(v: dict[str, str]) -> dict[str, str]:
+    """A directory's (LDAP's, OpenID provider's) group → ``org/team`` map, checked."""
+    for group, target in v.items():
+        if not group.strip():
+            raise ValueError("group_team_map: empty group name")
+        m = _ORG_TEAM_RE.match(target)
+        if not m or len(m.group(1)) > _MAX_NAME or len(m.group(2)) > _MAX_NAME:
+            raise ValueError(
+                f"group_team_map[{group!r}]: {target!r} is not org/team "
+                "(lowercase letters, digits and . _ - separators, at most 64 each)"
+            )
+    return v
+
+
 class LDAPConfig(BaseModel):
     """``auth.ldap``: authenticate users against an LDAP directory (OpenLDAP, 389-DS, AD...)."""
 
@@ -197,16 +211,7 @@ class LDAPConfig(BaseModel):
     @field_validator("group_team_map")
     @classmethod
     def _check_group_team_map(cls, v: dict[str, str]) -> dict[str, str]:
-        for group, target in v.items():
-            if not group.strip():
-                raise ValueError("group_team_map: empty group name")
-            m = _ORG_TEAM_RE.match(target)
-            if not m or len(m.group(1)) > _MAX_NAME or len(m.group(2)) > _MAX_NAME:
-                raise ValueError(
-                    f"group_team_map[{group!r}]: {target!r} is not org/team "
-                    "(lowercase letters, digits and . _ - separators, at most 64 each)"
-                )
-        return v
+        return check_group_team_map(v)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> LDAPConfig:

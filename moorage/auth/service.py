@@ -342,8 +342,10 @@ class AccessService:
         user_id: int,
         teams: list[tuple[str, str]],
         managed: list[tuple[str, str]],
+        source: str = "ldap",
     ) -> None:
-        """Directory-managed teams mirror the user's groups at each login."""
+        """Directory-managed teams (LDAP's, or an OpenID provider's: *source*) mirror the
+        user's groups at each login."""
         wanted: set[int] = set()
         for org_name, team_name in teams:
             org_id = await aq.org_by_name(conn, org_name)
@@ -352,11 +354,11 @@ class AccessService:
                 continue
             tid = await aq.team_id(conn, org_id, team_name)
             if tid is None:
-                tid = await aq.create_team(conn, org_id, team_name, source="ldap")
+                tid = await aq.create_team(conn, org_id, team_name, source=source)
             wanted.add(tid)
         # Teams the directory manages: those it created, and every team the group map names
         # (an operator may create and grant a mapped team before anyone logs in).
-        current = await aq.user_team_ids(conn, user_id, source="ldap")
+        current = await aq.user_team_ids(conn, user_id, source=source)
         for org_name, team_name in managed:
             org_id = await aq.org_by_name(conn, org_name)
             tid = await aq.team_id(conn, org_id, team_name) if org_id is not None else None

@@ -124,6 +124,8 @@ SECRET_KEYS = (
     "secret_key",
     "secret_access_key",
     "key_encryption_secret",
+    "client_secret",  # auth.oidc.client_secret
+    "token",  # metrics.token (auth.token is a section: sections are never masked whole)
 )
 
 
@@ -136,7 +138,11 @@ def _redact(value: object, key: str = "") -> object:
     Authorization), and passwords inside URLs."""
     if isinstance(value, dict):
         return {
-            k: ("***" if v and (k in SECRET_KEYS or key == "headers") else _redact(v, k))
+            k: (
+                "***"
+                if v and ((k in SECRET_KEYS and not isinstance(v, dict)) or key == "headers")
+                else _redact(v, k)
+            )
             for k, v in value.items()
         }
     if isinstance(value, str):

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 
 from .. import __version__
 from ..config import Config
@@ -92,15 +96,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     if config.http.workers > 1:
         os.environ["MOORAGE_EFFECTIVE_CONFIG"] = config.model_dump_json()
-        uvicorn.run(
-            "moorage.app:app_from_environment",
-            factory=True,
-            workers=config.http.workers,
-            **common,  # type: ignore[arg-type]
-        )
+        with _shared_metrics(config):
+            uvicorn.run(
+                "moorage.app:app_from_environment",
+                factory=True,
+                workers=config.http.workers,
+                **common,  # type: ignore[arg-type]
+            )
     else:
         uvicorn.run(Moorage(config), **common)  # type: ignore[arg-type]
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(config: Config) -> Iterator[None]:
+    """Several workers: prometheus_client keeps each worker's values in files of a directory
+    made here before they start (every scrape merges them, whichever worker answers), and
+    ``metrics.port`` is served once, by this parent process."""
+    if not config.metrics.enabled:
+        yield
+        return
+    from ..metrics.exposition import prepare_multiprocess
+    from ..metrics.node import serve_port_in_parent
+
+    directory = tempfile.mkdtemp(prefix="moorage-metrics-")
+    prepare_multiprocess(directory)
+    port_server = serve_port_in_parent(config.metrics, config.http.host)
+    try:
+        yield
+    finally:
+        if port_server is not None:
+            port_server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -120,9 +147,14 @@ async def _work(config: Config) -> None:
     """Run the job queue until SIGTERM or SIGINT; running jobs get ``jobs.stale_seconds``-safe
     shutdown: the runner stops claiming, lets running jobs finish for a grace period, and
     whatever is cut off is re-queued by another node once its heartbeat is stale."""
+    from ..metrics.node import NodeMetrics
     from ..runtime import start_runtime, stop_runtime
 
     rt = await start_runtime(config, run_jobs=True)
+    # A worker serves no HTTP; with metrics.port set it is scraped there (job figures).
+    metrics = NodeMetrics(config.metrics, config.http.host)
+    if config.metrics.port is not None:
+        await metrics.start(rt.ctx.engine, rt.audit)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,6 +163,7 @@ async def _work(config: Config) -> None:
         await stop.wait()
         log.info("worker stopping: finishing running jobs")
     finally:
+        await metrics.stop()
         await stop_runtime(rt)
 
 

@@ -67,6 +67,18 @@ async def user_by_name(conn: AsyncConnection, username: str) -> UserRow | None:
     return _user(r) if r else None
 
 
+async def user_by_external_id(
+    conn: AsyncConnection, source: str, external_id: str
+) -> UserRow | None:
+    """The account a directory (``ldap``, ``oidc``) links to one of its identities."""
+    r = (
+        await conn.execute(
+            sa.select(users).where(users.c.source == source, users.c.external_id == external_id)
+        )
+    ).first()
+    return _user(r) if r else None
+
+
 async def user_by_id(conn: AsyncConnection, user_id: int) -> UserRow | None:
     r = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
     return _user(r) if r else None

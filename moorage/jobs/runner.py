@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db import job_queries as q
+from ..metrics.definitions import METRICS
 from .config import JobsConfig
 
 log = logging.getLogger("moorage.jobs")
@@ -229,14 +231,17 @@ class JobRunner:
     async def _run(self, job: q.JobRow) -> None:
         handler = self.handlers[job.kind]
         _current.set(_Current(self, job))  # this task's own context
+        started = time.perf_counter()
         try:
             try:
                 result = await handler(job.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded on the job and retried
+                _observe(job.kind, "failure", started)
                 await self._record_failure(job, exc)
                 return
+            _observe(job.kind, "success", started)
             async with self.engine.begin() as conn:
                 if not await q.finish(conn, self.worker, job.id, _jsonable(result)):
                     log.warning("job %d (%s) finished after another node took it", job.id, job.kind)
@@ -313,6 +318,13 @@ class JobRunner:
     @property
     def running(self) -> int:
         return len(self._running)
+
+
+def _observe(kind: str, outcome: str, started: float) -> None:
+    """Job figures of this node (moorage_jobs_finished_total, moorage_job_duration_seconds);
+    kinds are code-defined, so the label set stays small."""
+    METRICS.jobs_finished.labels(kind, outcome).inc()
+    METRICS.job_duration.labels(kind).observe(time.perf_counter() - started)
 
 
 def _jsonable(value: Any) -> Any:

@@ -51,7 +51,7 @@ class IdentityApplied(BaseModel):
 
 
 def _id(raw: str, what: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not raw.isdecimal() or len(raw) > 18:
         raise APIError(404, "NOT_FOUND", f"no such {what}")
     return int(raw)
 

@@ -77,7 +77,7 @@ def load_json(data: bytes, limits: Limits, what: str) -> Any:
 async def read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
     """Read a streamed response body, failing as soon as it passes *limit* bytes."""
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise PeerProtocolError(f"{what} is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     total = 0

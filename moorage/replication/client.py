@@ -218,7 +218,7 @@ class RegistryClient(Transport):
         if ":" in ref and digest != ref:
             raise DigestMismatch(f"manifest {name}@{ref} announced as {digest}")
         size = response.headers.get("content-length", "")
-        return ManifestInfo(digest, content_type(response), int(size) if size.isdigit() else -1)
+        return ManifestInfo(digest, content_type(response), int(size) if size.isdecimal() else -1)
 
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """The manifest's exact bytes, verified: against the digest when *ref* is one, and
@@ -305,7 +305,7 @@ class RegistryClient(Transport):
                 return None
             await self._raise_for_status(response, f"HEAD blob {name}@{d}")
             size = response.headers.get("content-length", "")
-            return int(size) if size.isdigit() else -1
+            return int(size) if size.isdecimal() else -1
 
     @contextlib.asynccontextmanager
     async def open_blob(
@@ -336,7 +336,7 @@ class RegistryClient(Transport):
                 raise RegistryError(response.status_code, f"GET blob {name}@{d}: unexpected status")
             if size is None and response.status_code == 200:
                 length = response.headers.get("content-length", "")
-                size = int(length) if length.isdigit() else None
+                size = int(length) if length.isdecimal() else None
             yield BlobStream(response, d, start, size, verify, self.limiter)
         finally:
             await response.aclose()

@@ -284,7 +284,7 @@ class Transport:
         if value is None or len(value) > 64:
             return self.retry.delay(attempt)
         value = value.strip()
-        if value.isdigit():
+        if value.isdecimal():
             seconds = float(value)
         else:
             try:
@@ -400,7 +400,7 @@ async def discard(response: httpx.Response) -> None:
     new connection per request costs more than the read."""
     if not response.is_closed and not response.is_stream_consumed:
         length: str = response.headers.get("content-length", "")
-        if response.request.method == "HEAD" or (length.isdigit() and int(length) <= 65536):
+        if response.request.method == "HEAD" or (length.isdecimal() and int(length) <= 65536):
             with contextlib.suppress(httpx.HTTPError):
                 async for _ in response.aiter_raw():
                     pass

@@ -128,7 +128,7 @@ class ReplicationPages(PageGroup):
     async def execution(self, visit: Visit) -> Response:
         self._admin_only(visit)
         raw = visit.request.path_params["execution"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isdecimal() or len(raw) > 18:
             raise not_found()
         execution = await self._service(self.admin.execution(visit.caller, int(raw)))
         return self.render(

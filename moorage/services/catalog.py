@@ -19,6 +19,13 @@ from ..auth.service import AccessService, Principal
 from ..db import catalog_queries as cq
 from ..db import queries as q
 from ..oci import mediatypes as mt
+from ..oci.artifacts import (
+    HELM_CONFIG,
+    ArtifactError,
+    ArtifactKind,
+    classify_types,
+    helm_chart_from,
+)
 from ..oci.digest import Digest
 from ..oci.names import valid_name, valid_tag
 from ..storage.base import blob_path
@@ -27,6 +34,7 @@ from .errors import Denied, Invalid, Missing
 from .models import (
     Dashboard,
     DayActivity,
+    HelmChartInfo,
     HistoryEntry,
     ImageConfig,
     ImageDetail,
@@ -219,12 +227,16 @@ class CatalogService:
         items = []
         for t in page:
             platforms, size = await self._platforms_and_size(t.media_type, t.payload, children)
+            kind, helm = await self._kind(t.media_type, _json(t.payload))
             items.append(
                 TagInfo(
                     name=t.name,
                     digest=t.digest,
                     media_type=t.media_type,
                     artifact_type=t.artifact_type,
+                    artifact_kind=kind.kind,
+                    artifact_label=kind.label,
+                    helm=helm,
                     platforms=platforms,
                     size=size,
                     created_at=t.created_at,
@@ -319,11 +331,15 @@ class CatalogService:
         if isinstance(cfg, dict) and not _is_index(detail.media_type):
             config_model = await self._config_model(cfg)
         subject = doc.get("subject")
+        kind, helm = await self._kind(detail.media_type, doc)
         return ImageDetail(
             repository=name,
             digest=detail.digest,
             media_type=detail.media_type,
             artifact_type=detail.artifact_type,
+            artifact_kind=kind.kind,
+            artifact_label=kind.label,
+            helm=helm,
             manifest_size=detail.size,
             size=size,
             pushed_at=detail.created_at,
@@ -352,6 +368,33 @@ class CatalogService:
             ],
             platforms=platforms,
             referrers=[_referrer(r) for r in refs],
+        )
+
+    async def _kind(
+        self, media_type: str, doc: dict[str, Any]
+    ) -> tuple[ArtifactKind, HelmChartInfo | None]:
+        """What a manifest holds (image, index, Helm chart, SBOM, …: oci/artifacts.py), and a
+        Helm chart's name, version and appVersion from its (cached) config blob."""
+        cfg = doc.get("config") if isinstance(doc.get("config"), dict) else None
+        kind = classify_types(
+            media_type,
+            _str(doc.get("artifactType")),
+            _str(cfg.get("mediaType")) if cfg else None,
+            [str(d.get("mediaType", "")) for d in descriptors(doc, "layers")],
+        )
+        if kind.kind != "helm-chart" or cfg is None or cfg.get("mediaType") != HELM_CONFIG:
+            return kind, None
+        try:
+            chart = helm_chart_from(
+                await self._config(str(cfg.get("digest")), _int(cfg.get("size")))
+            )
+        except ArtifactError:
+            return kind, None  # a chart whose config cannot be read: still labelled a chart
+        return kind, HelmChartInfo(
+            name=chart.name,
+            version=chart.version,
+            app_version=chart.app_version,
+            description=chart.description,
         )
 
     async def _config_model(self, cfg: dict[str, Any]) -> ImageConfig:

@@ -68,7 +68,7 @@ class JobsView:
         if kind is not None and len(kind) > 64:
             raise Invalid("kind", "kind is at most 64 characters")
         after = decode_cursor(cursor)
-        if after is not None and not (after.isdigit() and len(after) <= 18):
+        if after is not None and not (after.isdecimal() and len(after) <= 18):
             raise Invalid("cursor", "cursor is not one this server issued")
         async with self.ctx.engine.connect() as conn:
             rows = await jq.list_jobs(

@@ -51,11 +51,45 @@ class RepositoryDetail(RepositorySummary):
     )
 
 
+class HelmChartInfo(Model):
+    """A Helm chart's metadata, from its config blob (Chart.yaml's fields)."""
+
+    name: str
+    version: str
+    app_version: str | None = None
+    description: str | None = None
+
+
+ArtifactKindName = Literal[
+    "image",
+    "index",
+    "helm-chart",
+    "sbom",
+    "signature",
+    "attestation",
+    "wasm",
+    "ml-model",
+    "artifact",
+]
+ARTIFACT_LABEL = Field(
+    "Container image",
+    description='For people: "Container image", "Helm chart", "SBOM (SPDX)", '
+    '"Signature (cosign)", …; other artifacts: their artifact type.',
+)
+
+
 class TagInfo(Model):
     name: str
     digest: str
     media_type: str
     artifact_type: str | None
+    artifact_kind: ArtifactKindName = Field(
+        "image",
+        description="What the manifest holds, from its media types (moorage/oci/artifacts.py): "
+        "image, index, helm-chart, sbom, signature, attestation, wasm, ml-model or artifact.",
+    )
+    artifact_label: str = ARTIFACT_LABEL
+    helm: HelmChartInfo | None = Field(None, description="Set for Helm charts.")
     platforms: list[str]
     size: int = Field(description="Manifest + config + layers (for an index: of all children).")
     created_at: datetime = Field(description="When the tag was first pushed.")
@@ -116,6 +150,13 @@ class ImageDetail(Model):
     digest: str
     media_type: str
     artifact_type: str | None
+    artifact_kind: ArtifactKindName = Field(
+        "image",
+        description="What the manifest holds, from its media types (moorage/oci/artifacts.py): "
+        "image, index, helm-chart, sbom, signature, attestation, wasm, ml-model or artifact.",
+    )
+    artifact_label: str = ARTIFACT_LABEL
+    helm: HelmChartInfo | None = Field(None, description="Set for Helm charts.")
     manifest_size: int
     size: int
     pushed_at: datetime
@@ -180,7 +221,7 @@ class Team(Model):
     organization: str
     name: str
     description: str
-    source: Literal["local", "ldap"]
+    source: Literal["local", "ldap", "oidc"]
     created_at: datetime
     members: list[str]
 

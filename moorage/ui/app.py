@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from .. import __version__
+from ..auth.oidc import OIDCClient
 from ..auth.resolver import CSRFRejected, PrincipalResolver, Resolved
 from ..auth.service import ANONYMOUS, AccessService, AuthFailed, LockedOut
 from ..auth.service import Unavailable as AuthUnavailable
@@ -39,6 +40,7 @@ from ..services.management import ManagementService
 from .audit import AuditPages
 from .dashboard import DashboardPages
 from .jobs import JobsPages
+from .oidc import OIDCLogin
 from .organizations import OrganizationPages
 from .pages import Handler, PageError, PageGroup, Visit, denied, login_for, not_found
 from .repositories import RepositoryPages
@@ -91,8 +93,10 @@ class WebUI:
         catalog: CatalogService,
         management: ManagementService,
         extra_groups: Sequence[Callable[[WebUI], PageGroup]] = (),
+        oidc: OIDCClient | None = None,
     ) -> None:
-        """*extra_groups* build each capability's pages (moorage/capabilities.py)."""
+        """*extra_groups* build each capability's pages (moorage/capabilities.py); *oidc*
+        offers single sign-on (``auth.oidc``, moorage/ui/oidc.py)."""
         self.ctx = ctx
         self.access = access
         self.sessions = sessions
@@ -101,6 +105,7 @@ class WebUI:
         self.management = management
         self.static = StaticFiles(HERE / "static")
         self._login_csrf: LoginCSRF | None = None
+        self.oidc = OIDCLogin(self, oidc) if oidc is not None else None
         self.groups: list[PageGroup] = [make(self) for make in extra_groups]
         self.groups += [group(self) for group in CORE_GROUPS]
         self.nav = [item for g in sorted(self.groups, key=_nav_order) for item in g.nav]
@@ -120,6 +125,8 @@ class WebUI:
             Route("/logout", self.page(self.logout), methods=post),
             Route("/static/ui/{name}", self.static_file, methods=get),
         ]
+        if self.oidc is not None:
+            own += self.oidc.routes()
         # Capabilities' pages first: they may add sub-pages under a core group's paths
         # (e.g. /ui/repositories/{name}/...), which a core route's {name:path} would swallow.
         return own + [route for group in self.groups for route in group.routes()]
@@ -288,6 +295,12 @@ class WebUI:
             return see_other(safe_next(request.query_params.get("next")))
         return await self._login_page(request, "", "", 200)
 
+    async def login_page(
+        self, request: Request, error: str, username: str, status: int
+    ) -> Response:
+        """The sign-in form (with *error* shown), e.g. after a refused single sign-on."""
+        return await self._login_page(request, error, username, status)
+
     async def _login_page(
         self, request: Request, error: str, username: str, status: int
     ) -> Response:
@@ -300,6 +313,7 @@ class WebUI:
             username=username,
             login_csrf=token,
             next=safe_next(request.query_params.get("next")) if request.method == "GET" else "",
+            sso=self.oidc.label if self.oidc is not None else "",
         )
         response.set_cookie(
             LOGIN_CSRF_COOKIE,

@@ -134,9 +134,9 @@ class RepositoryPages(PageGroup):
         digest = visit.request.path_params["digest"]
         img = await self._service(self.catalog.image(visit.principal, name, digest))
         parent = visit.request.query_params.get("index", "")
-        artifact = img.artifact_type not in (None, *IMAGE_CONFIG_TYPES)
-        kind = "Index" if img.manifests else ("Artifact" if artifact else "Image")
-        if img.config and img.config.os:
+        artifact = img.artifact_kind not in ("image", "index")  # oci/artifacts.py classify
+        kind = img.artifact_label
+        if img.config and img.config.os and not artifact:
             kind += " for " + "/".join(
                 x for x in (img.config.os, img.config.architecture, img.config.variant) if x
             )
@@ -147,6 +147,7 @@ class RepositoryPages(PageGroup):
             repo=name,
             m=img,
             artifact_type=img.artifact_type if artifact else None,
+            helm=img.helm,
             kind_label=kind,
             total_size=img.size,
             children=img.manifests,
@@ -217,11 +218,14 @@ class TagView:
     platforms: list[str]
     size: int
     pushed_at: datetime
+    detail: str = ""  # a Helm chart's name, version and appVersion
 
 
 def _tag_view(t: TagInfo) -> TagView:
-    if "index" in t.media_type or "manifest.list" in t.media_type:
-        kind = "index"
-    else:
-        kind = "artifact" if t.artifact_type else "image"
-    return TagView(t.name, t.digest, kind, t.platforms, t.size, t.pushed_at)
+    kind = t.artifact_kind if t.artifact_kind in ("image", "index") else t.artifact_label
+    detail = ""
+    if t.helm is not None:
+        detail = f"{t.helm.name} {t.helm.version}"
+        if t.helm.app_version:
+            detail += f" (app {t.helm.app_version})"
+    return TagView(t.name, t.digest, kind, t.platforms, t.size, t.pushed_at, detail)

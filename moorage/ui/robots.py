@@ -93,7 +93,7 @@ class RobotPages(PageGroup):
         f = visit.form
         namespace = f.get("namespace", "").strip()
         days = f.get("expires_days", "").strip()
-        if days and not days.isdigit():
+        if days and not days.isdecimal():
             raise PageError(400, "Not saved", "Expiry is a whole number of days.")
         robot = await self._change(
             self.management.create_robot(

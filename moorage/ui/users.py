@@ -86,6 +86,7 @@ class UserPages(PageGroup):
             visit,
             "account.html",
             local=me.source == "local",
+            source=me.source,
             tokens=tokens.items,
             scopes=PAT_SCOPES,
         )
@@ -93,7 +94,7 @@ class UserPages(PageGroup):
     async def create_token(self, visit: Visit) -> Response:
         f = visit.form
         days = f.get("expires_days", "").strip()
-        if days and not days.isdigit():
+        if days and not days.isdecimal():
             raise PageError(400, "Not saved", "Expiry is a whole number of days.")
         me = visit.principal.name
         token = await self._change(
@@ -118,7 +119,7 @@ class UserPages(PageGroup):
 
     async def delete_token(self, visit: Visit) -> Response:
         raw = visit.request.path_params["token"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isdecimal() or len(raw) > 18:
             raise not_found()
         await self._change(
             self.management.delete_token(visit.caller, visit.principal.name, int(raw))

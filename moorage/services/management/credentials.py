@@ -195,7 +195,7 @@ class CredentialAdmin(AdminService):
         n = check_limit(limit)
         self._token_owner(c, username, write=False)
         after = decode_cursor(cursor)
-        if after is not None and not after.isdigit():
+        if after is not None and not after.isdecimal():
             raise Invalid("cursor", "cursor is not one this server issued")
         async with self.ctx.engine.connect() as conn:
             uid = (await admin.user_in(conn, username)).id

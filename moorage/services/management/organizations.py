@@ -171,8 +171,11 @@ class OrganizationAdmin(AdminService):
         async with self._tx() as conn:
             tid = await admin.team_id_in(conn, org, team)
             row = await mq.team_row(conn, tid)
-            if row.source == "ldap":
-                raise Conflict("this team's members come from the directory (LDAP)")
+            if row.source in ("ldap", "oidc"):
+                raise Conflict(
+                    "this team's members come from the directory "
+                    f"({'LDAP' if row.source == 'ldap' else 'single sign-on groups'})"
+                )
             uid = (await admin.user_in(conn, user)).id
             if member:
                 await aq.add_team_member(conn, tid, uid)
@@ -197,7 +200,7 @@ def _team(org: str, r: Any, members: list[str]) -> Team:
         organization=org,
         name=r.name,
         description=r.description or "",
-        source="ldap" if r.source == "ldap" else "local",
+        source=r.source if r.source in ("ldap", "oidc") else "local",
         created_at=mq.aware(r.created_at),
         members=members,
     )

@@ -7,7 +7,7 @@ from typing import Any
 from ...auth import admin
 from ...auth.passwords import hash_password
 from ...auth.pat import looks_like_pat
-from ...auth.service import ANONYMOUS, AuthFailed, LockedOut
+from ...auth.service import ANONYMOUS, AuthFailed, LockedOut, Principal
 from ...auth.sessions import Session
 from ...db import management_queries as mq
 from ..catalog import check_limit, decode_cursor, page_of
@@ -50,6 +50,28 @@ class UserAdmin(AdminService):
             Caller(principal, client_addr, user_agent), "login", details={"via": "web"}
         )
         return cookie, session
+
+    async def open_session(
+        self, principal: Principal, client_addr: str, user_agent: str | None, via: str
+    ) -> tuple[str, Session]:
+        """A web session for a user a single sign-on provider vouched for (moorage/ui/oidc.py):
+        (cookie value, session). Audited as a login *via* that provider."""
+        if principal.kind != "user" or principal.id is None:
+            raise AuthFailed("web sessions are for users")
+        cookie, session = await self.sessions.create(principal.id, client_addr, user_agent)
+        await self._audit(Caller(principal, client_addr, user_agent), "login", details={"via": via})
+        return cookie, session
+
+    async def login_refused(
+        self, client_addr: str, user_agent: str | None, via: str, reason: str, who: str = ""
+    ) -> None:
+        """Audit a single sign-on that did not open a session."""
+        await self._audit(
+            Caller(ANONYMOUS, client_addr, user_agent),
+            "login.failed",
+            result="failure",
+            details={"via": via, "reason": reason[:300], "username": who[:200]},
+        )
 
     async def logout(self, c: Caller, cookie_value: str) -> None:
         if await self.sessions.delete(cookie_value):
