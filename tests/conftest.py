@@ -83,6 +83,7 @@ class MoorageServer:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    cwd: Path | None = None  # where `python -m moorage.cli` finds its code (default: this one)
 
     @property
     def url(self) -> str:
@@ -119,6 +120,7 @@ class MoorageServer:
         self.proc = subprocess.Popen(
             self.command(),
             env=env,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
