@@ -69,9 +69,17 @@ def build_openapi(
         return dict(mapping[(model, mode)])  # type: ignore[index]
 
     paths: dict[str, Any] = {}
+    seen: dict[str, Op] = {}
     for op in ops:
+        operation_id = f"{op.method.lower()}_{op.handler.__name__}"
+        if (other := seen.setdefault(operation_id, op)) is not op:
+            # Generated clients name their methods after it: two routes cannot share one.
+            raise ValueError(
+                f"operationId {operation_id!r} of {op.method} {op.path} is already used by "
+                f"{other.method} {other.path}: give one of the handlers another name"
+            )
         item: dict[str, Any] = {
-            "operationId": f"{op.method.lower()}_{op.handler.__name__}",
+            "operationId": operation_id,
             "summary": op.summary,
             "tags": [op.tag],
             "parameters": [],

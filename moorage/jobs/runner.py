@@ -100,6 +100,7 @@ class Schedule:
     kind: str
     every: timedelta
     payload: dict[str, Any] | None = None
+    at_start: bool = False  # also offered once when each process starts
 
     def slot(self, at: datetime) -> str:
         seconds = max(1, int(self.every.total_seconds()))
@@ -145,10 +146,20 @@ class JobRunner:
         """Poll now (e.g. after a handler enqueued jobs in its own transaction)."""
         self._wake.set()
 
-    def schedule(self, kind: str, every: timedelta, payload: dict[str, Any] | None = None) -> None:
+    def schedule(
+        self,
+        kind: str,
+        every: timedelta,
+        payload: dict[str, Any] | None = None,
+        *,
+        at_start: bool = False,
+    ) -> None:
+        """Run *kind* once per *every* across all nodes; with *at_start*, also once when this
+        process starts (a restarted node applies a changed retention at once, not at the next
+        slot)."""
         if kind not in self.handlers:
             raise ValueError(f"no handler for scheduled job kind {kind!r}")
-        self.schedules.append(Schedule(kind, every, payload))
+        self.schedules.append(Schedule(kind, every, payload, at_start))
 
     # --- the queue ----------------------------------------------------------------------
 
@@ -182,13 +193,15 @@ class JobRunner:
             slot = sched.slot(ts)
             if self._offered.get(sched.kind) == slot:
                 continue
+            first = sched.kind not in self._offered
+            key = f"start:{self.worker}" if first and sched.at_start else f"schedule:{slot}"
             async with self.engine.begin() as conn:
                 await q.enqueue(
                     conn,
                     sched.kind,
                     sched.payload or {},
                     run_after=ts,
-                    dedupe_key=f"schedule:{slot}",
+                    dedupe_key=key,
                     dedupe_any_state=True,
                     max_attempts=1,  # the next slot is the retry
                 )

@@ -62,7 +62,7 @@ def register_standard_jobs(
         runner.register(PRUNE_AUDIT, prune_audit)
         retention = config.audit.retention
         if retention.max_age_days or retention.max_events:
-            runner.schedule(PRUNE_AUDIT, timedelta(minutes=10))
+            runner.schedule(PRUNE_AUDIT, timedelta(minutes=10), at_start=True)
 
     if sessions is not None:
         session_store = sessions

@@ -81,13 +81,13 @@ def api_ops(admin: ReplicationAdmin) -> list[Op]:
     async def add_policy(c: Call) -> Any:
         return await admin.add_policy(c.caller, c.body)
 
-    async def get_policy(c: Call) -> Any:
+    async def get_replication_policy(c: Call) -> Any:
         return await admin.policy(c.caller, c.path["policy"])
 
     async def update_policy(c: Call) -> Any:
         return await admin.update_policy(c.caller, c.path["policy"], c.body)
 
-    async def delete_policy(c: Call) -> Any:
+    async def delete_replication_policy(c: Call) -> Any:
         await admin.delete_policy(c.caller, c.path["policy"])
 
     async def run(c: Call) -> Any:
@@ -118,9 +118,9 @@ def api_ops(admin: ReplicationAdmin) -> list[Op]:
         Op("POST", remote + "/check", check_remote, "Check the connection: GET /v2/ with the stored credentials", t, RW, response=CheckResult, errors=w),
         Op("GET", "/replication/policies", list_policies, "Replication policies", t, R, response=Page[Policy], errors=(401, 403)),
         Op("POST", "/replication/policies", add_policy, "Create a push or pull policy", t, RW, body=PolicyCreate, response=Policy, status=201, errors=w),
-        Op("GET", policy, get_policy, "A replication policy", t, R, response=Policy),
+        Op("GET", policy, get_replication_policy, "A replication policy", t, R, response=Policy),
         Op("PATCH", policy, update_policy, "Enable or disable a policy, change its triggers or bandwidth limit", t, RW, body=PolicyUpdate, response=Policy, errors=w),
-        Op("DELETE", policy, delete_policy, "Delete a policy and its execution history", t, RW, status=204, errors=w),
+        Op("DELETE", policy, delete_replication_policy, "Delete a policy and its execution history", t, RW, status=204, errors=w),
         Op("POST", policy + "/run", run, "Run a policy now: an execution with one job per tag", t, RW, response=RunResult, status=202, errors=w),
         Op("GET", policy + "/executions", executions, "Executions of a policy, newest first", t, R, query=ExecutionQuery, response=Page[Execution]),
         Op("GET", "/replication/executions/{execution}", execution, "An execution with the status, bytes, duration and error of each tag", t, R, response=Execution),

@@ -425,7 +425,7 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
     async def policies(c: Call) -> Policies:
         return Policies(items=[p for r in await admin.policies(c.caller) if (p := policy_model(r))])
 
-    async def get_policy(c: Call) -> Policy:
+    async def get_trust_policy(c: Call) -> Policy:
         target = _target(c)
         for row in await admin.policies(c.caller):
             if row.target == target:
@@ -434,7 +434,7 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
 
         raise Missing(f"no trust policy for {target}")
 
-    async def put_policy(c: Call) -> Policy:
+    async def put_trust_policy(c: Call) -> Policy:
         b: PolicyBody = c.body
         row = await admin.set_policy(
             c.caller, _target(c), require_signature=b.require_signature,
@@ -442,7 +442,7 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
         )  # fmt: skip
         return policy_model(row)  # type: ignore[return-value]
 
-    async def delete_policy(c: Call) -> None:
+    async def delete_trust_policy(c: Call) -> None:
         await admin.delete_policy(c.caller, _target(c))
 
     async def trust(c: Call) -> Contract:
@@ -493,9 +493,9 @@ def api_ops(admin: TrustAdmin) -> list[Op]:
         Op("PUT", ns + "/settings", settings, "Whether key signatures need a Rekor entry (null: inherit)", T, RW, body=SettingsBody, response=NamespaceTrust, errors=w),
         Op("POST", ns + "/reverify", reverify, "Queue a re-verification of the namespace's signatures", T, RW, response=Queued, status=202, errors=w),
         Op("GET", "/trust/policies", policies, "Signed-only pull policies the caller may read", T, R, response=Policies, errors=(401, 403)),
-        Op("GET", "/trust/policies/{target}", get_policy, "The pull policy of *, an organization or a repository", T, R, response=Policy, slash_params=frozenset({"target"})),
-        Op("PUT", "/trust/policies/{target}", put_policy, "Set a signed-only pull policy (any verified signature, one of the signers, or all of them)", T, RW, body=PolicyBody, response=Policy, errors=w, slash_params=frozenset({"target"})),
-        Op("DELETE", "/trust/policies/{target}", delete_policy, "Remove a pull policy (the organization's or the system's applies)", T, RW, status=204, errors=w, slash_params=frozenset({"target"})),
+        Op("GET", "/trust/policies/{target}", get_trust_policy, "The pull policy of *, an organization or a repository", T, R, response=Policy, slash_params=frozenset({"target"})),
+        Op("PUT", "/trust/policies/{target}", put_trust_policy, "Set a signed-only pull policy (any verified signature, one of the signers, or all of them)", T, RW, body=PolicyBody, response=Policy, errors=w, slash_params=frozenset({"target"})),
+        Op("DELETE", "/trust/policies/{target}", delete_trust_policy, "Remove a pull policy (the organization's or the system's applies)", T, RW, status=204, errors=w, slash_params=frozenset({"target"})),
         Op("GET", repo + "/-/manifests/{reference}/trust", trust, "Admission contract: verdict, policy and signatures of a tag or digest", T, P, response=Contract),
         Op("GET", repo + "/-/manifests/{reference}/signatures", signatures, "Every signature of a tag or digest with status, signer identity, signing time and why", T, P, response=SignatureReport),
         Op("GET", repo + "/-/trust", tag_trust, "The trust verdict of each tag", T, P, query=PageQuery, response=TagTrustPage),

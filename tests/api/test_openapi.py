@@ -48,21 +48,28 @@ def _capability_ops() -> list[Any]:
 
     from moorage.capabilities import installed
 
+    class Services(defaultdict[str, _Unbound]):
+        def get(self, key: str, default: object = None) -> _Unbound:  # type: ignore[override]
+            return self[key]  # every capability's services "present", as on a real node
+
     class Stub:
-        services: defaultdict[str, _Unbound] = defaultdict(_Unbound)
+        services = Services(_Unbound)
 
     return [op for cap in installed() if cap.api_ops for op in cap.api_ops(Stub())]  # type: ignore[arg-type]
 
 
 class _Unbound:
-    """Attribute access yields a placeholder handler: enough to list the route table."""
+    """Attribute access yields a placeholder handler named after the attribute (itself
+    unbound, so a service's sub-service resolves too): enough to list the route table."""
 
-    def __getattr__(self, name: str) -> object:
-        async def handler(call: object) -> None:
-            return None
+    def __init__(self, name: str = "unbound") -> None:
+        self.__name__ = name
 
-        handler.__name__ = name
-        return handler
+    async def __call__(self, call: object) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> _Unbound:
+        return _Unbound(name)
 
 
 def test_docs_page_works_offline_under_a_strict_csp(world: World) -> None:
@@ -193,3 +200,25 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(fuzz_server: Moo
     assert out.returncode == 0, summary
     assert re.search(r"\d+ generated, \d+ passed", summary), summary
     assert "Traceback" not in fuzz_server.log()
+
+
+def test_two_routes_cannot_share_an_operation_id() -> None:
+    """operationId is the method name in generated clients: a capability whose handler repeats
+    another's name must fail the build with a message naming both routes, not a document that
+    validators refuse (trust's and replication's ``get_policy`` once did)."""
+    from moorage.api.openapi import build_openapi
+    from moorage.api.routing import Op
+
+    async def get_policy(_c: Any) -> None:
+        return None
+
+    async def get_policy_too(_c: Any) -> None:
+        return None
+
+    get_policy_too.__name__ = "get_policy"
+    ops = [
+        Op("GET", "/trust/policies/{target}", get_policy, "a", "trust"),
+        Op("GET", "/replication/policies/{policy}", get_policy_too, "b", "replication"),
+    ]
+    with pytest.raises(ValueError, match=r"get_get_policy.*/replication/policies.*/trust/policies"):
+        build_openapi(ops, "/api/v1", "1", [])

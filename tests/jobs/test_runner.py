@@ -137,6 +137,26 @@ async def test_a_schedule_runs_once_per_period_whatever_the_number_of_nodes(db_u
     assert len(runs) == 1
 
 
+async def test_an_at_start_schedule_also_runs_when_each_process_starts(db_url: str) -> None:
+    """Audit retention is such a schedule: a node restarted with a new limit applies it at once,
+    even inside the period slot in which an earlier process already ran it."""
+    async with _engine(db_url) as engine:
+        runs: list[str] = []
+        for incarnation in ("first", "restarted"):
+            r = JobRunner(engine, FAST, worker=incarnation)
+
+            async def tick(_p: dict[str, Any], name: str = incarnation) -> None:
+                runs.append(name)
+
+            r.register("test.prune", tick)
+            r.schedule("test.prune", timedelta(hours=1), at_start=True)
+            for _ in range(3):
+                await r.run_once()
+            await _wait(engine, lambda rs: rs and all(x.state == "succeeded" for x in rs))
+        # the same period slot: without at_start the restarted process would not run it
+        assert runs == ["first", "restarted"]
+
+
 async def test_failures_are_retried_then_given_up(db_url: str) -> None:
     async with _engine(db_url) as engine:
         attempts: Counter[str] = Counter()

@@ -99,9 +99,11 @@ def test_every_api_route_gets_its_own_template() -> None:
 
 def test_every_ui_route_gets_its_own_template() -> None:
     from moorage.ui.app import CORE_GROUPS, WebUI
+    from moorage.ui.oidc import OIDCLogin
 
     ui = object.__new__(WebUI)  # the route table only: no services behind it
     ui.ctx = ui.access = ui.catalog = ui.management = None  # type: ignore[assignment]
+    ui.oidc = object.__new__(OIDCLogin)  # single sign-on's routes count too
     ui.groups = [group(ui) for group in CORE_GROUPS]
     paths = [r.path for r in WebUI.routes(ui)]
     classify = RouteClassifier.from_templates(paths)
