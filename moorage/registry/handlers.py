@@ -306,6 +306,20 @@ class RegistryAPI:
             )
         return ref
 
+    @classmethod
+    def _existing_reference(cls, ref: str) -> str:
+        """A reference to read or delete: one that is neither a valid tag nor a valid digest
+        names a manifest that cannot exist, so it is unknown (404 MANIFEST_UNKNOWN, as CNCF
+        Distribution and the conformance suite expect); only a PUT refuses it as invalid."""
+        try:
+            return cls._reference(ref)
+        except RegistryError:
+            raise RegistryError(
+                "MANIFEST_UNKNOWN",
+                "manifest unknown: the reference is neither a valid tag nor a valid digest",
+                detail={"reference": ref[:200]},
+            ) from None
+
     async def manifest_get(self, request: Request, name: str, ref: str) -> Response:
         return await self._manifest_read(request, name, ref, head=False)
 
@@ -313,8 +327,8 @@ class RegistryAPI:
         return await self._manifest_read(request, name, ref, head=True)
 
     async def _manifest_read(self, request: Request, name: str, ref: str, head: bool) -> Response:
-        reference = self._reference(ref)
         await self.policy.check(request, name, (PULL,))
+        reference = self._existing_reference(ref)
         accept = parse_accept(request.headers.getlist("accept"))
         manifest = await self.manifests.get(name, reference, accept, self._requester(request, name))
         headers = {
@@ -355,8 +369,8 @@ class RegistryAPI:
         return Response(b"", status_code=201, headers=headers)
 
     async def manifest_delete(self, request: Request, name: str, ref: str) -> Response:
-        reference = self._reference(ref)
         await self.policy.check(request, name, (DELETE,))
+        reference = self._existing_reference(ref)
         await self.manifests.delete(name, reference, self._requester(request, name))
         return Response(b"", status_code=202)
 

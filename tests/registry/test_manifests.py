@@ -269,3 +269,20 @@ def test_concurrent_pushes_of_one_tag_end_consistent(
     got = client.get(f"/v2/{repo}/manifests/race")
     assert got.status_code == 200 and got.content in payloads
     assert got.headers["Docker-Content-Digest"] == sha256(got.content)
+
+
+def test_invalid_reference_is_an_unknown_manifest(client: httpx.Client, repo: str) -> None:
+    """A reference that is neither a tag nor a digest names a manifest that cannot exist:
+    GET, HEAD and DELETE answer 404 MANIFEST_UNKNOWN (as Distribution and the conformance suite
+    expect); only PUT refuses it as TAG_INVALID."""
+    payload = image_manifest(client, repo)
+    assert put_manifest(client, repo, "v1", payload).status_code == 201
+    for ref in (".INVALID_MANIFEST_NAME", "sha256:nothex", "-x"):
+        for method in ("GET", "DELETE"):
+            r = client.request(method, f"/v2/{repo}/manifests/{ref}")
+            assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN", (method, r.text)
+        r = client.head(f"/v2/{repo}/manifests/{ref}")
+        assert r.status_code == 404 and r.content == b""
+    r = put_manifest(client, repo, ".INVALID_MANIFEST_NAME", payload)
+    assert r.status_code == 400 and error_code(r) == "TAG_INVALID"
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
