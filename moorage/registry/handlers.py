@@ -345,6 +345,7 @@ class RegistryAPI:
 
     async def manifest_put(self, request: Request, name: str, ref: str) -> Response:
         reference = self._reference(ref)
+        tags = _tag_params(request, reference)
         await self.policy.check(request, name, (PUSH,))
         limit = self.ctx.config.registry.max_manifest_size
         declared = request.headers.get("content-length")
@@ -359,6 +360,7 @@ class RegistryAPI:
             payload,
             request.headers.get("content-type"),
             self._requester(request, name),
+            tags,
         )
         headers = {
             "Location": self._url(f"/v2/{name}/manifests/{result.digest}"),
@@ -366,7 +368,11 @@ class RegistryAPI:
         }
         if result.subject:
             headers["OCI-Subject"] = result.subject
-        return Response(b"", status_code=201, headers=headers)
+        response = Response(b"", status_code=201, headers=headers)
+        if tags:
+            for tag in result.tags:  # one OCI-Tag header per tag applied
+                response.headers.append("OCI-Tag", tag)
+        return response
 
     async def manifest_delete(self, request: Request, name: str, ref: str) -> Response:
         await self.policy.check(request, name, (DELETE,))
@@ -544,6 +550,31 @@ def _audit_action(
     elif kind == "upload" and method == "PUT":
         return Action.BLOB_PUSH
     return None
+
+
+MAX_TAGS_PER_PUSH = 100
+
+
+def _tag_params(request: Request, reference: str) -> tuple[str, ...]:
+    """The ``tag`` query parameters of a manifest PUT by digest (distribution-spec: push a
+    manifest by digest and tag it in one request), validated; none for a push by tag."""
+    tags = request.query_params.getlist("tag")
+    if not tags:
+        return ()
+    if ":" not in reference:
+        raise RegistryError(
+            "TAG_INVALID", "the tag parameter applies to a push by digest, not by tag"
+        )
+    if len(tags) > MAX_TAGS_PER_PUSH:
+        raise RegistryError("TAG_INVALID", f"at most {MAX_TAGS_PER_PUSH} tags in one push")
+    for tag in tags:
+        if not valid_tag(tag):
+            raise RegistryError(
+                "TAG_INVALID",
+                "tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+                detail={"tag": tag[:200]},
+            )
+    return tuple(dict.fromkeys(tags))
 
 
 def _owner(request: Request) -> str | None:
