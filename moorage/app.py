@@ -370,7 +370,7 @@ NO_AUTH_NOTICE = (
 )
 
 _NO_AUTH_PAGE = (
-    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
     "<title>Moorage: web UI off (--no-auth)</title></head><body>"
     "<h1>Moorage: the web UI is off</h1>"
     f"<p>{html.escape(NO_AUTH_NOTICE)}</p>"
