@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 import os
@@ -234,6 +235,10 @@ class Moorage:
             await self.api(scope, receive, send)
         elif self.ui is not None and _is_ui_path(path):
             await self.ui(scope, receive, send)
+        elif self.api is None and (path == "/api/v1" or path.startswith("/api/v1/")):
+            await _send_json(send, 501, {"error": {"code": "DISABLED", "message": NO_AUTH_NOTICE}})
+        elif self.ui is None and _is_ui_path(path):
+            await _send_no_auth_page(scope, send)
         elif path == "/metrics" and self.metrics.endpoint is not None:
             await self.metrics.endpoint(scope, receive, send)
         elif path == "/healthz":
@@ -355,6 +360,37 @@ async def _send_error(send: Send, err: RegistryError, api: bool = False) -> None
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+NO_AUTH_NOTICE = (
+    "The web UI and the management API (/api/v1) are off: this registry runs with --no-auth "
+    "(auth.enabled: false), where /v2 is open to every client and no accounts exist. Start "
+    "`moorage serve` without --no-auth (with MOORAGE_ADMIN_PASSWORD set for the first admin) "
+    "to use them."
+)
+
+_NO_AUTH_PAGE = (
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+    "<title>Moorage: web UI off (--no-auth)</title></head><body>"
+    "<h1>Moorage: the web UI is off</h1>"
+    f"<p>{html.escape(NO_AUTH_NOTICE)}</p>"
+    "<p>The registry itself is served at <code>/v2/</code>.</p></body></html>\n"
+).encode()
+
+
+async def _send_no_auth_page(scope: Scope, send: Send) -> None:
+    """What a browser gets at /, /ui/... in --no-auth mode: why there is no UI, not a 404."""
+    get = scope["method"] in ("GET", "HEAD")
+    body = _NO_AUTH_PAGE if get else NO_AUTH_NOTICE.encode()
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8" if get else b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"content-security-policy", b"default-src 'none'"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 200 if get else 501, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 async def _send_json(send: Send, status: int, data: object) -> None:

@@ -127,10 +127,12 @@ class S3StorageConfig(_Section):
     prefix: str = Field(
         "", description="Key prefix under which everything is stored (e.g. moorage/)."
     )
-    path_style: bool = Field(
-        False,
-        description="Path-style addressing (http://endpoint/bucket/key), as MinIO and Ceph RGW "
-        "usually need; else virtual-hosted style (http://bucket.endpoint/key).",
+    path_style: Literal["auto"] | bool = Field(
+        "auto",
+        description="Addressing: auto (path-style, http://endpoint/bucket/key, whenever an "
+        "endpoint other than AWS is configured or its host is an IP address or localhost, as "
+        "MinIO, Ceph RGW and moto need; virtual-hosted, http://bucket.endpoint/key, for AWS), "
+        "or true/false to force path-style or virtual-hosted.",
     )
     redirect: bool = Field(
         False,

@@ -58,7 +58,7 @@ def make_storage(config: Config) -> StorageDriver:
                 or os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
                 session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
                 prefix=s3.prefix,
-                path_style=s3.path_style,
+                path_style=None if s3.path_style == "auto" else bool(s3.path_style),
                 redirect=s3.redirect,
                 redirect_expiry_seconds=s3.redirect_expiry_seconds,
             )

@@ -61,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not config.auth.enabled:
         log.warning(
             "*** --no-auth: AUTHENTICATION IS OFF. Every client has full access to every "
-            "repository. For local development and benchmarks only. ***"
+            "repository. For local development and benchmarks only; the web UI and /api/v1 "
+            "are off (their pages say why). ***"
         )
     scheme = "https" if config.http.tls.certificate else "http"
     log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
@@ -99,6 +100,12 @@ async def serialize(conn: AsyncConnection, key: int) -> None:
     serializes.)"""
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+# Alembic announces each of its plugins at INFO when it is imported ("setup plugin ..."): noise
+# burying the start-up lines. Set before any import of alembic; the migrations' own lines
+# (alembic.runtime.migration) stay.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def alembic_config(url: str) -> Any:

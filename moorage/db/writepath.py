@@ -339,7 +339,7 @@ class ManifestInsert:
     references: Sequence[tuple[str, str]]
     blobs: Sequence[str]  # must be linked into the repository
     children: Sequence[str]  # manifests that must be in the repository
-    tag: str | None
+    tags: Sequence[str]  # tags to point at it (none, one, or several with ?tag=)
 
 
 async def put_manifest(
@@ -348,10 +348,10 @@ async def put_manifest(
     namespace: str,
     m: ManifestInsert,
     validate: Callable[[dict[str, int], set[str]], None],
-) -> str | None:
-    """Store a manifest and point its tag at it (recording what the tag pointed to before).
+) -> list[tuple[str, str]]:
+    """Store a manifest and point its tags at it (recording what each tag pointed to before).
     *validate* gets the linked blobs' sizes and the child manifests present, and raises to
-    refuse (before anything is written). Returns the digest the tag pointed to before, when it
+    refuse (before anything is written). Returns (tag, previous digest) for each tag that
     moved."""
     repo_id = await ensure_repository(tx, repo, namespace)
     sizes: dict[str, int] = {}
@@ -404,36 +404,37 @@ async def put_manifest(
             ref_digest,
             kind,
         )
-    if m.tag is None:
-        return None
-    prev = await tx.one(
-        "SELECT t.id, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id"
-        " WHERE t.repository_id = $1 AND t.name = $2",
-        repo_id,
-        m.tag,
-    )
-    if prev is not None and prev[1] == m.digest:
-        return None
-    await tx.run(
-        "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $4) ON CONFLICT (repository_id, name)"
-        " DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
-        repo_id,
-        m.tag,
-        manifest_id,
-        ts,
-    )
-    if prev is None:
-        return None
-    await tx.run(
-        "INSERT INTO tag_history (repository_id, name, manifest_digest, replaced_at)"
-        " VALUES ($1, $2, $3, $4)",
-        repo_id,
-        m.tag,
-        prev[1],
-        ts,
-    )
-    return str(prev[1])
+    replaced: list[tuple[str, str]] = []
+    for tag in m.tags:
+        prev = await tx.one(
+            "SELECT t.id, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id"
+            " WHERE t.repository_id = $1 AND t.name = $2",
+            repo_id,
+            tag,
+        )
+        if prev is not None and prev[1] == m.digest:
+            continue
+        await tx.run(
+            "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $4) ON CONFLICT (repository_id, name)"
+            " DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+            repo_id,
+            tag,
+            manifest_id,
+            ts,
+        )
+        if prev is None:
+            continue
+        await tx.run(
+            "INSERT INTO tag_history (repository_id, name, manifest_digest, replaced_at)"
+            " VALUES ($1, $2, $3, $4)",
+            repo_id,
+            tag,
+            prev[1],
+            ts,
+        )
+        replaced.append((tag, str(prev[1])))
+    return replaced
 
 
 # --- executors --------------------------------------------------------------------------------

@@ -306,6 +306,20 @@ class RegistryAPI:
             )
         return ref
 
+    @classmethod
+    def _existing_reference(cls, ref: str) -> str:
+        """A reference to read or delete: one that is neither a valid tag nor a valid digest
+        names a manifest that cannot exist, so it is unknown (404 MANIFEST_UNKNOWN, as CNCF
+        Distribution and the conformance suite expect); only a PUT refuses it as invalid."""
+        try:
+            return cls._reference(ref)
+        except RegistryError:
+            raise RegistryError(
+                "MANIFEST_UNKNOWN",
+                "manifest unknown: the reference is neither a valid tag nor a valid digest",
+                detail={"reference": ref[:200]},
+            ) from None
+
     async def manifest_get(self, request: Request, name: str, ref: str) -> Response:
         return await self._manifest_read(request, name, ref, head=False)
 
@@ -313,8 +327,8 @@ class RegistryAPI:
         return await self._manifest_read(request, name, ref, head=True)
 
     async def _manifest_read(self, request: Request, name: str, ref: str, head: bool) -> Response:
-        reference = self._reference(ref)
         await self.policy.check(request, name, (PULL,))
+        reference = self._existing_reference(ref)
         accept = parse_accept(request.headers.getlist("accept"))
         manifest = await self.manifests.get(name, reference, accept, self._requester(request, name))
         headers = {
@@ -331,6 +345,7 @@ class RegistryAPI:
 
     async def manifest_put(self, request: Request, name: str, ref: str) -> Response:
         reference = self._reference(ref)
+        tags = _tag_params(request, reference)
         await self.policy.check(request, name, (PUSH,))
         limit = self.ctx.config.registry.max_manifest_size
         declared = request.headers.get("content-length")
@@ -345,6 +360,7 @@ class RegistryAPI:
             payload,
             request.headers.get("content-type"),
             self._requester(request, name),
+            tags,
         )
         headers = {
             "Location": self._url(f"/v2/{name}/manifests/{result.digest}"),
@@ -352,11 +368,15 @@ class RegistryAPI:
         }
         if result.subject:
             headers["OCI-Subject"] = result.subject
-        return Response(b"", status_code=201, headers=headers)
+        response = Response(b"", status_code=201, headers=headers)
+        if tags:
+            for tag in result.tags:  # one OCI-Tag header per tag applied
+                response.headers.append("OCI-Tag", tag)
+        return response
 
     async def manifest_delete(self, request: Request, name: str, ref: str) -> Response:
-        reference = self._reference(ref)
         await self.policy.check(request, name, (DELETE,))
+        reference = self._existing_reference(ref)
         await self.manifests.delete(name, reference, self._requester(request, name))
         return Response(b"", status_code=202)
 
@@ -530,6 +550,31 @@ def _audit_action(
     elif kind == "upload" and method == "PUT":
         return Action.BLOB_PUSH
     return None
+
+
+MAX_TAGS_PER_PUSH = 100
+
+
+def _tag_params(request: Request, reference: str) -> tuple[str, ...]:
+    """The ``tag`` query parameters of a manifest PUT by digest (distribution-spec: push a
+    manifest by digest and tag it in one request), validated; none for a push by tag."""
+    tags = request.query_params.getlist("tag")
+    if not tags:
+        return ()
+    if ":" not in reference:
+        raise RegistryError(
+            "TAG_INVALID", "the tag parameter applies to a push by digest, not by tag"
+        )
+    if len(tags) > MAX_TAGS_PER_PUSH:
+        raise RegistryError("TAG_INVALID", f"at most {MAX_TAGS_PER_PUSH} tags in one push")
+    for tag in tags:
+        if not valid_tag(tag):
+            raise RegistryError(
+                "TAG_INVALID",
+                "tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+                detail={"tag": tag[:200]},
+            )
+    return tuple(dict.fromkeys(tags))
 
 
 def _owner(request: Request) -> str | None:

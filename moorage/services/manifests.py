@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,6 +40,7 @@ class Manifest:
 class PutResult:
     digest: str
     subject: str | None
+    tags: tuple[str, ...] = ()
 
 
 def _accepts(accept: list[str], media_type: str) -> bool:
@@ -132,10 +134,15 @@ class ManifestService:
         payload: bytes,
         content_type: str | None,
         requester: Requester | None = None,
+        tags: Sequence[str] = (),
     ) -> PutResult:
         """Store a manifest (and point the tag at it), after the content rules agreed, in one
         transaction that also publishes ManifestPushed. Without a *requester* the push is the
-        registry's own (replication, restore) and is checked as the system's."""
+        registry's own (replication, restore) and is checked as the system's.
+
+        A push by digest may name *tags* to point at it as well (distribution-spec's
+        ``?tag=``); the manifest keeps the digest it was pushed by (sha256 or sha512), and so
+        do the tags."""
         limit = self.ctx.config.registry.max_manifest_size
         if len(payload) > limit:
             raise TooLarge(f"manifest is {len(payload)} bytes; the limit is {limit}")
@@ -152,16 +159,17 @@ class ManifestService:
                     detail={"expected": str(wanted), "actual": f"{wanted.algorithm}:{actual}"},
                 )
             digest = str(wanted)
-            tag = None
+            tag_names = tuple(dict.fromkeys(tags))
         else:
             digest = "sha256:" + hashlib.sha256(payload).hexdigest()
-            tag = reference
+            tag_names = (reference,)
 
         if not self.ctx.rules.checks_writes and not self.ctx.events.wants(ManifestPushed):
             # Nothing hooks into this change: one unit on the raw driver (db/writepath.py).
-            await self._put_raw(repo, digest, tag, parsed, payload)
-            return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None)
-        tag_names = (tag,) if tag is not None else ()
+            await self._put_raw(repo, digest, tag_names, parsed, payload)
+            return PutResult(
+                digest, str(parsed.subject.digest) if parsed.subject else None, tag_names
+            )
         async with self.ctx.write_engine.begin() as conn:
             repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
             write = ManifestWrite(
@@ -209,10 +217,15 @@ class ManifestService:
                         requester.name if requester else None,
                     ),
                 )
-        return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None)
+        return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None, tag_names)
 
     async def _put_raw(
-        self, repo: str, digest: str, tag: str | None, parsed: ParsedManifest, payload: bytes
+        self,
+        repo: str,
+        digest: str,
+        tag_names: tuple[str, ...],
+        parsed: ParsedManifest,
+        payload: bytes,
     ) -> None:
         blobs = [str(d) for d in parsed.required_blobs()]
         children = [str(d) for d in parsed.required_manifests()]
@@ -227,7 +240,7 @@ class ManifestService:
             references=[(d, "blob") for d in blobs] + [(d, "manifest") for d in children],
             blobs=blobs,
             children=children,
-            tag=tag,
+            tags=tag_names,
         )
         namespace = namespace_of(repo)
 

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import random
 import re
@@ -74,13 +75,30 @@ class S3Settings:
     secret_access_key: str = ""
     session_token: str | None = None
     prefix: str = ""
-    path_style: bool = False
+    path_style: bool | None = None  # None: auto (path_style_for)
     redirect: bool = False
     redirect_expiry_seconds: int = 1200
     retries: int = RETRIES
 
     def __repr__(self) -> str:
         return f"S3Settings(bucket={self.bucket!r}, endpoint={self.endpoint!r}, prefix={self.prefix!r})"
+
+
+def path_style_for(host: str, endpoint_configured: bool) -> bool:
+    """Automatic addressing: virtual-hosted (bucket.host) only on AWS, where it is the norm;
+    path-style (host/bucket) for every other configured endpoint (MinIO, Ceph RGW, moto: a
+    bucket subdomain rarely resolves there) and always for an IP address or localhost."""
+    host = host.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    if host == "amazonaws.com" or host.endswith(".amazonaws.com"):
+        return False
+    return endpoint_configured
 
 
 class S3Error(StorageError):
@@ -155,7 +173,12 @@ class S3Driver(StorageDriver):
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StorageError(f"storage.s3.endpoint is not an http(s) URL: {endpoint!r}")
-        if settings.path_style:
+        self.path_style = (
+            path_style_for(parts.hostname, settings.endpoint is not None)
+            if settings.path_style is None
+            else settings.path_style
+        )
+        if self.path_style:
             self._base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
             self._bucket_path = "/" + uri_encode(settings.bucket)
         else:

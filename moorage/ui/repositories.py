@@ -196,11 +196,6 @@ class RepositoryPages(PageGroup):
         return see_other("/ui/repositories?done=repo-deleted")
 
 
-# An image's artifact type defaults to its config's media type (OCI 1.1): not an "artifact".
-IMAGE_CONFIG_TYPES = (
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-)
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 

@@ -244,11 +244,11 @@ class TestPathTraversal:
             ("GET", "/v2/a/blobs/%00", 400, {"DIGEST_INVALID"}),
             ("DELETE", "/v2/a/blobs/sha256:%2e%2e%2f%2e%2e", {400, 404}, set()),
             ("GET", "/v2/a/blobs/sha256:..%2f..%2f..%2fetc%2fpasswd", {400, 404}, set()),
-            ("GET", "/v2/a/manifests/..", 400, {"TAG_INVALID"}),
-            ("GET", "/v2/a/manifests/%2e%2e", 400, {"TAG_INVALID"}),
-            ("GET", "/v2/a/manifests/latest%00", 400, {"TAG_INVALID"}),
-            ("GET", "/v2/a/manifests/..%5c..%5cx", 400, {"TAG_INVALID"}),
-            ("GET", "/v2/a/manifests/sha256:..%5c..", 400, {"DIGEST_INVALID"}),
+            ("GET", "/v2/a/manifests/..", 404, {"MANIFEST_UNKNOWN"}),
+            ("GET", "/v2/a/manifests/%2e%2e", 404, {"MANIFEST_UNKNOWN"}),
+            ("GET", "/v2/a/manifests/latest%00", 404, {"MANIFEST_UNKNOWN"}),
+            ("GET", "/v2/a/manifests/..%5c..%5cx", 404, {"MANIFEST_UNKNOWN"}),
+            ("GET", "/v2/a/manifests/sha256:..%5c..", 404, {"MANIFEST_UNKNOWN"}),
             ("GET", "/v2/a/manifests/..%2f..%2fetc%2fpasswd", {400, 404}, set()),
             ("GET", "/v2/a/referrers/sha256:..", 400, {"DIGEST_INVALID"}),
             ("GET", "/v2/a/blobs/uploads/..", 404, {"BLOB_UPLOAD_UNKNOWN"}),
@@ -355,9 +355,10 @@ class TestNameAndTagGrammar:
     def test_invalid_tags(self, client: httpx.Client, repo: str, tag: str) -> None:
         payload = image_manifest(client, repo)
         assert_error(put_manifest(client, repo, tag, payload), 400, "TAG_INVALID")
-        assert_error(client.get(f"/v2/{repo}/manifests/{tag}"), 400, "TAG_INVALID")
-        assert_error(client.delete(f"/v2/{repo}/manifests/{tag}"), 400, "TAG_INVALID")
-        assert_head_error(client.head(f"/v2/{repo}/manifests/{tag}"), 400)
+        # A manifest that cannot exist is unknown to reads and deletes (only PUT says invalid).
+        assert_error(client.get(f"/v2/{repo}/manifests/{tag}"), 404, "MANIFEST_UNKNOWN")
+        assert_error(client.delete(f"/v2/{repo}/manifests/{tag}"), 404, "MANIFEST_UNKNOWN")
+        assert_head_error(client.head(f"/v2/{repo}/manifests/{tag}"), 404)
         assert client.get(f"/v2/{repo}/tags/list").json().get("tags") in ([], None)
 
     def test_tag_length_boundary(self, client: httpx.Client, repo: str) -> None:
@@ -413,8 +414,9 @@ class TestDigests:
         assert_head_error(client.head(f"/v2/{repo}/blobs/{digest}"), 400)
         assert_error(client.delete(f"/v2/{repo}/blobs/{digest}"), 400, "DIGEST_INVALID")
         assert_error(client.get(f"/v2/{repo}/referrers/{digest}"), 400, "DIGEST_INVALID")
-        if ":" in digest:  # a reference without ':' is a tag
-            assert_error(client.get(f"/v2/{repo}/manifests/{digest}"), 400, "DIGEST_INVALID")
+        # As a manifest reference it is neither a tag nor a digest: a manifest that cannot
+        # exist (404), as in CNCF Distribution.
+        assert_error(client.get(f"/v2/{repo}/manifests/{digest}"), 404, "MANIFEST_UNKNOWN")
         r = client.post(f"/v2/{repo}/blobs/uploads/?digest={digest}", content=b"x")
         assert_error(r, 400, "DIGEST_INVALID")
         loc = start_upload(client, repo)
@@ -1298,7 +1300,7 @@ class TestOversized:
 
     def test_huge_path_components(self, client: httpx.Client, repo: str) -> None:
         assert_error(client.get(f"/v2/{'a' * 30_000}/tags/list"), 400, "NAME_INVALID")
-        assert_error(client.get(f"/v2/{repo}/manifests/{'t' * 30_000}"), 400, "TAG_INVALID")
+        assert_error(client.get(f"/v2/{repo}/manifests/{'t' * 30_000}"), 404, "MANIFEST_UNKNOWN")
         assert_error(client.get(f"/v2/{repo}/blobs/sha256:{'a' * 30_000}"), 400, "DIGEST_INVALID")
         assert_error(
             client.get(f"/v2/{repo}/blobs/uploads/{'u' * 30_000}"), 404, "BLOB_UPLOAD_UNKNOWN"

@@ -141,3 +141,23 @@ def test_referrer_may_be_pushed_before_its_subject(client: httpx.Client, repo: s
     r = client.get(f"/v2/{repo}/referrers/{ghost}")
     # artifactType falls back to the config media type.
     assert r.json()["manifests"][0]["artifactType"] == "application/vnd.example.config"
+
+
+def test_no_referrers_is_still_an_oci_index(client: httpx.Client, repo: str) -> None:
+    """distribution-spec: a subject without referrers (or one not pushed yet) answers 200 with
+    an empty image index, Content-Type application/vnd.oci.image.index.v1+json (issue 9)."""
+    payload = image_manifest(client, repo)
+    assert put_manifest(client, repo, "v1", payload).status_code == 201
+    for subject, params in [
+        (sha256(payload), {}),
+        (sha256(payload), {"artifactType": "application/vnd.example.none"}),
+        (sha256(b"never pushed"), {}),
+    ]:
+        r = client.get(f"/v2/{repo}/referrers/{subject}", params=params)
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+        assert r.json() == {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [],
+        }

@@ -269,3 +269,79 @@ def test_concurrent_pushes_of_one_tag_end_consistent(
     got = client.get(f"/v2/{repo}/manifests/race")
     assert got.status_code == 200 and got.content in payloads
     assert got.headers["Docker-Content-Digest"] == sha256(got.content)
+
+
+def test_invalid_reference_is_an_unknown_manifest(client: httpx.Client, repo: str) -> None:
+    """A reference that is neither a tag nor a digest names a manifest that cannot exist:
+    GET, HEAD and DELETE answer 404 MANIFEST_UNKNOWN (as Distribution and the conformance suite
+    expect); only PUT refuses it as TAG_INVALID."""
+    payload = image_manifest(client, repo)
+    assert put_manifest(client, repo, "v1", payload).status_code == 201
+    for ref in (".INVALID_MANIFEST_NAME", "sha256:nothex", "-x"):
+        for method in ("GET", "DELETE"):
+            r = client.request(method, f"/v2/{repo}/manifests/{ref}")
+            assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN", (method, r.text)
+        r = client.head(f"/v2/{repo}/manifests/{ref}")
+        assert r.status_code == 404 and r.content == b""
+    r = put_manifest(client, repo, ".INVALID_MANIFEST_NAME", payload)
+    assert r.status_code == 400 and error_code(r) == "TAG_INVALID"
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
+
+
+def test_push_by_digest_with_tags_keeps_a_sha512_digest(client: httpx.Client, repo: str) -> None:
+    """distribution-spec: PUT /v2/<name>/manifests/<digest>?tag=a&tag=b stores the manifest
+    and points each tag at it, answering one OCI-Tag header per tag. A sha512 digest is kept:
+    every later answer for it, by tag or by digest, carries sha512 (issue 9)."""
+    payload = image_manifest(client, repo)
+    d512 = "sha512:" + hashlib.sha512(payload).hexdigest()
+    r = client.put(
+        f"/v2/{repo}/manifests/{d512}",
+        params=[("tag", "a"), ("tag", "b"), ("tag", "a")],
+        content=payload,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["Docker-Content-Digest"] == d512
+    assert r.headers["Location"].endswith(f"/v2/{repo}/manifests/{d512}")
+    assert r.headers.get_list("OCI-Tag") == ["a", "b"]
+    for ref in ("a", "b", d512):
+        got = client.get(f"/v2/{repo}/manifests/{ref}")
+        assert got.status_code == 200 and got.content == payload, ref
+        assert got.headers["Docker-Content-Digest"] == d512, ref
+        head = client.head(f"/v2/{repo}/manifests/{ref}")
+        assert head.status_code == 200 and head.headers["Docker-Content-Digest"] == d512, ref
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["a", "b"]
+    # A tag moves with a later push by digest; a push by tag keeps sha256 (the canonical one).
+    other = image_manifest(client, repo)
+    r = put_manifest(client, repo, f"{sha256(other)}?tag=b", other)
+    assert r.status_code == 201 and r.headers.get_list("OCI-Tag") == ["b"], r.text
+    assert client.head(f"/v2/{repo}/manifests/b").headers["Docker-Content-Digest"] == sha256(other)
+    assert client.head(f"/v2/{repo}/manifests/a").headers["Docker-Content-Digest"] == d512
+    r = put_manifest(client, repo, "c", payload)
+    assert r.status_code == 201 and "OCI-Tag" not in r.headers
+    assert r.headers["Docker-Content-Digest"] == sha256(payload)
+
+
+def test_tag_parameter_is_validated(client: httpx.Client, repo: str) -> None:
+    payload = image_manifest(client, repo)
+    digest = sha256(payload)
+    for params in (
+        [("tag", ".bad")],
+        [("tag", "ok"), ("tag", "x" * 129)],
+        [("tag", f"t{i}") for i in range(101)],
+    ):
+        r = client.put(
+            f"/v2/{repo}/manifests/{digest}",
+            params=params,
+            content=payload,
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert r.status_code == 400 and error_code(r) == "TAG_INVALID", r.text
+    r = client.put(
+        f"/v2/{repo}/manifests/v1",
+        params={"tag": "v2"},
+        content=payload,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert r.status_code == 400 and error_code(r) == "TAG_INVALID"
+    assert client.get(f"/v2/{repo}/tags/list").json().get("tags") in ([], None)
