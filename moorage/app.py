@@ -27,6 +27,7 @@ from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
 from .auth.resolver import PrincipalResolver
 from .auth.service import AccessService, Principal
 from .config import Config, load_config
+from .connections import configure as configure_connections
 from .db.hotpath import HotReadUnavailable
 from .logs import request_id, setup_logging
 from .metrics.node import NodeMetrics
@@ -382,4 +383,5 @@ def app_from_environment() -> Moorage:
     raw = os.environ.get("MOORAGE_EFFECTIVE_CONFIG")
     config = Config.model_validate_json(raw) if raw else load_config()
     setup_logging(config.log.format, config.log.level)
+    configure_connections(config.http.header_timeout, config.http.max_connections)
     return Moorage(config)

@@ -38,6 +38,24 @@ class HTTPConfig(_Section):
     shutdown_timeout: float = Field(
         30.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
     )
+    header_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a connection has to deliver a complete request head (from its "
+        "start, or from the first byte of a later request on a kept-alive connection); past it "
+        "the connection is closed (408 when part of a head came). Ends idle sockets and "
+        "slowloris clients. 0: no deadline.",
+    )
+    keep_alive_timeout: float = Field(
+        30.0, gt=0, description="Seconds an idle kept-alive connection stays open between requests."
+    )
+    max_connections: int = Field(
+        2048,
+        ge=0,
+        description="Open connections per worker process; a request on a connection beyond "
+        "it is answered 503 UNAVAILABLE with Retry-After. Lowered at start (with a warning) "
+        "when the open-files limit leaves too few descriptors. 0: no cap.",
+    )
     drain_seconds: float = Field(
         0.0,
         ge=0,

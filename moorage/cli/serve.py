@@ -78,7 +78,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import Moorage
+    from ..connections import GuardedHttpToolsProtocol, configure, raise_fd_limit
 
+    # The cap lowered to what the open-files limit allows; worker processes (several) read it
+    # from the effective configuration.
+    config.http.max_connections = raise_fd_limit(config.http.max_connections)
+    configure(config.http.header_timeout, config.http.max_connections)
     common = {
         "host": config.http.host,
         "port": config.http.port,
@@ -89,7 +94,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "access_log": False,
         "server_header": False,
         "lifespan": "on",
-        "timeout_keep_alive": 30,
+        "timeout_keep_alive": int(config.http.keep_alive_timeout),
+        # A deadline for request heads and a connection cap (moorage/connections.py); with
+        # no deadline and no cap, uvicorn's own protocol.
+        "http": GuardedHttpToolsProtocol
+        if config.http.header_timeout > 0 or config.http.max_connections > 0
+        else "httptools",
         # Forwarded headers are honoured by moorage.proxies from http.trusted_proxies only
         # (uvicorn's own default trusts 127.0.0.1, which every local client is).
         "proxy_headers": False,
