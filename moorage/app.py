@@ -36,6 +36,7 @@ from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
 from .runtime import Runtime, start_runtime, stop_runtime
 from .services.context import ServiceContext
+from .startup import explain as explain_startup_failure
 from .storage.base import StorageError, StorageFull
 from .ui.app import WebUI
 
@@ -64,6 +65,7 @@ class Moorage:
         self.resolver: PrincipalResolver | None = None
         self.ui: WebUI | None = None
         self.draining = False
+        self.startup_failure: str | None = None
         self.external = ExternalView(config.http.trusted_proxies, config.http.base_url)
         # Prometheus (moorage/metrics): the middleware wraps everything below, so that it also
         # counts what the last-resort error handler answers.
@@ -286,8 +288,17 @@ class Moorage:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    # One line saying what is wrong and what to do; the traceback at debug.
+                    log.debug("startup failed", exc_info=exc)
+                    self.startup_failure = explain_startup_failure(
+                        exc, data_dir=self.config.data_dir, database_url=self.config.database_url
+                    )
+                    await send(
+                        {
+                            "type": "lifespan.startup.failed",
+                            "message": f"cannot start: {self.startup_failure}",
+                        }
+                    )
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -14,14 +14,16 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, ConfigError
 from ..db.engine import upgrade_sync
 from ..logs import setup_logging
 from ..node import new_incarnation
+from ..startup import check_database, check_port, explain
 from .common import CommandTree, add_common, check_storage, load
 
 log = logging.getLogger("moorage")
@@ -36,10 +38,20 @@ def _prepare(config: Config) -> None:
     setup_logging(config.log.format, config.log.level)
     check_storage(config)
     os.makedirs(config.data_dir, exist_ok=True)
+    check_database(config.database_url)
     if config.database.migrate_on_start:
         upgrade_sync(config.database_url)
     if config.auth.enabled:
         asyncio.run(bootstrap(config))
+
+
+def _cannot_start(exc: BaseException, config: Config) -> int:
+    """One line saying what is wrong and what to do (moorage/startup.py); the traceback only
+    at debug level."""
+    log.debug("start-up failed", exc_info=exc)
+    line = explain(exc, data_dir=config.data_dir, database_url=config.database_url)
+    print(f"moorage: cannot start: {line}", file=sys.stderr, flush=True)
+    return 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,7 +66,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "auth.enabled": False if args.no_auth else None,
         },
     )
-    _prepare(config)
+    try:
+        check_port(config.http.host, config.http.port)
+        _prepare(config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        return _cannot_start(exc, config)
     # A new incarnation of this node, shared by its workers: upload leases name it, and the
     # workers free the leases of earlier incarnations at start (moorage/node.py).
     new_incarnation()
@@ -114,7 +132,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 **common,  # type: ignore[arg-type]
             )
     else:
-        uvicorn.run(Moorage(config), **common)  # type: ignore[arg-type]
+        app = Moorage(config)
+        try:
+            uvicorn.run(app, **common)  # type: ignore[arg-type]
+        except SystemExit:
+            # The application's own start failed inside uvicorn (which exits with 3): its line
+            # is the last one.
+            if app.startup_failure:
+                print(f"moorage: cannot start: {app.startup_failure}", file=sys.stderr)
+                return 1
+            raise
     return 0
 
 
@@ -142,7 +169,12 @@ def _shared_metrics(config: Config) -> Iterator[None]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     config = load(args, **{"jobs.enabled": True})
-    _prepare(config)
+    try:
+        _prepare(config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        return _cannot_start(exc, config)
     log.info(
         "moorage %s worker: running background jobs (database %s, storage %s)",
         __version__,
