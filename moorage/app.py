@@ -28,6 +28,7 @@ from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
 from .auth.resolver import PrincipalResolver
 from .auth.service import AccessService, Principal
 from .config import Config, load_config
+from .connections import configure as configure_connections
 from .db.hotpath import HotReadUnavailable
 from .logs import request_id, setup_logging
 from .metrics.node import NodeMetrics
@@ -36,6 +37,7 @@ from .registry.errors import RegistryError
 from .registry.handlers import API_VERSION_HEADER, RegistryAPI
 from .runtime import Runtime, start_runtime, stop_runtime
 from .services.context import ServiceContext
+from .startup import explain as explain_startup_failure
 from .storage.base import StorageError, StorageFull
 from .ui.app import WebUI
 
@@ -64,6 +66,7 @@ class Moorage:
         self.resolver: PrincipalResolver | None = None
         self.ui: WebUI | None = None
         self.draining = False
+        self.startup_failure: str | None = None
         self.external = ExternalView(config.http.trusted_proxies, config.http.base_url)
         # Prometheus (moorage/metrics): the middleware wraps everything below, so that it also
         # counts what the last-resort error handler answers.
@@ -290,8 +293,17 @@ class Moorage:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    # One line saying what is wrong and what to do; the traceback at debug.
+                    log.debug("startup failed", exc_info=exc)
+                    self.startup_failure = explain_startup_failure(
+                        exc, data_dir=self.config.data_dir, database_url=self.config.database_url
+                    )
+                    await send(
+                        {
+                            "type": "lifespan.startup.failed",
+                            "message": f"cannot start: {self.startup_failure}",
+                        }
+                    )
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -418,4 +430,5 @@ def app_from_environment() -> Moorage:
     raw = os.environ.get("MOORAGE_EFFECTIVE_CONFIG")
     config = Config.model_validate_json(raw) if raw else load_config()
     setup_logging(config.log.format, config.log.level)
+    configure_connections(config.http.header_timeout, config.http.max_connections)
     return Moorage(config)

@@ -38,6 +38,24 @@ class HTTPConfig(_Section):
     shutdown_timeout: float = Field(
         30.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
     )
+    header_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a connection has to deliver a complete request head (from its "
+        "start, or from the first byte of a later request on a kept-alive connection); past it "
+        "the connection is closed (408 when part of a head came). Ends idle sockets and "
+        "slowloris clients. 0: no deadline.",
+    )
+    keep_alive_timeout: float = Field(
+        30.0, gt=0, description="Seconds an idle kept-alive connection stays open between requests."
+    )
+    max_connections: int = Field(
+        2048,
+        ge=0,
+        description="Open connections per worker process; a request on a connection beyond "
+        "it is answered 503 UNAVAILABLE with Retry-After. Lowered at start (with a warning) "
+        "when the open-files limit leaves too few descriptors. 0: no cap.",
+    )
     drain_seconds: float = Field(
         0.0,
         ge=0,
@@ -308,7 +326,10 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            where = " ".join(str(exc).split())
+            raise ConfigError(
+                f"config file {path} is not valid YAML: {where}. Fix it and start again"
+            ) from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping")
         tree = loaded
@@ -322,4 +343,28 @@ def load_config(
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(_explain(exc, path)) from exc
+
+
+def _explain(exc: ValidationError, path: str | None) -> str:
+    """One line: each wrong key, what is wrong with it, and where to fix it."""
+    problems = []
+    keys = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        keys.append(key)
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r:.60})"
+        problems.append(f"{key}: {msg}{shown}")
+    where = f"the config file {path}" if path else "the configuration"
+    envs = ", ".join(env_name(k) for k in keys if k in config_keys())
+    return (
+        "; ".join(problems)
+        + f". Fix it in {where}"
+        + (f" (or the environment: {envs})" if envs else "")
+        + " and start again"
+    )

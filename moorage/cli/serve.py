@@ -14,14 +14,16 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, ConfigError
 from ..db.engine import upgrade_sync
 from ..logs import setup_logging
 from ..node import new_incarnation
+from ..startup import check_database, check_port, explain
 from .common import CommandTree, add_common, check_storage, load
 
 log = logging.getLogger("moorage")
@@ -36,10 +38,20 @@ def _prepare(config: Config) -> None:
     setup_logging(config.log.format, config.log.level)
     check_storage(config)
     os.makedirs(config.data_dir, exist_ok=True)
+    check_database(config.database_url)
     if config.database.migrate_on_start:
         upgrade_sync(config.database_url)
     if config.auth.enabled:
         asyncio.run(bootstrap(config))
+
+
+def _cannot_start(exc: BaseException, config: Config) -> int:
+    """One line saying what is wrong and what to do (moorage/startup.py); the traceback only
+    at debug level."""
+    log.debug("start-up failed", exc_info=exc)
+    line = explain(exc, data_dir=config.data_dir, database_url=config.database_url)
+    print(f"moorage: cannot start: {line}", file=sys.stderr, flush=True)
+    return 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,7 +66,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "auth.enabled": False if args.no_auth else None,
         },
     )
-    _prepare(config)
+    try:
+        check_port(config.http.host, config.http.port)
+        _prepare(config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        return _cannot_start(exc, config)
     # A new incarnation of this node, shared by its workers: upload leases name it, and the
     # workers free the leases of earlier incarnations at start (moorage/node.py).
     new_incarnation()
@@ -79,7 +97,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import Moorage
+    from ..connections import GuardedHttpToolsProtocol, configure, raise_fd_limit
 
+    # The cap lowered to what the open-files limit allows; worker processes (several) read it
+    # from the effective configuration.
+    config.http.max_connections = raise_fd_limit(config.http.max_connections)
+    configure(config.http.header_timeout, config.http.max_connections)
     common = {
         "host": config.http.host,
         "port": config.http.port,
@@ -90,7 +113,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "access_log": False,
         "server_header": False,
         "lifespan": "on",
-        "timeout_keep_alive": 30,
+        "timeout_keep_alive": int(config.http.keep_alive_timeout),
+        # A deadline for request heads and a connection cap (moorage/connections.py); with
+        # no deadline and no cap, uvicorn's own protocol.
+        "http": GuardedHttpToolsProtocol
+        if config.http.header_timeout > 0 or config.http.max_connections > 0
+        else "httptools",
         # Forwarded headers are honoured by moorage.proxies from http.trusted_proxies only
         # (uvicorn's own default trusts 127.0.0.1, which every local client is).
         "proxy_headers": False,
@@ -105,7 +133,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 **common,  # type: ignore[arg-type]
             )
     else:
-        uvicorn.run(Moorage(config), **common)  # type: ignore[arg-type]
+        app = Moorage(config)
+        try:
+            uvicorn.run(app, **common)  # type: ignore[arg-type]
+        except SystemExit:
+            # The application's own start failed inside uvicorn (which exits with 3): its line
+            # is the last one.
+            if app.startup_failure:
+                print(f"moorage: cannot start: {app.startup_failure}", file=sys.stderr)
+                return 1
+            raise
     return 0
 
 
@@ -133,7 +170,12 @@ def _shared_metrics(config: Config) -> Iterator[None]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     config = load(args, **{"jobs.enabled": True})
-    _prepare(config)
+    try:
+        _prepare(config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        return _cannot_start(exc, config)
     log.info(
         "moorage %s worker: running background jobs (database %s, storage %s)",
         __version__,
