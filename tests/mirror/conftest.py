@@ -1,0 +1,76 @@
+"""Fixtures of the pull-through cache tests: Distribution 2.8.2 as the upstream (behind a fault
+proxy where a test needs 429s or an outage), one Moorage without access control per module, and
+helpers to create cache organizations through the contract's command and to wait for a fill."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MoorageServer, moorage_cli
+from tests.replication.faultproxy import FaultProxy
+from tests.replication.peers import Distribution, distribution
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Distribution]:
+    with distribution() as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: Distribution) -> Iterator[FaultProxy]:
+    p = FaultProxy(upstream.port).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def mirror() -> Iterator[MoorageServer]:
+    with tempfile.TemporaryDirectory(prefix="moorage-mirror-") as tmp:
+        srv = MoorageServer(Path(tmp) / "data", extra_args=["--no-auth"]).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def create_cache(server: MoorageServer, name: str, url: str, *extra: str) -> None:
+    r = moorage_cli(server, "admin", "create-org", name, "--mirror-of", url, *extra)
+    assert r.returncode == 0, r.stderr
+    assert "pull-through cache" in r.stdout
+    # Nodes refresh their view of the cache organizations every few seconds: until this one
+    # sees the new cache, an upload into it is accepted; then it is refused.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = httpx.post(f"{server.url}/v2/{name}/probe/blobs/uploads/", timeout=10)
+        if r.status_code == 403:
+            return
+        if r.status_code == 202:
+            httpx.delete(f"{server.url}{r.headers['location']}", timeout=10)
+        time.sleep(0.2)
+    raise AssertionError(f"the server never saw cache {name}")
+
+
+def wait_cached(server: MoorageServer, repo: str, tag: str, timeout: float = 60) -> None:
+    """Until the fill job stored *tag* (tags/list answers what is held here, never upstream)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{server.url}/v2/{repo}/tags/list", timeout=10)
+        if r.status_code == 200 and tag in (r.json().get("tags") or []):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{repo}:{tag} was not cached within {timeout}s:\n{server.log()}")
