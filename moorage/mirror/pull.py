@@ -33,7 +33,7 @@ from ..jobs.runner import JobRunner
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.manifest import ManifestError, parse_manifest
-from ..oci.names import namespace_of
+from ..oci.names import namespace_of, valid_name
 from ..replication.errors import NotFound, ReplicationError
 from ..replication.models import Manifest as Fetched
 from ..services.blobs import BlobService
@@ -95,6 +95,15 @@ class MirrorPull:
 
     async def covers(self, repo: str) -> bool:
         return await self.service.cache_of(repo) is not None
+
+    async def route(self, repo: str, ns: str) -> str | None:
+        if len(ns) > 300 or await self.service.cache_of(repo) is not None:
+            return None  # already addressed to a cache (hosts.toml with a path of its own)
+        cache = self.service.cache_for_host(ns)
+        if cache is None:
+            return None
+        routed = f"{cache.namespace}/{repo}"
+        return routed if valid_name(routed) else None
 
     def push_refusal(self, repo: str) -> str:
         ns = namespace_of(repo)

@@ -69,6 +69,12 @@ class Cache:
     def docker_hub(self) -> bool:
         return (httpx.URL(self.url).host or "") in _DOCKER_HUB_HOSTS
 
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the upstream, the port only when not the scheme's default."""
+        url = httpx.URL(self.url)
+        return f"{url.host}:{url.port}" if url.port else (url.host or "")
+
     def upstream_name(self, repo: str) -> str:
         """``NAME/<path>`` → ``<path>`` (``library/<path>`` on Docker Hub for one segment)."""
         path = repo[len(self.namespace) + 1 :]
@@ -143,6 +149,18 @@ class MirrorService:
             await self._load()
         ns = namespace_of(repo)
         return self._caches.get(ns) if ns else None
+
+    def cache_for_host(self, ns: str) -> Cache | None:
+        """The cache organization (first by name) of the registry *ns* (``host[:port]``, as
+        containerd's ``?ns=`` names it; ``docker.io`` for Docker Hub)."""
+        ns = ns.strip().lower()
+        if ns in _DOCKER_HUB_HOSTS:
+            ns = "registry-1.docker.io"
+        for name in sorted(self._caches):
+            cache = self._caches[name]
+            if cache.host == ns:
+                return cache
+        return None
 
     def known_cache(self, namespace: str) -> Cache | None:
         """From this node's current view, no database read (the content rule's question)."""

@@ -233,6 +233,14 @@ class RegistryAPI:
                     detail={"name": name[:300]},
                 )
             self._method(method, kind)
+            ns = request.query_params.get("ns")
+            pt = self.ctx.pull_through
+            if ns and pt is not None and method in ("GET", "HEAD"):
+                # containerd's mirror requests name the registry they stand in for (?ns=):
+                # a cache organization of that registry answers them.
+                routed = await pt.route(name, ns)
+                if routed is not None:
+                    params["name"] = routed
             request.scope["moorage.route"] = (kind, params)
             handler: Callable[..., Awaitable[Response]] = getattr(self, f"{kind}_{method.lower()}")
             return await handler(request, **params)

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 class PullThrough(Protocol):
     async def covers(self, repo: str) -> bool: ...
 
+    async def route(self, repo: str, ns: str) -> str | None:
+        """The repository that answers *repo* asked with ``?ns=<registry host>`` (containerd's
+        mirror requests), or None to answer *repo* itself."""
+        ...
+
     def push_refusal(self, repo: str) -> str:
         """The message a refused push into a covered repository carries (403 DENIED)."""
         ...

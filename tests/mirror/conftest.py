@@ -52,8 +52,12 @@ def create_cache(server: MoorageServer, name: str, url: str, *extra: str) -> Non
     r = moorage_cli(server, "admin", "create-org", name, "--mirror-of", url, *extra)
     assert r.returncode == 0, r.stderr
     assert "pull-through cache" in r.stdout
-    # Nodes refresh their view of the cache organizations every few seconds: until this one
-    # sees the new cache, an upload into it is accepted; then it is refused.
+    wait_seen(server, name)
+
+
+def wait_seen(server: MoorageServer, name: str) -> None:
+    """Nodes refresh their view of the cache organizations every few seconds: until this one
+    sees the new cache, an upload into it is accepted; then it is refused."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         r = httpx.post(f"{server.url}/v2/{name}/probe/blobs/uploads/", timeout=10)
@@ -74,3 +78,21 @@ def wait_cached(server: MoorageServer, repo: str, tag: str, timeout: float = 60)
             return
         time.sleep(0.2)
     raise AssertionError(f"{repo}:{tag} was not cached within {timeout}s:\n{server.log()}")
+
+
+SECRET = "mirror-tests-key-encryption-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def mirror_with_secret() -> Iterator[MoorageServer]:
+    """A mirror whose nodes can seal and open upstream credentials."""
+    with tempfile.TemporaryDirectory(prefix="moorage-mirror-s-") as tmp:
+        srv = MoorageServer(
+            Path(tmp) / "data",
+            extra_args=["--no-auth"],
+            env={"MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET": SECRET},
+        ).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
