@@ -25,6 +25,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,7 +41,7 @@ from ..services.blobs import BlobService
 from ..services.context import ServiceContext
 from ..services.errors import BlobUnknown, ManifestUnknown, NameUnknown, Unavailable
 from ..services.manifests import Manifest, ManifestService
-from ..services.rules import Requester
+from ..services.rules import ManifestRead, Requester
 from ..services.uploads import UploadService
 from .service import Cache, MirrorService
 
@@ -50,6 +51,8 @@ FILL_JOB = "mirror.fill"
 MIRROR_ACTOR = "mirror:"
 _INLINE_LIMIT = 256 * 1024  # manifests up to this size travel in the fill job's payload
 _WAIT_FOR_DOWNLOAD = 600.0
+_RECENT_SECONDS = 60.0
+_RECENT_MAX = 256
 
 
 def _unreachable(cache: Cache, what: str, exc: BaseException) -> Unavailable:
@@ -90,6 +93,7 @@ class MirrorPull:
         self.blobs = BlobService(self.ctx)
         self.uploads = UploadService(self.ctx)
         self._downloads: dict[str, asyncio.Event] = {}
+        self._recent: dict[tuple[int, str, str], tuple[float, Fetched]] = {}
 
     # --- PullThrough ----------------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class MirrorPull:
             return local
         upstream = cache.upstream_name(repo)
         try:
-            fetched = await self.service.client(cache).get_manifest(upstream, digest)
+            fetched = await self._fetch(cache, repo, digest)
         except NotFound:
             raise ManifestUnknown(
                 f"manifest {digest} is neither cached in {repo} nor in upstream "
@@ -158,7 +162,8 @@ class MirrorPull:
         except ReplicationError as exc:
             raise _unreachable(cache, f"manifest {digest}", exc) from exc
         await self._fill_later(cache, repo, None, fetched)
-        return Manifest(fetched.digest, fetched.media_type, fetched.data)
+        served = Manifest(fetched.digest, fetched.media_type, fetched.data)
+        return await self._check_read(repo, digest, served, requester)
 
     async def _by_tag(
         self, cache: Cache, repo: str, tag: str, accept: list[str], requester: Requester
@@ -199,7 +204,7 @@ class MirrorPull:
             return local
         # New to us, or moved upstream: fetch by digest (verified), serve, fill.
         try:
-            fetched = await self.service.client(cache).get_manifest(upstream, info.digest)
+            fetched = await self._fetch(cache, repo, info.digest)
         except ReplicationError as exc:
             if local is not None:
                 log.warning(
@@ -213,8 +218,9 @@ class MirrorPull:
             # A client that cannot read an index (old docker): what Distribution answers.
             child = await self._default_child(cache, repo, fetched)
             if child is not None:
-                return child
-        return Manifest(fetched.digest, fetched.media_type, fetched.data)
+                return await self._check_read(repo, tag, child, requester)
+        served = Manifest(fetched.digest, fetched.media_type, fetched.data)
+        return await self._check_read(repo, tag, served, requester)
 
     async def _default_child(self, cache: Cache, repo: str, index: Fetched) -> Manifest | None:
         try:
@@ -224,13 +230,39 @@ class MirrorPull:
         for entry in doc.get("manifests") or []:
             if _platform(entry) == "linux/amd64" and isinstance(entry.get("digest"), str):
                 try:
-                    child = await self.service.client(cache).get_manifest(
-                        cache.upstream_name(repo), entry["digest"]
-                    )
+                    child = await self._fetch(cache, repo, entry["digest"])
                 except ReplicationError:
                     return None
                 return Manifest(child.digest, child.media_type, child.data)
         return None
+
+    async def _fetch(self, cache: Cache, repo: str, digest: str) -> Fetched:
+        """A manifest by digest from the upstream (verified), or from the few this node fetched
+        in the last minute: a client's HEAD then GET, a child pulled by the client and then by
+        the fill job, cost the upstream one request (Docker Hub counts manifest GETs)."""
+        key = (cache.id, repo, digest)
+        t = time.monotonic()
+        held = self._recent.get(key)
+        if held is not None and t - held[0] < _RECENT_SECONDS:
+            return held[1]
+        fetched = await self.service.client(cache).get_manifest(cache.upstream_name(repo), digest)
+        if len(self._recent) >= _RECENT_MAX:
+            self._recent = {k: v for k, v in self._recent.items() if t - v[0] < _RECENT_SECONDS}
+            while len(self._recent) >= _RECENT_MAX:
+                del self._recent[next(iter(self._recent))]
+        self._recent[key] = (t, fetched)
+        return fetched
+
+    async def _check_read(
+        self, repo: str, reference: str, m: Manifest, requester: Requester
+    ) -> Manifest:
+        """Content fetched for a client passes the same read rules as content held (e.g. a
+        signed-only pull policy on the cache organization)."""
+        if self.ctx.rules.checks_reads:
+            await self.ctx.rules.manifest_read(
+                ManifestRead(repo, reference, m.digest, m.media_type, ":" in reference, requester)
+            )
+        return m
 
     # --- filling the cache ----------------------------------------------------------------------
 
@@ -261,9 +293,9 @@ class MirrorPull:
             data = base64.b64decode(payload["data"])
             m = Fetched(data, str(payload.get("media_type") or ""), digest)
             if not digest.startswith("sha256:") or str(Digest.from_bytes(data)) != digest:
-                m = await self.service.client(cache).get_manifest(cache.upstream_name(repo), digest)
+                m = await self._fetch(cache, repo, digest)
         else:
-            m = await self.service.client(cache).get_manifest(cache.upstream_name(repo), digest)
+            m = await self._fetch(cache, repo, digest)
         stored = await self._store(cache, repo, m, str(tag) if tag else None, depth=0)
         if tag:
             await self.service.mark_checked(repo, str(tag), m.digest)
@@ -285,14 +317,13 @@ class MirrorPull:
                 if depth > 1:
                     raise Unavailable(f"index {m.digest} nests indexes too deeply")
                 doc = json.loads(m.data)
-                upstream = cache.upstream_name(repo)
                 for entry in doc.get("manifests") or []:
                     child = entry.get("digest")
                     if not isinstance(child, str) or not wanted(cache, entry):
                         continue
                     if await self.ctx.hot.manifest_by_digest(repo, child) is not None:
                         continue
-                    fetched = await self.service.client(cache).get_manifest(upstream, child)
+                    fetched = await self._fetch(cache, repo, child)
                     written += await self._store(cache, repo, fetched, None, depth + 1)
             else:
                 for d in parsed.required_blobs():

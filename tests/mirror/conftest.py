@@ -4,16 +4,22 @@ helpers to create cache organizations through the contract's command and to wait
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import MoorageServer, moorage_cli
+from tests.conftest import MoorageServer, moorage_cli, postgres_database
 from tests.replication.faultproxy import FaultProxy
 from tests.replication.peers import Distribution, distribution
 
@@ -34,9 +40,11 @@ def proxy(upstream: Distribution) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture(scope="module")
-def mirror() -> Iterator[MoorageServer]:
+def mirror(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
     with tempfile.TemporaryDirectory(prefix="moorage-mirror-") as tmp:
-        srv = MoorageServer(Path(tmp) / "data", extra_args=["--no-auth"]).start()
+        srv = MoorageServer(
+            Path(tmp) / "data", database_url=backend[1], extra_args=["--no-auth"]
+        ).start()
         try:
             yield srv
         finally:
@@ -84,11 +92,15 @@ SECRET = "mirror-tests-key-encryption-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
-def mirror_with_secret() -> Iterator[MoorageServer]:
-    """A mirror whose nodes can seal and open upstream credentials."""
-    with tempfile.TemporaryDirectory(prefix="moorage-mirror-s-") as tmp:
+def mirror_with_secret(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+    """A mirror whose nodes can seal and open upstream credentials (on PostgreSQL a database
+    of its own: its nodes seal the signing keys too, which the others could not open)."""
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="moorage-mirror-s-"))
+        url = stack.enter_context(postgres_database()) if backend[0] == "postgresql" else None
         srv = MoorageServer(
             Path(tmp) / "data",
+            database_url=url,
             extra_args=["--no-auth"],
             env={"MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET": SECRET},
         ).start()
@@ -96,3 +108,29 @@ def mirror_with_secret() -> Iterator[MoorageServer]:
             yield srv
         finally:
             srv.stop()
+
+
+def sql(server: MoorageServer, statement: str, **params: object) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on the server's database (SQLite or PostgreSQL), as a test
+    inspects or ages rows; a datetime parameter is given as an aware UTC datetime."""
+    url = server.database_url or f"sqlite:///{server.data_dir / 'moorage.db'}"
+    is_sqlite = url.startswith("sqlite")
+    url = url.replace("postgresql://", "postgresql+asyncpg://", 1).replace(
+        "sqlite:///", "sqlite+aiosqlite:///", 1
+    )
+    if is_sqlite:  # stored as SQLAlchemy stores them there: naive UTC text
+        params = {
+            k: v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v
+            for k, v in params.items()
+        }
+
+    async def go() -> list[tuple[Any, ...]]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(sa.text(statement), params)
+                return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())

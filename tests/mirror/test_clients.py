@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tests.conftest import ADMIN_PASSWORD, MoorageServer, free_port, moorage_cli
 from tests.replication.images import Pusher, _image_manifest
 from tests.replication.peers import Distribution
 
-from .conftest import SECRET, create_cache, wait_cached, wait_seen
+from .conftest import SECRET, create_cache, sql, wait_cached, wait_seen
 
 
 def _push_image(url: str, repo: str, tag: str, auth: tuple[str, str] | None = None) -> str:
@@ -120,13 +119,11 @@ def test_upstream_credentials_stored_encrypted_and_used(
                 stdin=ADMIN_PASSWORD + "\n",
             )  # fmt: skip
             assert r.returncode == 0, r.stderr
-            db = sqlite3.connect(mirror_with_secret.data_dir / "moorage.db")
-            try:
-                (secret,) = db.execute(
-                    "SELECT secret FROM mirror_caches WHERE namespace = ?", (name,)
-                ).fetchone()
-            finally:
-                db.close()
+            ((secret,),) = sql(
+                mirror_with_secret,
+                "SELECT secret FROM mirror_caches WHERE namespace = :name",
+                name=name,
+            )
             assert secret.startswith("enc:") and ADMIN_PASSWORD not in secret
             # Without credentials the upstream refuses; through the cache the pull works.
             assert httpx.get(f"{up.url}/v2/admin/private/manifests/v1", timeout=10).status_code == 401

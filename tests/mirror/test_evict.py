@@ -5,46 +5,36 @@ unlinked from the repository, the others stay."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
 from tests.conftest import MoorageServer, moorage_cli
 from tests.replication.peers import Distribution
 
-from .conftest import create_cache, wait_cached
+from .conftest import create_cache, sql, wait_cached
 from .test_clients import _push_image
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
 
-def _db(server: MoorageServer) -> sqlite3.Connection:
-    return sqlite3.connect(server.data_dir / "moorage.db", timeout=30)
-
-
-def _pull(server: MoorageServer, repo: str, tag: str) -> dict[str, object]:
+def _pull(server: MoorageServer, repo: str, tag: str) -> dict[str, Any]:
     r = httpx.get(f"{server.url}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=30)
     assert r.status_code == 200, r.text
-    doc: dict[str, object] = json.loads(r.content)
-    for d in [doc["config"]["digest"], *(x["digest"] for x in doc["layers"])]:  # type: ignore[index]
+    doc: dict[str, Any] = json.loads(r.content)
+    for d in [doc["config"]["digest"], *(x["digest"] for x in doc["layers"])]:
         assert httpx.get(f"{server.url}/v2/{repo}/blobs/{d}", timeout=30).status_code == 200
     return doc
 
 
 def _age(server: MoorageServer, repo: str, digest: str, days: int) -> None:
-    when = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S.%f")
-    db = _db(server)
-    try:
-        with db:
-            n = db.execute(
-                "UPDATE mirror_pulls SET pulled_at = ? WHERE repository = ? AND digest = ?",
-                (when, repo, digest),
-            ).rowcount
-        assert n == 1
-    finally:
-        db.close()
+    when = datetime.now(UTC) - timedelta(days=days)
+    sql(server, "UPDATE mirror_pulls SET pulled_at = :when WHERE repository = :repo "
+        "AND digest = :digest", when=when, repo=repo, digest=digest)
+    assert sql(server, "SELECT pulled_at FROM mirror_pulls WHERE repository = :repo "
+               "AND digest = :digest", repo=repo, digest=digest)
 
 
 def _tags(server: MoorageServer, repo: str) -> list[str]:
@@ -53,15 +43,12 @@ def _tags(server: MoorageServer, repo: str) -> list[str]:
 
 
 def _linked(server: MoorageServer, repo: str) -> set[str]:
-    db = _db(server)
-    try:
-        rows = db.execute(
-            "SELECT b.digest FROM repository_blobs rb JOIN blobs b ON b.id = rb.blob_id "
-            "JOIN repositories r ON r.id = rb.repository_id WHERE r.name = ?",
-            (repo,),
-        ).fetchall()
-    finally:
-        db.close()
+    rows = sql(
+        server,
+        "SELECT b.digest FROM repository_blobs rb JOIN blobs b ON b.id = rb.blob_id "
+        "JOIN repositories r ON r.id = rb.repository_id WHERE r.name = :repo",
+        repo=repo,
+    )
     return {row[0] for row in rows}
 
 
@@ -75,8 +62,8 @@ def _evict(server: MoorageServer, name: str, repo: str, gone: str, kept: str) ->
     assert kept in _tags(server, repo)
 
 
-def _blobs(doc: dict[str, object]) -> set[str]:
-    return {doc["config"]["digest"], *(x["digest"] for x in doc["layers"])}  # type: ignore[index]
+def _blobs(doc: dict[str, Any]) -> set[str]:
+    return {doc["config"]["digest"], *(x["digest"] for x in doc["layers"])}
 
 
 def test_not_pulled_for_n_days_is_evicted(
