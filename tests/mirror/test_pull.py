@@ -1,18 +1,20 @@
 """Pull-through caches against CNCF Distribution 2.8.2 on loopback: pulls by digest and by tag,
-verified single downloads, revalidation, 429s and outages, indexes (whole and platform-filtered),
+verified single downloads, revalidation, 429s, a stalled upstream and outages, indexes (whole and platform-filtered),
 refused pushes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 
 import httpx
 
+from tests.clients.ocigen import make_image
 from tests.conftest import MoorageServer, moorage_cli
 from tests.replication.faultproxy import FaultProxy, Rule
-from tests.replication.hostile import Answer, hostile_registry
+from tests.replication.hostile import Answer, Seen, hostile_registry
 from tests.replication.images import ImageSet, Pusher, build_set
 from tests.replication.peers import Distribution, distribution
 
@@ -228,3 +230,37 @@ def test_pushes_into_a_cache_are_denied(mirror: MoorageServer, upstream: Distrib
     # The ordinary create-org is unchanged; cache options without --mirror-of are refused.
     out = moorage_cli(mirror, "admin", "create-org", f"o{uid}", "--insecure")
     assert out.returncode != 0 and "--mirror-of" in out.stderr
+
+
+def test_slow_upstream_times_out_to_the_cached_copy(mirror: MoorageServer, uid: str) -> None:
+    """The revalidation HEAD gives up after 10 s: a stalled upstream costs one wait, and the
+    cached copy is served."""
+    image = make_image("amd64", label=f"slow-{uid}")
+    slow = threading.Event()
+
+    def head_tag(_seen: Seen) -> Answer:
+        if slow.is_set():
+            time.sleep(14)
+        return Answer(200, {"Content-Type": image.manifest.media_type,
+                            "Docker-Content-Digest": image.digest,
+                            "Content-Length": str(len(image.manifest.data))})
+
+    with hostile_registry() as h:
+        manifest = Answer(200, {"Content-Type": image.manifest.media_type,
+                                "Docker-Content-Digest": image.digest}, image.manifest.data)
+        h.routes[("HEAD", "/v2/app/manifests/v1")] = head_tag
+        h.routes[("GET", "/v2/app/manifests/v1")] = manifest
+        h.routes[("GET", f"/v2/app/manifests/{image.digest}")] = manifest
+        for blob in (image.config, *image.layers):
+            h.routes[("GET", f"/v2/app/blobs/{blob.digest}")] = Answer(
+                200, {"Content-Type": "application/octet-stream"}, blob.data
+            )
+        name = f"w{uid}"
+        create_cache(mirror, name, h.url, "--staleness", "0")
+        repo = f"{name}/app"
+        assert _manifest(mirror, repo, "v1").headers["docker-content-digest"] == image.digest
+        wait_cached(mirror, repo, "v1")
+        slow.set()
+        r = _manifest(mirror, repo, "v1")
+        assert r.status_code == 200 and r.headers["docker-content-digest"] == image.digest
+        assert "ReadTimeout" in mirror.log() or "timed out" in mirror.log().lower()
