@@ -44,7 +44,7 @@ def mirror(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
     with tempfile.TemporaryDirectory(prefix="moorage-mirror-") as tmp:
         srv = MoorageServer(
             Path(tmp) / "data", database_url=backend[1], extra_args=["--no-auth"]
-        ).start()
+        ).start(timeout=180)  # migrations on a loaded machine
         try:
             yield srv
         finally:
@@ -103,7 +103,7 @@ def mirror_with_secret(backend: tuple[str, str | None]) -> Iterator[MoorageServe
             database_url=url,
             extra_args=["--no-auth"],
             env={"MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET": SECRET},
-        ).start()
+        ).start(timeout=180)  # migrations on a loaded machine
         try:
             yield srv
         finally:

@@ -108,7 +108,7 @@ def test_upstream_credentials_stored_encrypted_and_used(
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="moorage-mirror-up-") as tmp:
         up = MoorageServer(Path(tmp) / "data", env={"MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD})
-        up.start()
+        up.start(timeout=180)
         try:
             digest = _push_image(up.url, "admin/private", "v1", ("admin", ADMIN_PASSWORD))
             name = f"a{uid}"

@@ -1,6 +1,6 @@
 """Pull-through caches against CNCF Distribution 2.8.2 on loopback: pulls by digest and by tag,
-verified single downloads, revalidation, 429s, a stalled upstream and outages, indexes (whole and platform-filtered),
-refused pushes."""
+verified single downloads, revalidation, 429s, a stalled upstream and outages, indexes (whole
+and platform-filtered), refused pushes."""
 
 from __future__ import annotations
 
