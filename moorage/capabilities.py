@@ -16,10 +16,11 @@ from .capability import Capability
 
 def installed() -> tuple[Capability, ...]:
     from .hooks.wiring import CAPABILITY as HOOKS
+    from .mirror.wiring import MIRROR
     from .replication.wiring import REPLICATION
     from .trust.wiring import TRUST
 
-    return (TRUST, REPLICATION, HOOKS)
+    return (TRUST, REPLICATION, MIRROR, HOOKS)
 
 
 def all_metadata() -> sa.MetaData:

@@ -25,6 +25,7 @@ from ..services import errors as se
 from ..services.blobs import BlobService
 from ..services.context import ServiceContext
 from ..services.manifests import ManifestService, parse_accept
+from ..services.pullthrough import PullThrough
 from ..services.rules import Requester
 from ..services.uploads import ContentRange, UploadService, parse_content_range
 from .errors import RegistryError
@@ -232,6 +233,14 @@ class RegistryAPI:
                     detail={"name": name[:300]},
                 )
             self._method(method, kind)
+            ns = request.query_params.get("ns")
+            pt = self.ctx.pull_through
+            if ns and pt is not None and method in ("GET", "HEAD"):
+                # containerd's mirror requests name the registry they stand in for (?ns=):
+                # a cache organization of that registry answers them.
+                routed = await pt.route(name, ns)
+                if routed is not None:
+                    params["name"] = routed
             request.scope["moorage.route"] = (kind, params)
             handler: Callable[..., Awaitable[Response]] = getattr(self, f"{kind}_{method.lower()}")
             return await handler(request, **params)
@@ -330,7 +339,12 @@ class RegistryAPI:
         await self.policy.check(request, name, (PULL,))
         reference = self._existing_reference(ref)
         accept = parse_accept(request.headers.getlist("accept"))
-        manifest = await self.manifests.get(name, reference, accept, self._requester(request, name))
+        requester = self._requester(request, name)
+        pt = self.ctx.pull_through
+        if pt is not None and await pt.covers(name):
+            manifest = await pt.manifest(name, reference, accept, requester)
+        else:
+            manifest = await self.manifests.get(name, reference, accept, requester)
         headers = {
             "Docker-Content-Digest": manifest.digest,
             "Content-Length": str(len(manifest.payload)),
@@ -347,6 +361,7 @@ class RegistryAPI:
         reference = self._reference(ref)
         tags = _tag_params(request, reference)
         await self.policy.check(request, name, (PUSH,))
+        await self._refuse_cache_push(name)
         limit = self.ctx.config.registry.max_manifest_size
         declared = request.headers.get("content-length")
         if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > limit:
@@ -380,16 +395,27 @@ class RegistryAPI:
         await self.manifests.delete(name, reference, self._requester(request, name))
         return Response(b"", status_code=202)
 
+    async def _refuse_cache_push(self, name: str) -> None:
+        pt = self.ctx.pull_through
+        if pt is not None and await pt.covers(name):
+            raise RegistryError("DENIED", pt.push_refusal(name))
+
     # --- blobs ------------------------------------------------------------------------------
 
     async def blob_head(self, request: Request, name: str, digest: str) -> Response:
         d = _parse_digest(digest)
         await self.policy.check(request, name, (PULL,))
-        info = await self.blobs.stat(name, d)
+        try:
+            size = (await self.blobs.stat(name, d)).size
+        except se.BlobUnknown:
+            pt = self.ctx.pull_through
+            if pt is None or not await pt.covers(name):
+                raise
+            size = await pt.blob_size(name, d)
         return Response(
             b"",
             headers={
-                "Content-Length": str(info.size),
+                "Content-Length": str(size),
                 "Docker-Content-Digest": str(d),
                 "Accept-Ranges": "bytes",
                 "ETag": f'"{d}"',
@@ -400,7 +426,13 @@ class RegistryAPI:
     async def blob_get(self, request: Request, name: str, digest: str) -> Response:
         d = _parse_digest(digest)
         await self.policy.check(request, name, (PULL,))
-        info = await self.blobs.stat(name, d)
+        try:
+            info = await self.blobs.stat(name, d)
+        except se.BlobUnknown:
+            pt = self.ctx.pull_through
+            if pt is None or not await pt.covers(name):
+                raise
+            return await self._blob_through(pt, name, d)
         if info.inline is None:
             url = await self.blobs.presigned_url(d)
             if url is not None:
@@ -429,6 +461,15 @@ class RegistryAPI:
             stream, status_code=206, headers=headers, media_type="application/octet-stream"
         )
 
+    async def _blob_through(self, pt: PullThrough, name: str, d: Digest) -> Response:
+        """A blob a cache repository does not hold: fetched, stored and streamed at once (the
+        whole blob, whatever Range asked: a partial answer cannot be verified)."""
+        size, stream = await pt.blob(name, d)
+        headers = {"Docker-Content-Digest": str(d), "ETag": f'"{d}"', **DOWNLOAD_ONLY}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        return StreamingResponse(stream, headers=headers, media_type="application/octet-stream")
+
     async def blob_delete(self, request: Request, name: str, digest: str) -> Response:
         d = _parse_digest(digest)
         await self.policy.check(request, name, (DELETE,))
@@ -456,6 +497,7 @@ class RegistryAPI:
 
     async def uploads_post(self, request: Request, name: str) -> Response:
         await self.policy.check(request, name, (PULL, PUSH))
+        await self._refuse_cache_push(name)
         query = request.query_params
         mount, source = query.get("mount"), query.get("from")
         if mount is not None:

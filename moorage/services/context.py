@@ -11,6 +11,7 @@ from ..db.hotpath import HotReads
 from ..db.writepath import WritePath
 from ..storage.base import StorageDriver
 from .events import EventBus
+from .pullthrough import PullThrough
 from .rules import RuleChain
 
 
@@ -27,3 +28,6 @@ class ServiceContext:
     # transaction of each change.
     rules: RuleChain = field(default_factory=RuleChain)
     events: EventBus = field(default_factory=EventBus)
+    # Repositories served from another registry (moorage/mirror's cache organizations); None
+    # when no capability sets it (services/pullthrough.py).
+    pull_through: PullThrough | None = None

@@ -1,0 +1,1 @@
+"""Pull-through cache organizations (docs/mirror.md); wiring.py is the capability."""

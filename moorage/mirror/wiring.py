@@ -1,0 +1,62 @@
+"""The ``mirror`` capability: organizations that are pull-through caches of an upstream registry
+(Docker Hub, ghcr.io, quay.io, any registry V2) — docs/mirror.md.
+
+A package of its own rather than a part of moorage/replication: it shares replication's registry
+client (client.py, transport.py, auth.py) and the way credentials are sealed, but nothing of
+policies, executions or triggers; its entry point is the read path (``ctx.pull_through``), not a
+job that copies.
+
+setup: ``rt.services["mirror"]`` (MirrorService), ``rt.services["mirror.pull"]`` (the
+PullThrough the /v2 handlers ask), the content rule refusing pushes into a cache organization
+(and accepting its sparse indexes), the jobs ``mirror.fill`` (store what a client pulled, with
+its blobs and platform manifests) and ``mirror.evict`` (hourly).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..capability import Capability
+from . import tables as tables  # noqa: F401 - the tables join the shared metadata
+from .evict import EVICT_JOB, Evictor
+from .pull import FILL_JOB, MirrorPull
+from .rule import CacheRule
+from .service import MirrorService
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+
+async def _setup(rt: Runtime) -> None:
+    service = MirrorService(rt.ctx)
+    pull = MirrorPull(service, rt.jobs)
+    rt.services["mirror"] = service
+    rt.services["mirror.pull"] = pull
+    rt.ctx.pull_through = pull
+    rt.ctx.rules.add(CacheRule(service))
+    rt.jobs.register(FILL_JOB, pull.fill, concurrency=4)
+    evictor = Evictor(service)
+    rt.jobs.register(EVICT_JOB, evictor.job)
+    rt.jobs.schedule(EVICT_JOB, timedelta(hours=1))
+
+
+async def _shutdown(rt: Runtime) -> None:
+    service = rt.services.get("mirror")
+    if isinstance(service, MirrorService):
+        await service.close()
+
+
+def _cli(tree: Any) -> None:
+    from .cli import register
+
+    register(tree)
+
+
+MIRROR = Capability(
+    "mirror",
+    setup=_setup,
+    job_kinds=(FILL_JOB, EVICT_JOB),
+    cli=_cli,
+    shutdown=_shutdown,
+)
