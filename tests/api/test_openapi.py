@@ -189,14 +189,21 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(fuzz_server: Moo
             "12",
             "--seed",
             "20261128",
+            # One worker: schemathesis's threads call ast.parse concurrently, which CPython
+            # 3.11.7 gets wrong ("AST constructor recursion depth mismatch", gh-106905) and
+            # the run ends in a tool error that says nothing about the server.
             "--workers",
-            "2",
+            "1",
         ],
         capture_output=True,
         text=True,
         timeout=900,
     )
-    summary = out.stdout[-6000:]
+    # The failures first (the tail is warnings and the summary), then the summary.
+    head = out.stdout.find("FAILURES")
+    if head < 0:
+        head = out.stdout.find("ERRORS")
+    summary = (out.stdout[head : head + 6000] if head >= 0 else "") + out.stdout[-2500:]
     assert out.returncode == 0, summary
     assert re.search(r"\d+ generated, \d+ passed", summary), summary
     assert "Traceback" not in fuzz_server.log()
