@@ -245,6 +245,21 @@ class MoorageMetrics:
             registry=r,
         )
 
+        self.mirror_requests = Counter(
+            "moorage_mirror_requests",
+            "Reads of cache organizations the pull-through path answered, by kind (manifest, "
+            "blob) and outcome (hit: held here; fetched: from the upstream; stale: held here, "
+            "served after the upstream failed, timed out or answered 429; unavailable: not held "
+            "and the upstream failing). Blobs already held are served by the core path, uncounted.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.mirror_upstream_bytes = Counter(
+            "moorage_mirror_upstream_bytes",
+            "Blob bytes pull-through caches downloaded from their upstreams.",
+            registry=r,
+        )
+
         # --- Webhooks and policies --------------------------------------------------------------
         self.webhook_deliveries = Counter(
             "moorage_webhook_deliveries",

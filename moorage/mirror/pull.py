@@ -31,6 +31,7 @@ from typing import Any
 
 from ..db import queries as q
 from ..jobs.runner import JobRunner
+from ..metrics.definitions import METRICS
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.manifest import ManifestError, parse_manifest
@@ -55,7 +56,12 @@ _RECENT_SECONDS = 60.0
 _RECENT_MAX = 256
 
 
+def _count(kind: str, outcome: str) -> None:
+    METRICS.mirror_requests.labels(kind, outcome).inc()
+
+
 def _unreachable(cache: Cache, what: str, exc: BaseException) -> Unavailable:
+    _count("blob" if what.startswith("blob") else "manifest", "unavailable")
     return Unavailable(
         f"{what} is not cached in {cache.namespace}, and its upstream {cache.url} failed: {exc}"
     )
@@ -150,6 +156,7 @@ class MirrorPull:
         local = await self._local(repo, digest, accept, requester)
         if local is not None:
             await self.service.record_pull(repo, local.digest)
+            _count("manifest", "hit")
             return local
         upstream = cache.upstream_name(repo)
         try:
@@ -162,6 +169,7 @@ class MirrorPull:
         except ReplicationError as exc:
             raise _unreachable(cache, f"manifest {digest}", exc) from exc
         await self._fill_later(cache, repo, None, fetched)
+        _count("manifest", "fetched")
         served = Manifest(fetched.digest, fetched.media_type, fetched.data)
         return await self._check_read(repo, digest, served, requester)
 
@@ -174,6 +182,7 @@ class MirrorPull:
             fresh = await self.service.checked(cache, repo, tag)
             if fresh == row.digest:
                 await self.service.record_pull(repo, row.digest)
+                _count("manifest", "hit")
                 return local
         upstream = cache.upstream_name(repo)
         try:
@@ -185,6 +194,7 @@ class MirrorPull:
                     cache.namespace, repo, tag, exc, row.digest,
                 )
                 await self.service.record_pull(repo, row.digest)
+                _count("manifest", "stale")
                 return local
             raise _unreachable(cache, f"{repo}:{tag}", exc) from exc
         if info is None:
@@ -193,6 +203,7 @@ class MirrorPull:
                     "mirror %s: upstream %s has no tag %s:%s any more; serving the cached %s",
                     cache.namespace, cache.url, upstream, tag, row.digest,
                 )
+                _count("manifest", "stale")
                 return local
             raise ManifestUnknown(
                 f"manifest {tag} is neither cached in {repo} nor in upstream {cache.url} "
@@ -201,6 +212,7 @@ class MirrorPull:
         if local is not None and row is not None and info.digest == row.digest:
             await self.service.mark_checked(repo, tag, row.digest)
             await self.service.record_pull(repo, row.digest)
+            _count("manifest", "hit")
             return local
         # New to us, or moved upstream: fetch by digest (verified), serve, fill.
         try:
@@ -211,9 +223,11 @@ class MirrorPull:
                     "mirror %s: fetching %s:%s failed (%s); serving the cached copy",
                     cache.namespace, repo, tag, exc,
                 )
+                _count("manifest", "stale")
                 return local
             raise _unreachable(cache, f"{repo}:{tag}", exc) from exc
         await self._fill_later(cache, repo, tag, fetched)
+        _count("manifest", "fetched")
         if not _accepts(accept, fetched.media_type) and fetched.media_type in mt.INDEXES:
             # A client that cannot read an index (old docker): what Distribution answers.
             child = await self._default_child(cache, repo, fetched)
@@ -394,6 +408,7 @@ class MirrorPull:
     async def blob(self, repo: str, digest: Digest) -> tuple[int | None, AsyncIterator[bytes]]:
         cache = await self._cache(repo)
         if await self._held(repo, digest) is not None:
+            _count("blob", "hit")
             info = await self.blobs.stat(repo, digest)
             return info.size, await self.blobs.open(info)
         return await self._download(cache, repo, digest)
@@ -433,6 +448,7 @@ class MirrorPull:
             raise
 
         async def tee() -> AsyncIterator[bytes]:
+            _count("blob", "fetched")
             queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
 
             async def body() -> AsyncIterator[bytes]:
@@ -443,6 +459,7 @@ class MirrorPull:
             try:
                 held: bytes | None = None
                 async for chunk in stream.chunks():  # verified against the digest at the end
+                    METRICS.mirror_upstream_bytes.inc(len(chunk))
                     await _put(queue, chunk, store)
                     if held is not None:
                         yield held

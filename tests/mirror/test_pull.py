@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 
@@ -162,6 +163,12 @@ def test_tag_revalidation_429_and_outage(mirror: MoorageServer, uid: str) -> Non
             r = _manifest(mirror, zrepo, "single")
             assert r.status_code == 200 and r.headers["docker-content-digest"] == images.tags["single"]
             assert limited.fired == 1
+            metrics = httpx.get(f"{mirror.url}/metrics", timeout=10).text
+            assert re.search(
+                r'^moorage_mirror_requests_total\{kind="manifest",outcome="stale"\} [1-9]',
+                metrics,
+                re.M,
+            ), [line for line in metrics.splitlines() if "mirror" in line]
             assert "serving the cached" in mirror.log()
             pf.rules.clear()
         finally:
