@@ -8,15 +8,18 @@ combined (each finding then names its ``manifest``)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from pydantic import Field
 from starlette.responses import Response
 
 from ..api.routing import APIError, Call, Op
 from ..auth.scopes import ADMIN, PUSH
 from ..db import queries as core_q
+from ..db.schema import organizations
 from ..oci.digest import is_digest
 from ..oci.names import valid_tag
 from ..services.errors import Denied, Invalid, Missing
@@ -24,6 +27,7 @@ from ..services.models import Model
 from .sbom import cyclonedx, spdx
 from .service import SEVERITIES, Result, ScanService, summarize
 
+_ORG_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")  # organization names
 Status = Literal["pending", "running", "done", "failed", "unsupported"]
 
 
@@ -60,8 +64,9 @@ class ScanningBody(Model):
     on_push: bool | None
 
 
-def ops(rt: Any, service: ScanService) -> list[Op]:
-    catalog, access = rt.catalog, rt.access
+def ops(service: ScanService) -> list[Op]:
+    """The routes; *service* carries the catalog and access services (set when access control
+    is on, the only case in which the API is served)."""
     manifest = "/repositories/{repository}/-/manifests/{reference}"
 
     async def resolve(c: Call) -> tuple[str, str]:
@@ -69,7 +74,7 @@ def ops(rt: Any, service: ScanService) -> list[Op]:
         name, ref = c.path["repository"], c.path["reference"]
         if not (valid_tag(ref) or is_digest(ref)):
             raise Invalid("reference", "reference is a tag or a digest (sha256:<64 hex>)")
-        await catalog.readable(c.principal, name)
+        await service.catalog.readable(c.principal, name)
         async with service.ctx.engine.connect() as conn:
             row = (
                 await core_q.manifest_by_digest(conn, name, ref)
@@ -82,7 +87,7 @@ def ops(rt: Any, service: ScanService) -> list[Op]:
 
     async def scan(c: Call) -> Any:
         name, digest = await resolve(c)
-        if PUSH not in await access.allowed_actions(c.principal, name):
+        if PUSH not in await service.access.allowed_actions(c.principal, name):
             raise Denied(f"queuing a scan needs push access to {name}")
         await service.request(name, digest)
         return Queued(repository=name, digest=digest, status="pending")
@@ -137,7 +142,7 @@ def ops(rt: Any, service: ScanService) -> list[Op]:
         if "children" in result.inventory:
             raise APIError(400, "UNSUPPORTED", "an index has no SBOM of its own: ask a child")
         fmt = c.query.format
-        base = rt.config.http.base_url or ""
+        base = service.config.http.base_url or ""
         if fmt == "spdx-json":
             doc, media = (
                 spdx(result.inventory, name, digest, result.scanned_at, base),
@@ -151,9 +156,17 @@ def ops(rt: Any, service: ScanService) -> list[Op]:
         return Response(json.dumps(doc, indent=1), media_type=media)
 
     async def org_admin(c: Call, org: str) -> None:
+        if not (2 <= len(org) <= 64 and _ORG_RE.match(org)):
+            raise Invalid("organization", f"invalid organization name {org[:80]!r}")
+        async with service.ctx.engine.connect() as conn:
+            exists = await conn.scalar(
+                sa.select(organizations.c.id).where(organizations.c.name == org)
+            )
+        if exists is None:
+            raise Missing(f"no organization {org}")
         if c.principal.kind == "user" and c.principal.is_admin:
             return
-        if ADMIN not in await access.organization_actions(c.principal, org):
+        if ADMIN not in await service.access.organization_actions(c.principal, org):
             raise Denied(f"this needs the admin role on organization {org}")
 
     async def settings(org: str) -> ScanningSettings:
@@ -161,7 +174,7 @@ def ops(rt: Any, service: ScanService) -> list[Op]:
 
         async with service.ctx.engine.connect() as conn:
             value = await on_push_setting(conn, org)
-        default = rt.config.scanning.on_push
+        default = service.config.scanning.on_push
         return ScanningSettings(
             organization=org, on_push=value, effective=default if value is None else value
         )
@@ -185,6 +198,6 @@ def ops(rt: Any, service: ScanService) -> list[Op]:
         Op("POST", manifest + "/scan", scan, "Queue a scan of a manifest (by tag or digest); an index queues its children", "scanning", "write", response=Queued, status=202),
         Op("GET", manifest + "/vulnerabilities", report, "A manifest's scan result: status, counts by severity, findings (an index: its children's)", "scanning", P, response=VulnerabilityReport),
         Op("GET", manifest + "/sbom", sbom, "The manifest's software bill of materials (SPDX 2.3 or CycloneDX 1.5 JSON)", "scanning", P, query=SbomQuery, response=None, media_type="application/json"),
-        Op("GET", "/organizations/{organization}/scanning", get_settings, "Whether the organization's pushes are scanned", "scanning", "read", response=ScanningSettings),
+        Op("GET", "/organizations/{organization}/scanning", get_settings, "Whether the organization's pushes are scanned (its admins)", "scanning", "read", response=ScanningSettings),
         Op("PUT", "/organizations/{organization}/scanning", put_settings, "Turn scan on push on or off for an organization (null: the server default)", "scanning", "write", body=ScanningBody, response=ScanningSettings, errors=(400, 401, 403, 404, 422)),
     ]  # fmt: skip

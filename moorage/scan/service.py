@@ -183,6 +183,8 @@ class ScanService:
         self.ctx = ctx
         self.config = config
         self.services = services  # the runtime's: the matcher may be registered after us
+        self.catalog: Any = None  # with access control on: the API's authorization
+        self.access: Any = None
         sc = config.scanning
         self.limits = Limits(
             max_member=sc.max_file_mib << 20, max_layer_bytes=sc.max_layer_gib << 30

@@ -25,6 +25,7 @@ NAME = "scan"
 
 async def _setup(rt: Runtime) -> None:
     service = ScanService(rt.ctx, rt.config, rt.services)
+    service.catalog, service.access = rt.catalog, rt.access
     rt.services[NAME] = service
     rt.ctx.events.on(ManifestPushed, service.on_push)
     rt.jobs.register(SCAN_JOB, service.run_job, concurrency=1)
@@ -33,9 +34,8 @@ async def _setup(rt: Runtime) -> None:
 def _api_ops(rt: Runtime) -> list[Op]:
     from .api import ops
 
-    if rt.access is None or rt.catalog is None:
-        return []
-    return ops(rt, rt.services[NAME])
+    service = rt.services.get(NAME)
+    return ops(service) if service is not None and service.access is not None else []
 
 
 def _cli(tree: Any) -> None:
