@@ -296,6 +296,18 @@ class ScanService:
             findings=findings,
             database_updated_at=db_updated,
         )
+        if self.config.scanning.attach_sbom:
+            from .attach import attach_sboms
+
+            try:
+                result = await self.result(digest)
+                when = result.scanned_at if result is not None else None
+                await attach_sboms(
+                    self.ctx, repository, digest, media_type, len(row.payload),
+                    inventory_json(inventory), when,
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - the scan itself succeeded
+                log.exception("attaching the SBOMs of %s to %s failed", digest, repository)
         return "done", analyzed
 
     async def _finish(

@@ -6,6 +6,7 @@ read once), the per-organization override, artifacts, indexes, permissions and t
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -262,3 +263,45 @@ def test_cli_scan_wait(admin: httpx.Client, scan_server: MoorageServer) -> None:
     assert r.returncode == 1 and "no manifest" in r.stderr
     r = moorage_cli(scan_server, "scan", "NOT A REF")
     assert r.returncode == 1
+
+
+def idle(server: MoorageServer) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        busy = [
+            moorage_cli(server, "jobs", "list", "--kind", "scan.manifest", "--state", state).stdout
+            for state in ("queued", "running")
+        ]
+        if not any(b.strip() for b in busy):
+            return
+        time.sleep(0.5)
+    raise AssertionError("scan jobs still running")
+
+
+def test_sboms_attached_as_referrers(admin: httpx.Client, scan_server: MoorageServer) -> None:
+    repo = f"refs{uuid.uuid4().hex[:8]}/app"
+    digest = push_image(admin, repo, "v1", [BASE, app_layer(9)])
+    assert wait_report(admin, repo, "v1")["status"] == "done"
+    # attached after the result is stored: poll the referrers list (what `oras discover` reads)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        index = admin.get(f"/v2/{repo}/referrers/{digest}").json()
+        if len(index["manifests"]) == 2:
+            break
+        time.sleep(0.2)
+    kinds = sorted(m["artifactType"] for m in index["manifests"])
+    assert kinds == ["application/spdx+json", "application/vnd.cyclonedx+json"]
+    spdx_ref = next(m for m in index["manifests"] if m["artifactType"] == "application/spdx+json")
+    manifest = admin.get(
+        f"/v2/{repo}/manifests/{spdx_ref['digest']}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).json()
+    assert manifest["subject"]["digest"] == digest
+    doc = admin.get(f"/v2/{repo}/blobs/{manifest['layers'][0]['digest']}").json()
+    assert doc["spdxVersion"] == "SPDX-2.3"
+    assert sorted(p["name"] for p in doc["packages"])[:3] == ["debian", "libc6", "lodash"]
+    # a rescan adds no second pair
+    assert admin.post(f"/api/v1/repositories/{repo}/-/manifests/v1/scan").status_code == 202
+    assert wait_report(admin, repo, "v1")["status"] == "done"
+    idle(scan_server)  # the job attaches after storing the result: wait for it to end
+    assert len(admin.get(f"/v2/{repo}/referrers/{digest}").json()["manifests"]) == 2
