@@ -13,6 +13,7 @@ it goes), then its files. What is left is the final view's files of interest.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -30,21 +31,29 @@ async def analyze_layer(chunks: AsyncIterator[bytes], limits: Limits | None = No
     worker thread so the event loop keeps serving."""
     import asyncio
 
-    reader = LayerReader(analyzers.want, limits)
+    reader = LayerReader(analyzers.want, limits, analyzers.analyze, relink)
     async for chunk in chunks:
         await asyncio.to_thread(reader.feed, chunk)
         if reader.failed or reader.tar.done:
             break
-    files = reader.finish()
-    return await asyncio.to_thread(record_of, files)
+    return record_of(reader.finish())
+
+
+def relink(record: dict[str, Any], target: str, path: str) -> dict[str, Any]:
+    """A file record for a hard link at *path* to *target*: the same findings, at *path*."""
+    out: dict[str, Any] = json.loads(json.dumps(record))
+    for p in out.get("packages", ()):
+        where = str(p.get("path", ""))
+        if where == target or where.startswith(target + "!/"):
+            p["path"] = path + where[len(target) :]
+    return out
 
 
 def record_of(files: Any) -> LayerRecord:
+    """The cacheable record of a read layer (its files already analysed)."""
     return {
         "v": RECORD_VERSION,
-        "files": {
-            path: analyzers.analyze(path, data) for path, data in sorted(files.files.items())
-        },
+        "files": dict(sorted(files.files.items())),
         "removed": files.removed,
         "opaque": files.opaque,
         "errors": files.errors,

@@ -15,9 +15,11 @@ The layer is attacker-supplied. What bounds it:
 - entries are counted (``max_entries``); only the members an analyzer wants are kept in
   memory, each at most ``max_member`` bytes (larger ones are recorded as errors and skipped).
 
-The result is a :class:`LayerFiles`: the wanted files' bytes, the paths this layer removes
-(whiteouts ``.wh.<name>``, opaque directories ``.wh..wh..opq``, and wanted paths replaced by
-something that is not a regular file), and the errors met.
+The result is a :class:`LayerFiles`: what became of each wanted file (the caller's ``on_file``
+runs as soon as a file is complete, so at most one is in memory; a hard link to a file of the
+same layer gets the same result at its own path), the paths this layer removes (whiteouts
+``.wh.<name>``, opaque directories ``.wh..wh..opq``, and wanted paths replaced by something
+that is not a regular file), and the errors met.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class LayerError(Exception):
 @dataclass(frozen=True)
 class Limits:
     max_member: int = 64 << 20  # one file read into memory
-    max_total_kept: int = 512 << 20  # all files kept from one layer
+    max_total_kept: int = 4 << 30  # all files read into memory from one layer (one at a time)
     max_layer_bytes: int = 64 << 30  # decompressed bytes of one layer
     max_ratio: int = 2000  # decompressed / compressed, past the first MiB (gzip tops at ~1030)
     max_entries: int = 2_000_000
@@ -53,7 +55,9 @@ Want = Callable[[str, int, int], str | None]
 
 @dataclass
 class LayerFiles:
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, Any] = field(
+        default_factory=dict
+    )  # path -> on_file's result (bytes by default)
     removed: list[str] = field(default_factory=list)  # paths (and everything under them)
     opaque: list[str] = field(default_factory=list)  # directories whose lower contents go
     errors: list[str] = field(default_factory=list)
@@ -110,8 +114,18 @@ def _pax(data: bytes) -> dict[str, str]:
 class TarParser:
     """Parses a tar stream fed in chunks of any size."""
 
-    def __init__(self, want: Want, limits: Limits, result: LayerFiles) -> None:
+    def __init__(
+        self,
+        want: Want,
+        limits: Limits,
+        result: LayerFiles,
+        on_file: Callable[[str, bytes], Any] | None = None,
+    ) -> None:
         self.want = want
+        # what becomes of a kept file, at once (its bytes are then dropped: at most one file
+        # is in memory); by default the bytes themselves
+        self.on_file = on_file or (lambda _path, data: data)
+        self.relink: Callable[[Any, str, str], Any] = _relink_default
         self.limits = limits
         self.result = result
         self.buf = b""
@@ -182,7 +196,7 @@ class TarParser:
         elif kind in ("keep", "elf"):
             if kind == "elf" and not data.startswith(b"\x7fELF"):
                 return
-            self.result.files[self.path] = data
+            self.result.files[self.path] = self.on_file(self.path, data)
             self.kept += len(data)
 
     def _header(self, block: bytes) -> None:
@@ -233,13 +247,17 @@ class TarParser:
                 raise LayerError("malformed PAX size") from None
             self.remaining = size
             self.padding = (-size) % 512
+        link = block[157:257].split(b"\x00", 1)[0].decode("utf-8", "replace")
+        if self.long_link is not None:
+            link = self.long_link
+        link = self.pax.get("linkpath", link)
         self.long_name = self.long_link = None
         self.pax = {}
         mode = _octal(block[100:108])
         path = clean_path(name)
-        self._entry(path, typeflag, size, mode)
+        self._entry(path, typeflag, size, mode, link)
 
-    def _entry(self, path: str, typeflag: bytes, size: int, mode: int) -> None:
+    def _entry(self, path: str, typeflag: bytes, size: int, mode: int, link: str = "") -> None:
         base = posixpath.basename(path)
         parent = posixpath.dirname(path)
         if base == OPAQUE:
@@ -253,7 +271,12 @@ class TarParser:
         regular = typeflag in (b"0", b"\x00", b"7")
         decision = self.want(path, size, mode)
         if not regular:
-            if decision is not None and typeflag != b"5":
+            target = clean_path(link) if typeflag == b"1" else ""
+            if target and target in self.result.files:
+                # a hard link to a kept file of this layer: the same contents at this path too
+                self.result.removed.append(path)
+                self.result.files[path] = self.relink(self.result.files[target], target, path)
+            elif decision is not None and typeflag != b"5":
                 # a link or device where a lower layer may have had a wanted file: it is gone
                 self.result.removed.append(path)
             return
@@ -276,6 +299,10 @@ class TarParser:
         if size == 0:
             self._member_end()
             self.state = "header"
+
+
+def _relink_default(value: Any, _target: str, _path: str) -> Any:
+    return value
 
 
 class Decompressor:
@@ -377,11 +404,19 @@ class LayerReader:
     """Feed it the layer blob's chunks; ``finish()`` returns what was found. Errors never
     escape: a layer that cannot be read further keeps what was read before, with the error."""
 
-    def __init__(self, want: Want, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        want: Want,
+        limits: Limits | None = None,
+        on_file: Callable[[str, bytes], Any] | None = None,
+        relink: Callable[[Any, str, str], Any] | None = None,
+    ) -> None:
         self.limits = limits or Limits()
         self.result = LayerFiles()
         self.decompressor = Decompressor(self.limits)
-        self.tar = TarParser(want, self.limits, self.result)
+        self.tar = TarParser(want, self.limits, self.result, on_file)
+        if relink is not None:
+            self.tar.relink = relink
         self.failed = False
 
     def feed(self, chunk: bytes) -> None:

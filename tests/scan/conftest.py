@@ -31,7 +31,8 @@ def scan_server(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
     with tempfile.TemporaryDirectory(prefix="moorage-scan-") as tmp:
         ctx = postgres_database() if backend[1] else contextlib.nullcontext(None)
         with ctx as url:
-            srv = MoorageServer(Path(tmp) / "data", database_url=url, env=dict(FAST)).start()
+            srv = MoorageServer(Path(tmp) / "data", database_url=url, env=dict(FAST))
+            srv.start(timeout=120)  # migrations from scratch on a busy machine
             try:
                 yield srv
             finally:

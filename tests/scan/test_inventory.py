@@ -379,3 +379,12 @@ def test_long_names_and_pax() -> None:
         tar.addfile(info, io.BytesIO(data))
     inv = scan([buf.getvalue()])
     assert [(p.name, p.path) for p in inv.packages] == [("x", deep)]
+
+
+def test_hard_link_to_a_file_of_the_same_layer() -> None:
+    hello = (DATA / "hello-go").read_bytes()
+    inv = scan(
+        [layer({"usr/bin/hello": ("x", hello), "usr/local/bin/hi": ("link", "usr/bin/hello")})]
+    )
+    stdlib = [p.path for p in inv.packages if p.name == "stdlib"]
+    assert stdlib == ["usr/bin/hello", "usr/local/bin/hi"]
