@@ -34,6 +34,7 @@ RPM_BDB = {"var/lib/rpm/Packages"}
 JAR_SUFFIXES = (".jar", ".war", ".ear", ".jpi", ".hpi")
 MAX_NESTING = 3
 MAX_JAR_MEMBER = 64 << 20
+MAX_JAR_INFLATE = 256 << 20  # bytes inflated from one top-level archive, nested ones included
 
 Record = dict[str, Any]
 
@@ -118,7 +119,7 @@ def _analyze(path: str, data: bytes, record: Record) -> None:
         if p is not None:
             pkgs.append(p)
     elif path.lower().endswith(JAR_SUFFIXES):
-        pkgs.extend(jar(path, data, 0, record["errors"]))
+        pkgs.extend(jar(path, data, 0, record["errors"], [MAX_JAR_INFLATE]))
     elif path.endswith(("METADATA", "PKG-INFO", ".egg-info")):
         p = python(path, data.decode("utf-8", "replace"))
         if p is not None:
@@ -304,7 +305,11 @@ def npm(path: str, data: bytes) -> dict[str, Any] | None:
     return _pkg("npm", name, version, path, licenses=(lic,) if isinstance(lic, str) and lic else ())
 
 
-def jar(path: str, data: bytes, depth: int, errors: list[str]) -> list[dict[str, Any]]:
+def jar(
+    path: str, data: bytes, depth: int, errors: list[str], budget: list[int]
+) -> list[dict[str, Any]]:
+    """Maven coordinates from a jar and the jars inside it. *budget* (shared by the nested
+    calls) bounds the bytes inflated: a zip bomb ends in an error."""
     out: list[dict[str, Any]] = []
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
@@ -318,7 +323,7 @@ def jar(path: str, data: bytes, depth: int, errors: list[str]) -> list[dict[str,
                 if info.file_size > 1 << 20:
                     errors.append(f"{path}!/{name}: too large")
                     continue
-                props = _properties(_read_member(z, info).decode("utf-8", "replace"))
+                props = _properties(_read_member(z, info, budget).decode("utf-8", "replace"))
                 g, a, v = props.get("groupId"), props.get("artifactId"), props.get("version")
                 if g and a and v:
                     out.append(_pkg("maven", f"{g}:{a}", v, f"{path}!/{name}"))
@@ -327,13 +332,19 @@ def jar(path: str, data: bytes, depth: int, errors: list[str]) -> list[dict[str,
                     errors.append(f"{path}!/{name}: nested deeper than {MAX_NESTING}")
                 elif info.file_size > MAX_JAR_MEMBER:
                     errors.append(f"{path}!/{name}: {info.file_size} bytes, over the limit")
+                elif info.file_size > budget[0]:
+                    errors.append(f"{path}!/{name}: over the inflate budget of {MAX_JAR_INFLATE}")
+                    return out
                 else:
-                    out.extend(jar(f"{path}!/{name}", _read_member(z, info), depth + 1, errors))
+                    inner = _read_member(z, info, budget)
+                    out.extend(jar(f"{path}!/{name}", inner, depth + 1, errors, budget))
     return out
 
 
-def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    """A member, read no further than its declared size (a lying header cannot inflate it)."""
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int]) -> bytes:
+    """A member, read no further than its declared size (a lying header cannot inflate it),
+    charged to *budget*."""
+    budget[0] -= info.file_size
     with z.open(info) as f:
         data = f.read(info.file_size + 1)
     if len(data) > info.file_size:

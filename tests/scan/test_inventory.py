@@ -316,7 +316,17 @@ def _bomb() -> bytes:
 
 @pytest.mark.parametrize(
     "case",
-    ["traversal", "bomb", "huge-member", "garbage", "truncated", "bad-zip", "bad-elf", "hardlink"],
+    [
+        "traversal",
+        "bomb",
+        "huge-member",
+        "garbage",
+        "truncated",
+        "bad-zip",
+        "bad-elf",
+        "hardlink",
+        "jar-bomb",
+    ],
 )
 def test_hostile_layers_end_in_errors(case: str) -> None:
     limits = Limits(max_member=1 << 20)
@@ -348,6 +358,16 @@ def test_hostile_layers_end_in_errors(case: str) -> None:
     elif case == "bad-zip":
         blob = layer({"srv/x.jar": b"PK\x03\x04 not really"})
         expect = "not a zip archive"
+    elif case == "jar-bomb":
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w", zipfile.ZIP_STORED) as z:  # 60 MiB, deflated below
+            z.writestr("x.bin", b"\0" * (60 << 20))
+        outer = io.BytesIO()
+        with zipfile.ZipFile(outer, "w", zipfile.ZIP_DEFLATED) as z:
+            for i in range(6):
+                z.writestr(f"lib/{i}.jar", inner.getvalue())
+        blob = layer({"srv/bomb.jar": outer.getvalue()})
+        expect = "over the inflate budget"
     elif case == "bad-elf":
         blob = layer({"usr/bin/x": ("x", b"\x7fELF\x02\x01\x01" + b"\xff" * 100)})
         expect = "usr/bin/x: BinaryError"
