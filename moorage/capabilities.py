@@ -18,9 +18,10 @@ def installed() -> tuple[Capability, ...]:
     from .hooks.wiring import CAPABILITY as HOOKS
     from .mirror.wiring import MIRROR
     from .replication.wiring import REPLICATION
+    from .scan.wiring import SCAN
     from .trust.wiring import TRUST
 
-    return (TRUST, REPLICATION, MIRROR, HOOKS)
+    return (TRUST, REPLICATION, MIRROR, HOOKS, SCAN)
 
 
 def all_metadata() -> sa.MetaData:

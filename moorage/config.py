@@ -19,6 +19,7 @@ from .audit.config import AuditConfig
 from .auth.config import AuthConfig
 from .hooks.config import WebhooksConfig
 from .jobs.config import JobsConfig
+from .scan.config import ScanningConfig
 
 
 class _Section(BaseModel):
@@ -268,6 +269,7 @@ class Config(_Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    scanning: ScanningConfig = Field(default_factory=ScanningConfig)
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,390 @@
+"""Scanning: queue a manifest's scan (on push, on demand), run it as a job, keep its result.
+
+- On push (``scanning.on_push``, overridable per organization in ``scan_settings``), the
+  ManifestPushed subscriber writes a ``pending`` result row and a ``scan.manifest`` job in the
+  push's own transaction: nothing slow happens there, and a push never waits for a scan.
+- The job (any node) reads the manifest; an image manifest's layers are taken from the
+  per-layer cache (``scan_layers``) or streamed from storage once and cached; the merged
+  inventory is handed to the matcher that the vulnerability database capability registers as
+  ``rt.services["scan.matcher"]`` (``async match(inventory) -> list[Finding]``); without one
+  the inventory is stored with no findings and ``database_updated_at`` null.
+- An index's result is its children's (scans are queued for them); artifacts that are not
+  images (signatures, SBOMs, Helm charts) are ``unsupported``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..config import Config
+from ..db import job_queries
+from ..db import queries as core_q
+from ..db.queries import _aware, _insert, now
+from ..oci import mediatypes as mt
+from ..services.context import ServiceContext
+from ..services.events import ManifestPushed
+from ..storage.base import PathNotFound, StorageError, blob_path
+from .inventory import RECORD_VERSION, LayerRecord, analyze_layer, inventory_json, merge
+from .model import Inventory
+from .tables import scan_layers, scan_results, scan_settings
+from .walker import Limits
+
+log = logging.getLogger("moorage.scan")
+
+SCAN_JOB = "scan.manifest"
+STATUSES = ("pending", "running", "done", "failed", "unsupported")
+SEVERITIES = ("critical", "high", "medium", "low", "unknown")
+LAYER_TYPES = (
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+)
+IMAGE_CONFIGS = (mt.OCI_CONFIG, mt.DOCKER_CONFIG)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    digest: str
+    status: str
+    repository: str
+    queued_at: datetime
+    scanned_at: datetime | None
+    database_updated_at: datetime | None
+    inventory: dict[str, Any] | None
+    findings: list[dict[str, Any]]
+    summary: dict[str, int]
+    error: str | None
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _row_result(r: Any) -> Result:
+    return Result(
+        digest=r.digest,
+        status=r.status,
+        repository=r.repository,
+        queued_at=_aware(r.queued_at) or now(),
+        scanned_at=_aware(r.scanned_at),
+        database_updated_at=_aware(r.database_updated_at),
+        inventory=_loads(r.inventory, None),
+        findings=_loads(r.findings, []),
+        summary=_loads(r.summary, {}),
+        error=r.error,
+    )
+
+
+def finding_json(f: Any) -> dict[str, Any]:
+    """A matcher's Finding (a dataclass, a pydantic model or a dict) as JSON-ready data."""
+    if dataclasses.is_dataclass(f) and not isinstance(f, type):
+        data = dataclasses.asdict(f)
+    elif hasattr(f, "model_dump"):
+        data = f.model_dump(mode="json")
+    elif isinstance(f, Mapping):
+        data = dict(f)
+    else:
+        raise TypeError(f"a finding of type {type(f).__name__}")
+    out: dict[str, Any] = json.loads(json.dumps(data, default=str))  # tuples → lists, dates → text
+    return out
+
+
+def summarize(findings: list[dict[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys(SEVERITIES, 0)
+    for f in findings:
+        sev = str(f.get("severity") or "unknown").lower()
+        counts[sev if sev in counts else "unknown"] += 1
+    return counts
+
+
+async def get_result(conn: AsyncConnection, digest: str) -> Result | None:
+    row = (
+        await conn.execute(sa.select(scan_results).where(scan_results.c.digest == digest))
+    ).first()
+    return _row_result(row) if row is not None else None
+
+
+async def get_results(conn: AsyncConnection, digests: list[str]) -> dict[str, Result]:
+    if not digests:
+        return {}
+    rows = await conn.execute(sa.select(scan_results).where(scan_results.c.digest.in_(digests)))
+    return {r.digest: _row_result(r) for r in rows}
+
+
+async def on_push_setting(conn: AsyncConnection, namespace: str) -> bool | None:
+    return (
+        await conn.execute(
+            sa.select(scan_settings.c.on_push).where(scan_settings.c.namespace == namespace)
+        )
+    ).scalar()
+
+
+async def set_on_push(conn: AsyncConnection, namespace: str, on_push: bool | None) -> None:
+    await conn.execute(sa.delete(scan_settings).where(scan_settings.c.namespace == namespace))
+    if on_push is not None:
+        await conn.execute(
+            sa.insert(scan_settings).values(namespace=namespace, on_push=on_push, updated_at=now())
+        )
+
+
+async def queue_scan(conn: AsyncConnection, repository: str, digest: str, *, force: bool) -> bool:
+    """Mark *digest* pending and queue its job (unless a job for it is already queued or
+    running). Without *force*, a digest that has a result already is left alone (content is
+    immutable: the same image pushed under another tag needs no new inventory). Returns whether
+    a scan was queued."""
+    existing = (
+        await conn.execute(sa.select(scan_results.c.status).where(scan_results.c.digest == digest))
+    ).scalar()
+    if existing is not None and not force and existing != "failed":
+        return False
+    values = {"status": "pending", "repository": repository, "queued_at": now(), "error": None}
+    if existing is None:
+        stmt = _insert(conn, scan_results).values(digest=digest, **values)
+        await conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest"]))
+    elif existing not in ("pending", "running"):
+        await conn.execute(
+            sa.update(scan_results).where(scan_results.c.digest == digest).values(**values)
+        )
+    await job_queries.enqueue(
+        conn, SCAN_JOB, {"repository": repository, "digest": digest}, dedupe_key=digest
+    )
+    return True
+
+
+def namespace_of(repository: str) -> str:
+    return repository.split("/", 1)[0]
+
+
+def scannable(media_type: str, artifact_type: str | None, subject: str | None) -> bool:
+    """Decided from the push event alone: images and indexes, not referrers or artifacts (the
+    event's artifact type falls back to the config media type, an image config for images)."""
+    if subject is not None or (artifact_type is not None and artifact_type not in IMAGE_CONFIGS):
+        return False
+    return media_type in mt.IMAGE_MANIFESTS or media_type in mt.INDEXES
+
+
+class ScanService:
+    def __init__(self, ctx: ServiceContext, config: Config, services: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.services = services  # the runtime's: the matcher may be registered after us
+        self.catalog: Any = None  # with access control on: the API's authorization
+        self.access: Any = None
+        sc = config.scanning
+        self.limits = Limits(
+            max_member=sc.max_file_mib << 20, max_layer_bytes=sc.max_layer_gib << 30
+        )
+        self.layers_analyzed = 0  # layers read from storage by this process (cache misses)
+
+    # --- queueing ---------------------------------------------------------------------------
+
+    async def on_push(self, conn: AsyncConnection, event: ManifestPushed) -> None:
+        if not scannable(event.media_type, event.artifact_type, event.subject):
+            return
+        override = await on_push_setting(conn, namespace_of(event.repository))
+        enabled = self.config.scanning.on_push if override is None else override
+        if enabled:
+            await queue_scan(conn, event.repository, event.digest, force=False)
+
+    async def request(self, repository: str, digest: str) -> None:
+        async with self.ctx.write_engine.begin() as conn:
+            await queue_scan(conn, repository, digest, force=True)
+
+    # --- the job ----------------------------------------------------------------------------
+
+    async def run_job(self, payload: dict[str, Any]) -> dict[str, Any]:
+        repository, digest = payload.get("repository"), payload.get("digest")
+        if not isinstance(repository, str) or not isinstance(digest, str):
+            raise ValueError("payload needs repository and digest strings")
+        status, analyzed = await self._scan(repository, digest)
+        return {"status": status, "layers_analyzed": analyzed}
+
+    async def _set(self, digest: str, repository: str, **values: Any) -> None:
+        async with self.ctx.write_engine.begin() as conn:
+            res = await conn.execute(
+                sa.update(scan_results).where(scan_results.c.digest == digest).values(**values)
+            )
+            if res.rowcount == 0:
+                defaults = {"status": "pending", "repository": repository, "queued_at": now()}
+                stmt = _insert(conn, scan_results).values(digest=digest, **{**defaults, **values})
+                await conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest"]))
+
+    async def scan(self, repository: str, digest: str) -> str:
+        """Scan one manifest now and store its result; returns the status stored."""
+        return (await self._scan(repository, digest))[0]
+
+    async def _scan(self, repository: str, digest: str) -> tuple[str, int]:
+        """(status, layers read from storage rather than the cache)."""
+        async with self.ctx.engine.connect() as conn:
+            row = await core_q.manifest_by_digest(conn, repository, digest)
+        if row is None:
+            await self._set(digest, repository, status="failed", error="manifest not found")
+            return "failed", 0
+        await self._set(digest, repository, status="running", error=None)
+        try:
+            doc = json.loads(row.payload)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            await self._finish(digest, repository, "failed", error="manifest is not JSON")
+            return "failed", 0
+        media_type = row.media_type
+        if media_type in mt.INDEXES:
+            children = [
+                d["digest"]
+                for d in doc.get("manifests", [])
+                if isinstance(d, dict) and isinstance(d.get("digest"), str)
+            ]
+            async with self.ctx.write_engine.begin() as conn:
+                for child in children:
+                    await queue_scan(conn, repository, child, force=False)
+            await self._finish(digest, repository, "done", inventory={"children": children})
+            return "done", 0
+        cfg = doc.get("config")
+        config: dict[str, Any] = cfg if isinstance(cfg, dict) else {}
+        layers = [d for d in doc.get("layers", []) if isinstance(d, dict)]
+        if (
+            media_type not in mt.IMAGE_MANIFESTS
+            or config.get("mediaType") not in IMAGE_CONFIGS
+            or doc.get("artifactType")
+            or any(d.get("mediaType") not in LAYER_TYPES for d in layers)
+        ):
+            await self._finish(digest, repository, "unsupported")
+            return "unsupported", 0
+        try:
+            before = self.layers_analyzed
+            inventory = await self.inventory([str(d.get("digest", "")) for d in layers])
+            analyzed = self.layers_analyzed - before
+        except StorageError as e:
+            await self._finish(digest, repository, "failed", error=f"storage: {e}"[:1000])
+            raise  # transient: the job queue retries
+        except Exception as e:  # noqa: BLE001 - a bad image fails its scan, not the node
+            log.exception("scan of %s failed", digest)
+            await self._finish(
+                digest, repository, "failed", error=f"{type(e).__name__}: {e}"[:1000]
+            )
+            return "failed", 0
+        findings: list[dict[str, Any]] = []
+        db_updated: datetime | None = None
+        matcher = self.services.get("scan.matcher")
+        if matcher is not None:
+            findings = [finding_json(f) for f in await matcher.match(inventory)]
+            stamp = getattr(matcher, "database_updated_at", None)
+            if callable(stamp):
+                stamp = await stamp()
+            db_updated = stamp if isinstance(stamp, datetime) else None
+        await self._finish(
+            digest,
+            repository,
+            "done",
+            inventory=inventory_json(inventory),
+            findings=findings,
+            database_updated_at=db_updated,
+        )
+        if self.config.scanning.attach_sbom:
+            from .attach import attach_sboms
+
+            try:
+                result = await self.result(digest)
+                when = result.scanned_at if result is not None else None
+                await attach_sboms(
+                    self.ctx, repository, digest, media_type, len(row.payload),
+                    inventory_json(inventory), when,
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - the scan itself succeeded
+                log.exception("attaching the SBOMs of %s to %s failed", digest, repository)
+        return "done", analyzed
+
+    async def _finish(
+        self,
+        digest: str,
+        repository: str,
+        status: str,
+        *,
+        inventory: dict[str, Any] | None = None,
+        findings: list[dict[str, Any]] | None = None,
+        database_updated_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        found = findings or []
+        await self._set(
+            digest,
+            repository,
+            status=status,
+            scanned_at=now(),
+            database_updated_at=database_updated_at,
+            inventory=json.dumps(inventory) if inventory is not None else None,
+            findings=json.dumps(found),
+            summary=json.dumps(summarize(found)),
+            error=error,
+        )
+
+    async def inventory(self, layer_digests: list[str]) -> Inventory:
+        records: list[tuple[str, LayerRecord]] = []
+        for digest in layer_digests:
+            records.append((digest, await self.layer_record(digest)))
+        return merge(records)
+
+    async def layer_record(self, digest: str) -> LayerRecord:
+        async with self.ctx.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(scan_layers.c.version, scan_layers.c.record).where(
+                        scan_layers.c.digest == digest
+                    )
+                )
+            ).first()
+        if row is not None and row.version == RECORD_VERSION:
+            cached = _loads(row.record, None)
+            if isinstance(cached, dict):
+                return cached
+        algorithm, _, hex_ = digest.partition(":")
+        if (
+            algorithm not in ("sha256", "sha512")
+            or not hex_
+            or not all(c in "0123456789abcdef" for c in hex_)
+        ):
+            return {"v": RECORD_VERSION, "files": {}, "removed": [], "opaque": [],
+                    "errors": [f"layer {digest[:80]}: not a digest"]}  # fmt: skip
+        try:
+            record = await analyze_layer(
+                self.ctx.storage.reader(blob_path(algorithm, hex_)), self.limits
+            )
+        except PathNotFound:
+            record = {"v": RECORD_VERSION, "files": {}, "removed": [], "opaque": [],
+                      "errors": [f"layer {digest}: blob missing from storage"]}  # fmt: skip
+            return record  # not cached: it may be there later
+        self.layers_analyzed += 1
+        text = json.dumps(record, separators=(",", ":"))
+        async with self.ctx.write_engine.begin() as conn:
+            await conn.execute(sa.delete(scan_layers).where(
+                scan_layers.c.digest == digest, scan_layers.c.version != RECORD_VERSION
+            ))  # fmt: skip
+            stmt = _insert(conn, scan_layers).values(
+                digest=digest, version=RECORD_VERSION, record=text, analyzed_at=now()
+            )
+            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest"]))
+        return record
+
+    async def result(self, digest: str) -> Result | None:
+        async with self.ctx.engine.connect() as conn:
+            return await get_result(conn, digest)
+
+    async def results(self, digests: list[str]) -> dict[str, Result]:
+        async with self.ctx.engine.connect() as conn:
+            return await get_results(conn, digests)

@@ -1,0 +1,47 @@
+"""The ``scan`` capability: image inventory (what is inside each image), scan on push and on
+demand as background jobs, results and SBOMs in the API, ``moorage scan``.
+
+setup: the ScanService (rt.services["scan"]); the ManifestPushed subscriber that queues a scan
+in the push's transaction; the ``scan.manifest`` job. Vulnerability matching is another
+capability's: it registers ``rt.services["scan.matcher"]``, which the service looks up per
+scan (so the order of setup does not matter).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..capability import Capability
+from ..services.events import ManifestPushed
+from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
+from .service import SCAN_JOB, ScanService
+
+if TYPE_CHECKING:
+    from ..api.routing import Op
+    from ..runtime import Runtime
+
+NAME = "scan"
+
+
+async def _setup(rt: Runtime) -> None:
+    service = ScanService(rt.ctx, rt.config, rt.services)
+    service.catalog, service.access = rt.catalog, rt.access
+    rt.services[NAME] = service
+    rt.ctx.events.on(ManifestPushed, service.on_push)
+    rt.jobs.register(SCAN_JOB, service.run_job, concurrency=1)
+
+
+def _api_ops(rt: Runtime) -> list[Op]:
+    from .api import ops
+
+    service = rt.services.get(NAME)
+    return ops(service) if service is not None and service.access is not None else []
+
+
+def _cli(tree: Any) -> None:
+    from .cli import register
+
+    register(tree)
+
+
+SCAN = Capability(NAME, setup=_setup, job_kinds=(SCAN_JOB,), api_ops=_api_ops, cli=_cli)
