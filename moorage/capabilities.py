@@ -17,9 +17,10 @@ from .capability import Capability
 def installed() -> tuple[Capability, ...]:
     from .hooks.wiring import CAPABILITY as HOOKS
     from .replication.wiring import REPLICATION
+    from .scan.vulndb.wiring import CAPABILITY as VULNDB
     from .trust.wiring import TRUST
 
-    return (TRUST, REPLICATION, HOOKS)
+    return (TRUST, REPLICATION, HOOKS, VULNDB)
 
 
 def all_metadata() -> sa.MetaData:

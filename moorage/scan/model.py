@@ -46,4 +46,6 @@ class Inventory:
     os: OSInfo | None
     packages: tuple[Package, ...]
     layers: tuple[str, ...]  # layer digests, bottom first
-    errors: tuple[str, ...] = ()  # files that could not be read (malformed, too large): reported, not fatal
+    errors: tuple[
+        str, ...
+    ] = ()  # files that could not be read (malformed, too large): reported, not fatal

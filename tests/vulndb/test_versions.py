@@ -50,7 +50,9 @@ def test_vectors(name: str, compare: versions.Compare) -> None:
 def test_scalibr_alpine_on_valid_versions() -> None:
     """osv-scalibr's Alpine file mirrors apk-tools' for valid versions; for invalid ones it
     encodes its own fallback, which is not apk-tools' (apk.json covers apk-tools' own)."""
-    cases = [c for c in _cases("osv-scalibr-alpine.json") if apk.valid(c["a"]) and apk.valid(c["b"])]
+    cases = [
+        c for c in _cases("osv-scalibr-alpine.json") if apk.valid(c["a"]) and apk.valid(c["b"])
+    ]
     assert len(cases) > 700
     _check(apk.compare, cases)
 

@@ -10,7 +10,9 @@ _SEG = re.compile(r"[0-9]+|[a-z]+", re.IGNORECASE)
 
 
 def _canonical(v: str) -> list[int | str]:
-    segs: list[int | str] = [int(s) if s.isdigit() else s for s in _SEG.findall(v.replace("-", ".pre."))]
+    segs: list[int | str] = [
+        int(s) if s.isdigit() else s for s in _SEG.findall(v.replace("-", ".pre."))
+    ]
     groups: list[list[int | str]] = []
     for s in segs:
         if isinstance(s, str) or not groups:

@@ -38,7 +38,9 @@ def _pre(pre: str | None) -> tuple[tuple[int, int, str], ...] | None:
     return tuple(out)
 
 
-def _cmp_pre(a: tuple[tuple[int, int, str], ...] | None, b: tuple[tuple[int, int, str], ...] | None) -> int:
+def _cmp_pre(
+    a: tuple[tuple[int, int, str], ...] | None, b: tuple[tuple[int, int, str], ...] | None
+) -> int:
     if a == b:
         return 0
     if a is None:

@@ -1,0 +1,100 @@
+"""What the API, the UI and ``moorage vulndb status`` show: the sources imported, when, with
+what result, and the records per ecosystem; and the refresh job of the configured sources."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ...services.models import Model
+from . import store
+from .config import VulnDBConfig
+from .importer import ImportError_, import_source
+
+log = logging.getLogger("moorage.vulndb")
+
+REFRESH_JOB = "vulndb.refresh"
+
+
+class SourceStatus(Model):
+    name: str = Field(description="A path, or a URL (credentials in it are not shown)")
+    kind: str = Field(description="zip, directory, file or url")
+    imported_at: datetime | None = Field(None, description="When it was last imported")
+    changed_at: datetime | None = Field(None, description="When an import last changed records")
+    records: int = Field(description="Records this source holds")
+    last_result: dict[str, Any] | None = Field(
+        None, description="Counts of the last import: added, updated, unchanged, withdrawn, invalid"
+    )
+    error: str | None = Field(None, description="Why the last import failed, if it did")
+
+
+class VulnDBStatus(Model):
+    records: int = Field(description="OSV records held (withdrawn included)")
+    withdrawn: int
+    ecosystems: dict[str, int] = Field(description="Records per ecosystem (key as matched)")
+    updated_at: datetime | None = Field(
+        None, description="When the data last changed (the scans' database_updated_at)"
+    )
+    sources: list[SourceStatus]
+    configured_sources: list[str] = Field(
+        description="Sources the scheduled refresh imports (vulndb.sources)"
+    )
+    refresh_hours: float
+
+
+def _shown(name: str) -> str:
+    """A URL without user:password."""
+    if "://" in name and "@" in name.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = name.split("://", 1)
+        host_part, _, path = rest.partition("/")
+        return f"{scheme}://{host_part.rsplit('@', 1)[1]}/{path}"
+    return name
+
+
+async def status(engine: AsyncEngine, config: VulnDBConfig) -> VulnDBStatus:
+    async with engine.connect() as conn:
+        totals = await store.totals(conn)
+        sources = await store.sources(conn)
+    return VulnDBStatus(
+        records=totals["records"],
+        withdrawn=totals["withdrawn"],
+        ecosystems=totals["ecosystems"],
+        updated_at=totals["updated_at"],
+        sources=[
+            SourceStatus(
+                name=_shown(s.name),
+                kind=s.kind,
+                imported_at=s.imported_at,
+                changed_at=s.changed_at,
+                records=s.records,
+                last_result=s.last_result,
+                error=s.error,
+            )
+            for s in sources
+        ],
+        configured_sources=[_shown(s) for s in config.sources],
+        refresh_hours=config.refresh_hours,
+    )
+
+
+async def refresh(engine: AsyncEngine, config: VulnDBConfig) -> dict[str, Any]:
+    """Import every configured source; one failing source does not stop the others (it is
+    recorded on its row and in the job's result). Raises when every source failed, so that
+    the job queue retries."""
+    results: dict[str, Any] = {}
+    failed = 0
+    for spec in config.sources:
+        try:
+            r = await import_source(engine, spec, http_timeout=config.http_timeout)
+            results[_shown(spec)] = r.as_dict()
+        except ImportError_ as exc:
+            failed += 1
+            results[_shown(spec)] = {"error": str(exc)}
+            log.warning("vulndb refresh of %s failed: %s", _shown(spec), exc)
+    if config.sources and failed == len(config.sources):
+        raise RuntimeError(f"every vulndb source failed: {results}")
+    return results

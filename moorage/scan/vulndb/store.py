@@ -1,0 +1,269 @@
+"""Queries on the vulnerability tables (the only SQL of the vulndb package)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .osv import Record
+from .tables import vulndb_affected, vulndb_records, vulndb_sources
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    if t is None:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceRow:
+    id: int
+    name: str
+    kind: str
+    imported_at: datetime | None
+    changed_at: datetime | None
+    records: int
+    last_result: dict[str, Any] | None
+    etag: str | None
+    last_modified: str | None
+    sha256: str | None
+    error: str | None
+
+
+def _source(r: Any) -> SourceRow:
+    return SourceRow(
+        id=r.id,
+        name=r.name,
+        kind=r.kind,
+        imported_at=_utc(r.imported_at),
+        changed_at=_utc(r.changed_at),
+        records=r.records,
+        last_result=json.loads(r.last_result) if r.last_result else None,
+        etag=r.etag,
+        last_modified=r.last_modified,
+        sha256=r.sha256,
+        error=r.error,
+    )
+
+
+async def source(conn: AsyncConnection, name: str, kind: str) -> SourceRow:
+    """The source named *name*, created if new."""
+    row = (
+        await conn.execute(sa.select(vulndb_sources).where(vulndb_sources.c.name == name))
+    ).first()
+    if row is None:
+        await conn.execute(sa.insert(vulndb_sources).values(name=name, kind=kind, records=0))
+        row = (
+            await conn.execute(sa.select(vulndb_sources).where(vulndb_sources.c.name == name))
+        ).one()
+    return _source(row)
+
+
+async def sources(conn: AsyncConnection) -> list[SourceRow]:
+    rows = await conn.execute(sa.select(vulndb_sources).order_by(vulndb_sources.c.id))
+    return [_source(r) for r in rows]
+
+
+async def finish_source(
+    conn: AsyncConnection,
+    source_id: int,
+    result: dict[str, Any],
+    *,
+    changed: bool,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    sha256: str | None = None,
+    error: str | None = None,
+) -> None:
+    t = now()
+    count = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(vulndb_records)
+        .where(vulndb_records.c.source_id == source_id)
+    )
+    values: dict[str, Any] = {
+        "imported_at": t,
+        "records": int(count or 0),
+        "last_result": json.dumps(result, sort_keys=True),
+        "error": error[:1024] if error else None,
+    }
+    if changed:
+        values["changed_at"] = t
+    if etag is not None or last_modified is not None or sha256 is not None:
+        values.update(etag=etag, last_modified=last_modified, sha256=sha256)
+    await conn.execute(
+        sa.update(vulndb_sources).where(vulndb_sources.c.id == source_id).values(**values)
+    )
+
+
+async def fail_source(conn: AsyncConnection, source_id: int, error: str) -> None:
+    await conn.execute(
+        sa.update(vulndb_sources)
+        .where(vulndb_sources.c.id == source_id)
+        .values(error=error[:1024], imported_at=now())
+    )
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+async def upsert(
+    conn: AsyncConnection, source_id: int, batch: list[tuple[Record, bytes]]
+) -> dict[str, int]:
+    """Store the records of *batch* that are new or more recently modified than the stored
+    copy; a withdrawn record keeps its row and loses its index rows. Counts by outcome."""
+    counts = {"added": 0, "updated": 0, "unchanged": 0, "withdrawn": 0}
+    if not batch:
+        return counts
+    ids = list({r.osv_id for r, _ in batch})
+    existing: dict[str, tuple[int, datetime]] = {}
+    for i in range(0, len(ids), 500):
+        rows = await conn.execute(
+            sa.select(
+                vulndb_records.c.osv_id, vulndb_records.c.id, vulndb_records.c.modified
+            ).where(vulndb_records.c.osv_id.in_(ids[i : i + 500]))
+        )
+        for r in rows:
+            existing[r.osv_id] = (r.id, _utc(r.modified) or now())
+    t = now()
+    index_rows: list[dict[str, Any]] = []
+    for rec, raw in batch:
+        old = existing.get(rec.osv_id)
+        if old is not None and old[1] >= rec.modified:
+            counts["unchanged"] += 1
+            continue
+        values = {
+            "osv_id": rec.osv_id,
+            "source_id": source_id,
+            "modified": rec.modified,
+            "published": rec.published,
+            "withdrawn": rec.withdrawn,
+            "imported_at": t,
+            "summary": rec.summary[:512],
+            "aliases": json.dumps(rec.aliases),
+            "upstream": json.dumps(rec.upstream),
+            "links": json.dumps(rec.links),
+            "severity": rec.severity.level,
+            "cvss_score": rec.severity.score,
+            "cvss_vector": rec.severity.vector[:256],
+            "ecosystems": ",".join(sorted({a.data["e"] for a in rec.affected}))[:1024],
+            "raw": zlib.compress(raw, 6),
+        }
+        if old is None:
+            rid = (
+                await conn.execute(
+                    sa.insert(vulndb_records).values(**values).returning(vulndb_records.c.id)
+                )
+            ).scalar_one()
+            counts["added"] += 1
+        else:
+            rid = old[0]
+            await conn.execute(
+                sa.update(vulndb_records).where(vulndb_records.c.id == rid).values(**values)
+            )
+            await conn.execute(sa.delete(vulndb_affected).where(vulndb_affected.c.record_id == rid))
+            counts["updated"] += 1
+        existing[rec.osv_id] = (rid, rec.modified)
+        if rec.withdrawn is not None:
+            counts["withdrawn"] += 1
+            continue
+        for a in rec.affected:
+            index_rows.append(
+                {
+                    "record_id": rid,
+                    "ecosystem": a.ecosystem,
+                    "name": a.name,
+                    "data": json.dumps(a.data, separators=(",", ":")),
+                }
+            )
+    if index_rows:
+        await conn.execute(sa.insert(vulndb_affected), index_rows)
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """An index row joined with its record: what matching needs."""
+
+    name: str
+    data: str
+    osv_id: str
+    summary: str
+    aliases: str
+    upstream: str
+    links: str
+    severity: str
+    cvss_score: float | None
+    cvss_vector: str
+
+
+async def lookup(conn: AsyncConnection, ecosystem: str, names: Iterable[str]) -> list[Hit]:
+    """Every index row of *ecosystem* for *names* (normalized), with its record's facts."""
+    wanted = sorted(set(names))
+    out: list[Hit] = []
+    a, r = vulndb_affected, vulndb_records
+    cols = (
+        a.c.name, a.c.data, r.c.osv_id, r.c.summary, r.c.aliases, r.c.upstream, r.c.links,
+        r.c.severity, r.c.cvss_score, r.c.cvss_vector,
+    )  # fmt: skip
+    for i in range(0, len(wanted), 500):
+        rows = await conn.execute(
+            sa.select(*cols)
+            .select_from(a.join(r, r.c.id == a.c.record_id))
+            .where(a.c.ecosystem == ecosystem, a.c.name.in_(wanted[i : i + 500]))
+        )
+        out.extend(Hit(**row._mapping) for row in rows)
+    return out
+
+
+async def raw_record(conn: AsyncConnection, osv_id: str) -> dict[str, Any] | None:
+    blob = await conn.scalar(
+        sa.select(vulndb_records.c.raw).where(vulndb_records.c.osv_id == osv_id)
+    )
+    if blob is None:
+        return None
+    doc: dict[str, Any] = json.loads(zlib.decompress(blob))
+    return doc
+
+
+async def totals(conn: AsyncConnection) -> dict[str, Any]:
+    """Record counts (all, withdrawn), records per ecosystem key, and when the data last
+    changed."""
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(vulndb_records))
+    withdrawn = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(vulndb_records)
+        .where(vulndb_records.c.withdrawn.is_not(None))
+    )
+    per = await conn.execute(
+        sa.select(
+            vulndb_affected.c.ecosystem, sa.func.count(sa.distinct(vulndb_affected.c.record_id))
+        )
+        .group_by(vulndb_affected.c.ecosystem)
+        .order_by(vulndb_affected.c.ecosystem)
+    )
+    changed = await conn.scalar(sa.select(sa.func.max(vulndb_sources.c.changed_at)))
+    return {
+        "records": int(total or 0),
+        "withdrawn": int(withdrawn or 0),
+        "ecosystems": {e: int(n) for e, n in per},
+        "updated_at": _utc(changed),
+    }
+
+
+async def updated_at(conn: AsyncConnection) -> datetime | None:
+    return _utc(await conn.scalar(sa.select(sa.func.max(vulndb_sources.c.changed_at))))

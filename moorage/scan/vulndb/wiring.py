@@ -1,0 +1,55 @@
+"""The ``vulndb`` capability: OSV advisories imported into the database (``moorage vulndb
+import|status``, a scheduled refresh of ``vulndb.sources`` on the shared job queue, GET
+/api/v1/vulndb) and the matcher the scanner uses (``rt.services["scan.matcher"]``:
+``await match(inventory) -> list[Finding]``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ...capability import Capability
+from . import tables as _tables  # noqa: F401 - the tables join the shared metadata
+from .matcher import Matcher
+from .service import REFRESH_JOB, refresh
+
+if TYPE_CHECKING:
+    from ...api.routing import Op
+    from ...runtime import Runtime
+
+NAME = "vulndb"
+
+
+async def _setup(rt: Runtime) -> None:
+    engine = rt.ctx.engine
+    rt.services["scan.matcher"] = Matcher(engine)
+    config = rt.config.vulndb
+
+    async def run_refresh(_payload: dict[str, Any]) -> dict[str, Any]:
+        return await refresh(rt.ctx.write_engine, config)
+
+    rt.jobs.register(REFRESH_JOB, run_refresh)
+    if config.sources:
+        rt.jobs.schedule(REFRESH_JOB, timedelta(hours=config.refresh_hours), at_start=False)
+
+
+def _api_ops(rt: Runtime) -> list[Op]:
+    from .api import ops
+
+    return ops(rt)
+
+
+def _cli(tree: Any) -> None:
+    from .cli import register
+
+    register(tree)
+
+
+CAPABILITY = Capability(
+    NAME,
+    setup=_setup,
+    job_kinds=(REFRESH_JOB,),
+    api_ops=_api_ops,
+    cli=_cli,
+)
