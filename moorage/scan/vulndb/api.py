@@ -3,17 +3,14 @@ system administrators, a refresh of the configured sources queued now."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 
 from ...api.routing import Call, Op
 from ...services.jobs import JobsView
 from ...services.models import Model
-from .service import REFRESH_JOB, VulnDBStatus, status
-
-if TYPE_CHECKING:
-    from ...runtime import Runtime
+from .service import VulnDB, VulnDBStatus
 
 
 class RefreshQueued(Model):
@@ -23,16 +20,13 @@ class RefreshQueued(Model):
     )
 
 
-def ops(rt: Runtime) -> list[Op]:
-    config = rt.config.vulndb
-
+def ops(vulndb: VulnDB) -> list[Op]:
     async def get_status(c: Call) -> Any:
-        return await status(rt.ctx.engine, config)
+        return await vulndb.status()
 
     async def post_refresh(c: Call) -> Any:
         JobsView._admin(c.caller)
-        job_id = await rt.jobs.enqueue(REFRESH_JOB, {}, dedupe_key="refresh")
-        return RefreshQueued(job_id=job_id)
+        return RefreshQueued(job_id=await vulndb.queue_refresh())
 
     return [
         Op("GET", "/vulndb", get_status, "The vulnerability database: records per ecosystem, sources imported and when, when the data last changed", "vulnerabilities", "read", response=VulnDBStatus, errors=(401, 403)),

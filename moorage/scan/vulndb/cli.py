@@ -124,3 +124,114 @@ def register(tree: CommandTree) -> None:
     add_common(st)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    register_admin(tree)
+
+
+def cmd_set_policy(args: argparse.Namespace) -> int:
+    from ...cli.common import cli_actor
+    from ...hooks.service import parse_target
+    from ...services.errors import ServiceError
+    from . import store as st
+    from .policy import allow_to_json, check_level, parse_allow
+
+    config = load(args)
+    try:
+        scope, target = parse_target(args.target)
+        level = check_level(args.block_severity)
+        allow = tuple(parse_allow(a, args.reason or "") for a in args.allow or ())
+    except ServiceError as exc:
+        return fail(str(getattr(exc, "message", exc)), 1)
+
+    async def work() -> None:
+        from ...db.engine import writer
+
+        engine = _engine(config)
+        try:
+            async with writer(engine).begin() as conn:
+                await st.put_policy(
+                    conn,
+                    scope=scope,
+                    target=target,
+                    block_severity=level,
+                    fixable_only=args.fixable_only,
+                    block_unscanned=args.block_unscanned,
+                    allow=allow_to_json(allow),
+                    actor=cli_actor(),
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(work())
+    except SQLAlchemyError as exc:
+        return fail(f"database error: {exc}", 2)
+    audit_cli(
+        config,
+        "vulnerability.policy.set",
+        target=target,
+        block_severity=level,
+        fixable_only=args.fixable_only,
+        block_unscanned=args.block_unscanned,
+        allow=[a.as_dict() for a in allow],
+    )
+    allowed = ", ".join(a.id + (f" until {a.expires}" if a.expires else "") for a in allow)
+    print(
+        f"vulnerability policy of {target}: block {level}"
+        + (" (fixable only)" if args.fixable_only else "")
+        + (", unscanned blocked" if args.block_unscanned else "")
+        + (f"; allowed: {allowed}" if allowed else "")
+    )
+    return 0
+
+
+def cmd_remove_policy(args: argparse.Namespace) -> int:
+    from . import store as st
+
+    config = load(args)
+
+    async def work() -> bool:
+        from ...db.engine import writer
+
+        engine = _engine(config)
+        try:
+            async with writer(engine).begin() as conn:
+                return await st.delete_policy(conn, args.target)
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(work()):
+        return fail(f"no vulnerability policy for {args.target[:255]}")
+    audit_cli(config, "vulnerability.policy.remove", target=args.target)
+    print(f"vulnerability policy of {args.target} removed")
+    return 0
+
+
+def register_admin(tree: CommandTree) -> None:
+    sp = tree.admin.add_parser(
+        "set-vulnerability-policy",
+        help="block pulls of images with findings at or above a severity (organization or "
+        "repository; a repository's policy replaces its organization's)",
+    )
+    add_common(sp)
+    sp.add_argument("target", metavar="ORG-or-REPO")
+    sp.add_argument(
+        "--block-severity", required=True, choices=("critical", "high", "medium", "low", "none")
+    )
+    sp.add_argument("--fixable-only", action="store_true", help="only findings with a fix count")
+    sp.add_argument(
+        "--block-unscanned", action="store_true", help="also block images not scanned yet"
+    )
+    sp.add_argument(
+        "--allow",
+        nargs="*",
+        metavar="CVE-ID[:EXPIRY-DATE]",
+        help="advisories allowed (by id, alias or upstream id), until YYYY-MM-DD if given",
+    )
+    sp.add_argument("--reason", default="", help="why the allow-list entries are accepted")
+    sp.set_defaults(func=cmd_set_policy)
+    rp = tree.admin.add_parser(
+        "remove-vulnerability-policy", help="remove an organization's or repository's policy"
+    )
+    add_common(rp)
+    rp.add_argument("target", metavar="ORG-or-REPO")
+    rp.set_defaults(func=cmd_remove_policy)

@@ -98,3 +98,17 @@ async def refresh(engine: AsyncEngine, config: VulnDBConfig) -> dict[str, Any]:
     if config.sources and failed == len(config.sources):
         raise RuntimeError(f"every vulndb source failed: {results}")
     return results
+
+
+class VulnDB:
+    """What the capability keeps in ``rt.services["vulndb"]``: status and an on-demand refresh."""
+
+    def __init__(self, engine: AsyncEngine, config: VulnDBConfig, jobs: Any) -> None:
+        self.engine, self.config, self.jobs = engine, config, jobs
+
+    async def status(self) -> VulnDBStatus:
+        return await status(self.engine, self.config)
+
+    async def queue_refresh(self) -> int | None:
+        job_id: int | None = await self.jobs.enqueue(REFRESH_JOB, {}, dedupe_key="refresh")
+        return job_id

@@ -140,7 +140,8 @@ async def upsert(
         for r in rows:
             existing[r.osv_id] = (r.id, _utc(r.modified) or now())
     t = now()
-    index_rows: list[dict[str, Any]] = []
+    new_rows: list[tuple[Record, dict[str, Any]]] = []
+    changed: list[tuple[Record, int]] = []
     for rec, raw in batch:
         old = existing.get(rec.osv_id)
         if old is not None and old[1] >= rec.modified:
@@ -164,11 +165,8 @@ async def upsert(
             "raw": zlib.compress(raw, 6),
         }
         if old is None:
-            rid = (
-                await conn.execute(
-                    sa.insert(vulndb_records).values(**values).returning(vulndb_records.c.id)
-                )
-            ).scalar_one()
+            new_rows.append((rec, values))
+            existing[rec.osv_id] = (-1, rec.modified)  # a duplicate later in the batch: unchanged
             counts["added"] += 1
         else:
             rid = old[0]
@@ -176,8 +174,21 @@ async def upsert(
                 sa.update(vulndb_records).where(vulndb_records.c.id == rid).values(**values)
             )
             await conn.execute(sa.delete(vulndb_affected).where(vulndb_affected.c.record_id == rid))
+            existing[rec.osv_id] = (rid, rec.modified)
+            changed.append((rec, rid))
             counts["updated"] += 1
-        existing[rec.osv_id] = (rid, rec.modified)
+    if new_rows:  # one multi-row insert, then the new ids in one query
+        await conn.execute(sa.insert(vulndb_records), [v for _, v in new_rows])
+        new_ids = [r.osv_id for r, _ in new_rows]
+        rows = await conn.execute(
+            sa.select(vulndb_records.c.osv_id, vulndb_records.c.id).where(
+                vulndb_records.c.osv_id.in_(new_ids)
+            )
+        )
+        ids_of = {r.osv_id: r.id for r in rows}
+        changed.extend((rec, ids_of[rec.osv_id]) for rec, _ in new_rows)
+    index_rows: list[dict[str, Any]] = []
+    for rec, rid in changed:
         if rec.withdrawn is not None:
             counts["withdrawn"] += 1
             continue
@@ -267,3 +278,65 @@ async def totals(conn: AsyncConnection) -> dict[str, Any]:
 
 async def updated_at(conn: AsyncConnection) -> datetime | None:
     return _utc(await conn.scalar(sa.select(sa.func.max(vulndb_sources.c.changed_at))))
+
+
+# --- vulnerability policies -------------------------------------------------------------------
+
+
+async def policies(conn: AsyncConnection) -> list[Any]:
+    from .tables import vulnerability_policies as vp
+
+    return list(await conn.execute(sa.select(vp).order_by(vp.c.target)))
+
+
+async def put_policy(
+    conn: AsyncConnection,
+    *,
+    scope: str,
+    target: str,
+    block_severity: str,
+    fixable_only: bool,
+    block_unscanned: bool,
+    allow: str,
+    actor: str,
+) -> None:
+    from .tables import vulnerability_policies as vp
+
+    values = {
+        "scope": scope,
+        "block_severity": block_severity,
+        "fixable_only": fixable_only,
+        "block_unscanned": block_unscanned,
+        "allow": allow,
+        "updated_at": now(),
+        "updated_by": actor[:255],
+    }
+    done = await conn.execute(sa.update(vp).where(vp.c.target == target).values(**values))
+    if done.rowcount == 0:
+        await conn.execute(sa.insert(vp).values(target=target, **values))
+
+
+async def delete_policy(conn: AsyncConnection, target: str) -> bool:
+    from .tables import vulnerability_policies as vp
+
+    done = await conn.execute(sa.delete(vp).where(vp.c.target == target))
+    return bool(done.rowcount)
+
+
+async def subject_of(
+    conn: AsyncConnection, repository: str, digest: str
+) -> tuple[bool, str | None]:
+    """(found, subject digest) of a manifest: referrers (signatures, SBOMs, attestations) have a
+    subject."""
+    from ...db.schema import manifests, repositories
+
+    row = (
+        await conn.execute(
+            sa.select(manifests.c.subject_digest)
+            .select_from(
+                manifests.join(repositories, repositories.c.id == manifests.c.repository_id)
+            )
+            .where(repositories.c.name == repository, manifests.c.digest == digest)
+        )
+    ).first()
+    return (row is not None, row.subject_digest if row is not None else None)

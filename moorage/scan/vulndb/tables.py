@@ -4,6 +4,8 @@
   imported, when its import last changed anything, its counts, its HTTP validators.
 - ``vulndb_records``: one row per OSV record, with what a finding shows; ``raw`` keeps the
   record (zlib-compressed JSON) for detail views and re-derivation.
+- ``vulnerability_policies``: per organization or repository, which findings block pulls and
+  the allow-list (JSON: id, expiry date, reason).
 - ``vulndb_affected``: the match index, one row per (record, affected package): ecosystem key
   and normalized name (the hot lookup), and the compact ranges/versions (JSON text).
 """
@@ -65,4 +67,19 @@ vulndb_affected = sa.Table(
     sa.Column("data", sa.Text(), nullable=False),
     sa.Index("ix_vulndb_affected_ecosystem_name", "ecosystem", "name"),
     sa.Index("ix_vulndb_affected_record_id", "record_id"),
+)
+
+vulnerability_policies = sa.Table(
+    "vulnerability_policies",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(16), nullable=False),  # namespace | repository
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("block_severity", sa.String(16), nullable=False),  # critical|high|medium|low|none
+    sa.Column("fixable_only", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("block_unscanned", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("allow", sa.Text(), nullable=False, server_default="[]"),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=False, server_default=""),
+    sa.UniqueConstraint("target", name="uq_vulnerability_policies_target"),
 )

@@ -1,6 +1,7 @@
 """The ``vulndb`` capability: OSV advisories imported into the database (``moorage vulndb
 import|status``, a scheduled refresh of ``vulndb.sources`` on the shared job queue, GET
-/api/v1/vulndb) and the matcher the scanner uses (``rt.services["scan.matcher"]``:
+/api/v1/vulndb), vulnerability policies (the rule blocking pulls; ``moorage admin
+set-vulnerability-policy``) and the matcher the scanner uses (``rt.services["scan.matcher"]``:
 ``await match(inventory) -> list[Finding]``).
 """
 
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from ...capability import Capability
 from . import tables as _tables  # noqa: F401 - the tables join the shared metadata
 from .matcher import Matcher
-from .service import REFRESH_JOB, refresh
+from .rule import VulnerabilityRule
+from .service import REFRESH_JOB, VulnDB, refresh
 
 if TYPE_CHECKING:
     from ...api.routing import Op
@@ -25,10 +27,12 @@ async def _setup(rt: Runtime) -> None:
     engine = rt.ctx.engine
     rt.services["scan.matcher"] = Matcher(engine)
     config = rt.config.vulndb
+    rt.services[NAME] = VulnDB(engine, config, rt.jobs)
 
     async def run_refresh(_payload: dict[str, Any]) -> dict[str, Any]:
         return await refresh(rt.ctx.write_engine, config)
 
+    rt.ctx.rules.add(VulnerabilityRule(engine, rt.services, rt.audit))
     rt.jobs.register(REFRESH_JOB, run_refresh)
     if config.sources:
         rt.jobs.schedule(REFRESH_JOB, timedelta(hours=config.refresh_hours), at_start=False)
@@ -37,7 +41,7 @@ async def _setup(rt: Runtime) -> None:
 def _api_ops(rt: Runtime) -> list[Op]:
     from .api import ops
 
-    return ops(rt)
+    return ops(rt.services[NAME])
 
 
 def _cli(tree: Any) -> None:

@@ -1,4 +1,4 @@
-"""vulnerability database: OSV sources, records and the match index (moorage/scan/vulndb/tables.py)
+"""vulnerability database: OSV sources, records, the match index and vulnerability policies (moorage/scan/vulndb/tables.py)
 
 Expand only (new tables): nodes of the previous release keep working on the migrated database
 and never see them.
@@ -78,9 +78,23 @@ def upgrade() -> None:
     )
     op.create_index("ix_vulndb_affected_ecosystem_name", "vulndb_affected", ["ecosystem", "name"])
     op.create_index("ix_vulndb_affected_record_id", "vulndb_affected", ["record_id"])
+    op.create_table(
+        "vulnerability_policies",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("scope", sa.String(16), nullable=False),
+        sa.Column("target", sa.String(255), nullable=False),
+        sa.Column("block_severity", sa.String(16), nullable=False),
+        sa.Column("fixable_only", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("block_unscanned", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("allow", sa.Text(), nullable=False, server_default="[]"),
+        sa.Column("updated_at", Timestamp, nullable=False),
+        sa.Column("updated_by", sa.String(255), nullable=False, server_default=""),
+        sa.UniqueConstraint("target", name="uq_vulnerability_policies_target"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("vulnerability_policies")
     op.drop_table("vulndb_affected")
     op.drop_table("vulndb_records")
     op.drop_table("vulndb_sources")
