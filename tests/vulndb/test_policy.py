@@ -152,8 +152,37 @@ def test_unscanned_images_blocked_on_a_running_server() -> None:
         assert put_manifest(c, "other/app", "1", other).status_code == 201
         assert c.get("/v2/other/app/manifests/1", headers=accept).status_code == 200
         # a repository's own policy replaces its organization's
-        r = moorage_cli(srv, "admin", "set-vulnerability-policy", repo, "--block-severity", "none")
-        assert r.returncode == 0, r.stderr
+        # (through the API this time; administrators only)
+        body = {
+            "block_severity": "none",
+            "allow": [{"id": "CVE-2025-26519", "expires": "2027-01-31", "reason": "r"}],
+        }
+        assert (
+            httpx.put(
+                f"{srv.url}/api/v1/vulnerability-policies/{repo}", json=body, timeout=10
+            ).status_code
+            == 401
+        )
+        bad = c.put(f"/api/v1/vulnerability-policies/{repo}", json={"block_severity": "severe"})
+        assert bad.status_code == 422, bad.text
+        r = c.put(f"/api/v1/vulnerability-policies/{repo}", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "scope": "repository",
+            "target": repo,
+            "block_severity": "none",
+            "fixable_only": False,
+            "block_unscanned": False,
+            "allow": body["allow"],
+        }
+        listed = c.get("/api/v1/vulnerability-policies").json()["items"]
+        assert [(p["target"], p["block_severity"], p["block_unscanned"]) for p in listed] == [
+            ("acme", "critical", True),
+            (repo, "none", False),
+        ]
+        assert listed[0]["allow"] == [
+            {"id": "CVE-2025-26519", "expires": "2027-01-31", "reason": "test"}
+        ]
         import time
 
         deadline = time.monotonic() + 10  # policies are re-read every 2 s per process

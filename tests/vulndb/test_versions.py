@@ -94,3 +94,21 @@ def test_dispatch() -> None:
     assert versions.comparator("Rocky Linux:9") is rpm.compare
     assert versions.comparator("Maven") is maven.compare
     assert versions.comparator("OSS-Fuzz") is None
+
+
+def test_dpkg_sort_key_agrees_with_compare() -> None:
+    """Matching sorts by dpkg.key (cached); it must order exactly as dpkg.compare does: on the
+    vectors and on random strings over dpkg's interesting characters."""
+    import random
+
+    for name in ("dpkg.json", "osv-scalibr-debian.json"):
+        for c in _cases(name):
+            ka, kb = dpkg.key(c["a"]), dpkg.key(c["b"])
+            assert (ka > kb) - (ka < kb) == c["expected"], c
+    rng = random.Random(7)
+    alphabet = "0123456789.~+-:ab"
+    for _ in range(20000):
+        a = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        b = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        ka, kb = dpkg.key(a), dpkg.key(b)
+        assert (ka > kb) - (ka < kb) == dpkg.compare(a, b), (a, b)

@@ -12,47 +12,45 @@ matches them here.
 
 from __future__ import annotations
 
-from functools import cmp_to_key
 from typing import Any
 
-from .versions import Compare, comparator, semver_comparator
+from .versions import Key, key_function, semver_key_function
 
 
-def _sorted_events(events: list[list[str]], cmp: Compare) -> list[list[str]]:
-    def order(x: list[str], y: list[str]) -> int:
-        zx, zy = x[0] == "introduced" and x[1] == "0", y[0] == "introduced" and y[1] == "0"
-        if zx or zy:
-            return 0 if zx and zy else (-1 if zx else 1)
-        return cmp(x[1], y[1])
-
-    return sorted(events, key=cmp_to_key(order))
-
-
-def in_range(version: str, events: list[list[str]], cmp: Compare) -> tuple[bool, str | None]:
-    """(affected, fixed version) for one range's events."""
+def in_range(version: str, events: list[list[str]], key: Key) -> tuple[bool, str | None]:
+    """(affected, fixed version) for one range's events, in the order *key* gives."""
+    kv = key(version)
+    zero: list[tuple[str, str, Any]] = []
+    rest: list[tuple[str, str, Any]] = []
+    limits = []
+    for kind, value in events:
+        if kind == "limit":
+            if value != "*":
+                limits.append(key(value))
+        elif kind == "introduced" and value == "0":
+            zero.append((kind, value, None))
+        else:
+            rest.append((kind, value, key(value)))
+    rest.sort(key=lambda e: e[2])
     affected = False
-    ordered = _sorted_events([e for e in events if e[0] != "limit"], cmp)
-    for kind, value in ordered:
+    for kind, _value, k in zero + rest:
         if kind == "introduced":
-            if value == "0" or cmp(version, value) >= 0:
+            if k is None or kv >= k:
                 affected = True
         elif kind == "fixed":
-            if cmp(version, value) >= 0:
+            if kv >= k:
                 affected = False
         elif kind == "last_affected":
-            if cmp(version, value) > 0:
+            if kv > k:
                 affected = False
     if not affected:
         return False, None
-    limits = [v for k, v in events if k == "limit" and v != "*"]
-    if limits and all(cmp(version, v) >= 0 for v in limits):
+    if limits and all(kv >= lk for lk in limits):
         return False, None
-    fixed = None
-    for kind, value in ordered:
-        if kind == "fixed" and cmp(version, value) < 0:
-            fixed = value
-            break
-    return True, fixed
+    for kind, value, k in rest:
+        if kind == "fixed" and kv < k:
+            return True, value
+    return True, None
 
 
 def evaluate(version: str, data: dict[str, Any]) -> tuple[bool, str | None]:
@@ -62,16 +60,17 @@ def evaluate(version: str, data: dict[str, Any]) -> tuple[bool, str | None]:
     fixed: str | None = None
     for rng in data.get("r") or ():
         kind = rng.get("t")
+        key: Key | None
         if kind == "ECOSYSTEM":
-            cmp = comparator(eco)
+            key = key_function(eco)
         elif kind == "SEMVER":
-            cmp = semver_comparator(eco)
+            key = semver_key_function(eco)
         else:
             continue  # GIT: commits; see the module's note
-        if cmp is None:
+        if key is None:
             continue
         try:
-            ok, fix = in_range(version, rng.get("e") or [], cmp)
+            ok, fix = in_range(version, rng.get("e") or [], key)
         except (ValueError, TypeError, IndexError):
             continue  # a malformed version in the record: this range says nothing
         if ok:
@@ -81,14 +80,20 @@ def evaluate(version: str, data: dict[str, Any]) -> tuple[bool, str | None]:
     if not hit and version in (data.get("v") or ()):
         hit = True
         fixed = None
-        cmp = comparator(eco)
-        if cmp is not None:  # an explicit list with ECOSYSTEM ranges: the range's fix applies
-            for rng in data.get("r") or ():
-                for kind, value in rng.get("e") or ():
-                    if kind == "fixed" and rng.get("t") != "GIT":
-                        try:
-                            if cmp(version, value) < 0 and (fixed is None or cmp(value, fixed) < 0):
-                                fixed = value
-                        except (ValueError, TypeError):
-                            pass
+        key = key_function(eco)
+        if key is not None:  # an explicit list with ECOSYSTEM ranges: the range's fix applies
+            try:
+                kv = key(version)
+                fixes = [
+                    (key(value), value)
+                    for rng in data.get("r") or ()
+                    if rng.get("t") != "GIT"
+                    for kind, value in rng.get("e") or ()
+                    if kind == "fixed"
+                ]
+                above = [f for f in fixes if kv < f[0]]
+                if above:
+                    fixed = min(above, key=lambda f: f[0])[1]
+            except (ValueError, TypeError):
+                pass
     return hit, fixed

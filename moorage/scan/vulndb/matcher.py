@@ -113,17 +113,20 @@ def plan(inventory: Inventory) -> dict[str, list[Query]]:
     return out
 
 
-def _severity(hit: store.Hit, data: dict[str, Any]) -> tuple[str, float | None, str]:
+def _severity(rec: store.Facts, data: dict[str, Any]) -> tuple[str, float | None, str]:
     """The affected entry's own CVSS, else the record's, else the entry's rating, else the
     record's rating."""
     own = data.get("s")
     if own and own[1] is not None:
         return own[0], own[1], own[2]
-    if hit.cvss_score is not None:
-        return hit.severity, hit.cvss_score, hit.cvss_vector
+    if rec.cvss_score is not None:
+        return rec.severity, rec.cvss_score, rec.cvss_vector
     if own:
         return own[0], None, ""
-    return hit.severity, None, ""
+    return rec.severity, None, ""
+
+
+Hit = tuple[int, str, str]  # (record id, normalized name, data), as store.lookup returns
 
 
 class Matcher:
@@ -136,45 +139,72 @@ class Matcher:
 
     async def match(self, inventory: Inventory) -> list[Finding]:
         wanted = plan(inventory)
-        hits: dict[str, list[store.Hit]] = {}
         async with self.engine.connect() as conn:
-            for eco, queries in wanted.items():
-                hits[eco] = await store.lookup(conn, eco, {q.name for q in queries})
-        return match_hits(wanted, hits)
+            hits = {
+                eco: await store.lookup(conn, eco, {q.name for q in queries})
+                for eco, queries in wanted.items()
+            }
+            affected = affected_by(wanted, hits)
+            records = await store.facts(conn, {a[1] for a in affected})
+        return findings_of(affected, records)
 
 
-def match_hits(wanted: dict[str, list[Query]], hits: dict[str, list[store.Hit]]) -> list[Finding]:
-    findings: dict[tuple[str, str, str, str], Finding] = {}
+Affected = tuple[Query, int, dict[str, Any], str | None]  # query, record id, data, fixed
+
+
+def affected_by(wanted: dict[str, list[Query]], hits: dict[str, list[Hit]]) -> list[Affected]:
+    """Each (query, index row) whose ranges contain the query's version."""
+    out: list[Affected] = []
     for eco, queries in wanted.items():
         by_name: dict[str, list[Query]] = defaultdict(list)
         for q in queries:
             by_name[q.name].append(q)
-        for hit in hits.get(eco, ()):
-            data: dict[str, Any] = json.loads(hit.data)
-            for q in by_name.get(hit.name, ()):
-                affected, fixed = evaluate(q.version, data)
-                if not affected:
-                    continue
-                p = q.package
-                key = (hit.osv_id, p.name, p.version, p.path)
-                if key in findings:
-                    continue
-                level, score, vector = _severity(hit, data)
-                findings[key] = Finding(
-                    id=hit.osv_id,
-                    aliases=tuple(json.loads(hit.aliases)),
-                    ecosystem=data.get("e", eco),
-                    package=p.name,
-                    version=p.version,
-                    fixed_version=fixed,
-                    severity=level,
-                    cvss_score=score,
-                    layer_digest=p.layer_digest,
-                    upstream=tuple(json.loads(hit.upstream)),
-                    summary=hit.summary,
-                    links=tuple(json.loads(hit.links)),
-                    source_package=data.get("n", "") if data.get("n", "") != p.name else "",
-                    cvss_vector=vector,
-                    purl=p.purl,
-                )
+        for record_id, name, raw in hits.get(eco, ()):
+            data: dict[str, Any] | None = None
+            for q in by_name.get(name, ()):
+                if data is None:
+                    data = json.loads(raw)
+                ok, fixed = evaluate(q.version, data)
+                if ok:
+                    out.append((q, record_id, data, fixed))
+    return out
+
+
+def findings_of(affected: list[Affected], records: dict[int, store.Facts]) -> list[Finding]:
+    """One finding per (advisory, package, version, path); worst first."""
+    findings: dict[tuple[str, str, str, str], Finding] = {}
+    lists: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+    for q, record_id, data, fixed in affected:
+        rec = records.get(record_id)
+        if rec is None:  # the record was replaced between the two reads
+            continue
+        p = q.package
+        key = (rec.osv_id, p.name, p.version, p.path)
+        if key in findings:
+            continue
+        level, score, vector = _severity(rec, data)
+        if record_id not in lists:
+            lists[record_id] = (
+                tuple(json.loads(rec.aliases)),
+                tuple(json.loads(rec.upstream)),
+                tuple(json.loads(rec.links)),
+            )
+        aliases, upstream, links = lists[record_id]
+        findings[key] = Finding(
+            id=rec.osv_id,
+            aliases=aliases,
+            ecosystem=data.get("e", ""),
+            package=p.name,
+            version=p.version,
+            fixed_version=fixed,
+            severity=level,
+            cvss_score=score,
+            layer_digest=p.layer_digest,
+            upstream=upstream,
+            summary=rec.summary,
+            links=links,
+            source_package=data.get("n", "") if data.get("n", "") != p.name else "",
+            cvss_vector=vector,
+            purl=p.purl,
+        )
     return sorted(findings.values(), key=sort_key)

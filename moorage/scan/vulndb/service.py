@@ -109,6 +109,85 @@ class VulnDB:
     async def status(self) -> VulnDBStatus:
         return await status(self.engine, self.config)
 
+    async def policies(self) -> list[PolicyModel]:
+        from .policy import allow_from_json
+
+        async with self.engine.connect() as conn:
+            rows = await store.policies(conn)
+        return [
+            PolicyModel(
+                scope=r.scope,
+                target=r.target,
+                block_severity=r.block_severity,
+                fixable_only=bool(r.fixable_only),
+                block_unscanned=bool(r.block_unscanned),
+                allow=[AllowModel(**a.as_dict()) for a in allow_from_json(r.allow)],
+            )
+            for r in rows
+        ]
+
+    async def set_policy(self, target: str, body: PolicyBody, actor: str) -> PolicyModel:
+        from ...db.engine import writer
+        from ...hooks.service import parse_target
+        from .policy import allow_to_json, check_level, parse_allow
+
+        scope, target = parse_target(target)
+        level = check_level(body.block_severity)
+        allow = tuple(
+            parse_allow(a.id + (f":{a.expires}" if a.expires else ""), a.reason) for a in body.allow
+        )
+        async with writer(self.engine).begin() as conn:
+            await store.put_policy(
+                conn,
+                scope=scope,
+                target=target,
+                block_severity=level,
+                fixable_only=body.fixable_only,
+                block_unscanned=body.block_unscanned,
+                allow=allow_to_json(allow),
+                actor=actor,
+            )
+        return PolicyModel(
+            scope=scope,
+            target=target,
+            block_severity=level,
+            fixable_only=body.fixable_only,
+            block_unscanned=body.block_unscanned,
+            allow=[AllowModel(**a.as_dict()) for a in allow],
+        )
+
+    async def delete_policy(self, target: str) -> bool:
+        from ...db.engine import writer
+
+        async with writer(self.engine).begin() as conn:
+            return await store.delete_policy(conn, target)
+
     async def queue_refresh(self) -> int | None:
         job_id: int | None = await self.jobs.enqueue(REFRESH_JOB, {}, dedupe_key="refresh")
         return job_id
+
+
+class AllowModel(Model):
+    id: str = Field(min_length=2, max_length=128, description="Advisory id, alias or upstream id")
+    expires: str | None = Field(None, description="Allowed through this date (YYYY-MM-DD, UTC)")
+    reason: str = Field("", max_length=500)
+
+
+class PolicyModel(Model):
+    scope: str = Field(description="namespace or repository")
+    target: str
+    block_severity: str = Field(description="critical, high, medium, low or none")
+    fixable_only: bool = False
+    block_unscanned: bool = False
+    allow: list[AllowModel] = Field(default_factory=list)
+
+
+class PolicyBody(Model):
+    block_severity: str = Field(description="critical, high, medium, low or none")
+    fixable_only: bool = False
+    block_unscanned: bool = False
+    allow: list[AllowModel] = Field(default_factory=list, max_length=1000)
+
+
+class PolicyList(Model):
+    items: list[PolicyModel]

@@ -144,7 +144,7 @@ async def upsert(
     changed: list[tuple[Record, int]] = []
     for rec, raw in batch:
         old = existing.get(rec.osv_id)
-        if old is not None and old[1] >= rec.modified:
+        if old is not None and (old[1] >= rec.modified or old[0] < 0):  # < 0: added above
             counts["unchanged"] += 1
             continue
         values = {
@@ -207,11 +207,9 @@ async def upsert(
 
 
 @dataclass(frozen=True, slots=True)
-class Hit:
-    """An index row joined with its record: what matching needs."""
+class Facts:
+    """What a finding shows of its record."""
 
-    name: str
-    data: str
     osv_id: str
     summary: str
     aliases: str
@@ -222,22 +220,38 @@ class Hit:
     cvss_vector: str
 
 
-async def lookup(conn: AsyncConnection, ecosystem: str, names: Iterable[str]) -> list[Hit]:
-    """Every index row of *ecosystem* for *names* (normalized), with its record's facts."""
+async def lookup(
+    conn: AsyncConnection, ecosystem: str, names: Iterable[str]
+) -> list[tuple[int, str, str]]:
+    """Every index row of *ecosystem* for *names* (normalized): (record id, name, data). One
+    fetch per 500 names (row by row, an async driver pays a thread hop per row)."""
     wanted = sorted(set(names))
-    out: list[Hit] = []
-    a, r = vulndb_affected, vulndb_records
-    cols = (
-        a.c.name, a.c.data, r.c.osv_id, r.c.summary, r.c.aliases, r.c.upstream, r.c.links,
-        r.c.severity, r.c.cvss_score, r.c.cvss_vector,
-    )  # fmt: skip
+    out: list[tuple[int, str, str]] = []
+    a = vulndb_affected
     for i in range(0, len(wanted), 500):
-        rows = await conn.execute(
-            sa.select(*cols)
-            .select_from(a.join(r, r.c.id == a.c.record_id))
-            .where(a.c.ecosystem == ecosystem, a.c.name.in_(wanted[i : i + 500]))
+        result = await conn.execute(
+            sa.select(a.c.record_id, a.c.name, a.c.data).where(
+                a.c.ecosystem == ecosystem, a.c.name.in_(wanted[i : i + 500])
+            )
         )
-        out.extend(Hit(**row._mapping) for row in rows)
+        out.extend((int(r[0]), str(r[1]), str(r[2])) for r in result.all())
+    return out
+
+
+async def facts(conn: AsyncConnection, record_ids: Iterable[int]) -> dict[int, Facts]:
+    """The records' facts, by id (only those a finding needs)."""
+    ids = sorted(set(record_ids))
+    r = vulndb_records
+    out: dict[int, Facts] = {}
+    for i in range(0, len(ids), 500):
+        result = await conn.execute(
+            sa.select(
+                r.c.id, r.c.osv_id, r.c.summary, r.c.aliases, r.c.upstream, r.c.links,
+                r.c.severity, r.c.cvss_score, r.c.cvss_vector,
+            ).where(r.c.id.in_(ids[i : i + 500]))
+        )  # fmt: skip
+        for row in result.all():
+            out[int(row[0])] = Facts(*row[1:])
     return out
 
 

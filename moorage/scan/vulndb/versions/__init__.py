@@ -9,7 +9,8 @@ their explicit ``versions`` lists only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cmp_to_key, lru_cache
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -76,3 +77,25 @@ def comparator(ecosystem: str) -> Compare | None:
 def semver_comparator(ecosystem: str) -> Compare:
     """The order of ``SEMVER`` ranges (Go's own flavour for Go, where versions omit the ``v``)."""
     return go_compare if base_ecosystem(ecosystem) == "Go" else semver.compare
+
+
+Key = Callable[[str], Any]
+
+
+@lru_cache(maxsize=64)
+def _key_of(compare: Compare) -> Key:
+    return cmp_to_key(compare)
+
+
+def key_function(ecosystem: str) -> Key | None:
+    """A sort key of the ecosystem's order (dpkg's is a real key, cached; the others wrap their
+    comparison), or None if the order is unknown."""
+    base = base_ecosystem(ecosystem)
+    if base in ("Debian", "Ubuntu"):
+        return dpkg.key
+    cmp = _BY_BASE.get(base)
+    return None if cmp is None else _key_of(cmp)
+
+
+def semver_key_function(ecosystem: str) -> Key:
+    return _key_of(semver_comparator(ecosystem))

@@ -8,6 +8,8 @@ compare as numbers. Tested on dpkg's own vectors (tests/data/vulndb/versions/dpk
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 
 def _split(v: str) -> tuple[int, str, str]:
     v = v.strip()
@@ -64,3 +66,40 @@ def compare(a: str, b: str) -> int:
     if ea != eb:
         return -1 if ea < eb else 1
     return _part(ua, ub) or _part(ra, rb)
+
+
+_END = ((0,), 0)
+
+
+def _part_key(s: str) -> tuple[tuple[tuple[int, ...], int], ...]:
+    """A part as alternating (non-digit run, number) pairs, ordered as ``_part`` orders: each
+    non-digit run is its characters' orders closed by 0 (the end sorts after ``~`` and before
+    anything else), then one end pair (what a shorter part is compared as where it ends)."""
+    pairs: list[tuple[tuple[int, ...], int]] = []
+    i, n = 0, len(s)
+    while i < n:
+        j = i
+        while j < n and not s[j].isdigit():
+            j += 1
+        run = tuple(_order(c) for c in s[i:j]) + (0,)
+        k = j
+        while k < n and s[k].isdigit():
+            k += 1
+        pairs.append((run, int(s[j:k]) if k > j else 0))
+        i = k
+    # the first pair always exists ("" and "0" are alike); later runs are never empty, so only
+    # the first pair can look like the end
+    if not pairs:
+        pairs.append(_END)
+    pairs.append(_END)
+    return tuple(pairs)
+
+
+@lru_cache(maxsize=65536)
+def key(
+    v: str,
+) -> tuple[int, tuple[tuple[tuple[int, ...], int], ...], tuple[tuple[tuple[int, ...], int], ...]]:
+    """A sort key with the order of :func:`compare` (cached: matching compares one installed
+    version with many fixed versions, and the same fixed versions recur)."""
+    epoch, upstream, revision = _split(v)
+    return epoch, _part_key(upstream), _part_key(revision)
