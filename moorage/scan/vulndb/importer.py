@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...db.engine import writer
 from . import store
-from .osv import Record, RecordError, parse_record
+from .osv import Record, RecordError, parse_record, parse_time
 
 BATCH = 500
 MAX_MEMBER = 64 * 1024 * 1024  # one OSV record; the largest real ones are a few MB
@@ -112,8 +113,13 @@ def _classify(spec: str) -> tuple[str, str]:
     return str(path.resolve()), kind
 
 
-def _parse(docs: list[tuple[str, bytes]]) -> tuple[list[tuple[Record, bytes]], list[str]]:
-    ok: list[tuple[Record, bytes]] = []
+Decoded = tuple[str, Any, str, datetime]  # file name, document, id, modified
+
+
+def _decode(docs: list[tuple[str, bytes]]) -> tuple[list[Decoded], list[str]]:
+    """JSON documents with their id and ``modified`` (enough to skip unchanged records without
+    the full parse)."""
+    ok: list[Decoded] = []
     bad: list[str] = []
     for name, data in docs:
         if not data:
@@ -121,10 +127,29 @@ def _parse(docs: list[tuple[str, bytes]]) -> tuple[list[tuple[Record, bytes]], l
             continue
         try:
             doc = json.loads(data)
-            # an export may hold a list of records in one file
-            for d in doc if isinstance(doc, list) else [doc]:
-                rec = parse_record(d)
-                ok.append((rec, json.dumps(d, separators=(",", ":")).encode()))
+        except ValueError as exc:
+            bad.append(f"{name}: {str(exc)[:200]}")
+            continue
+        # an export may hold a list of records in one file
+        for d in doc if isinstance(doc, list) else [doc]:
+            osv_id = d.get("id") if isinstance(d, dict) else None
+            modified = parse_time(d.get("modified")) if isinstance(d, dict) else None
+            if not isinstance(osv_id, str) or not osv_id or len(osv_id) > 128:
+                bad.append(f"{name}: no id")
+            elif modified is None:
+                bad.append(f"{name}: {osv_id}: no valid 'modified'")
+            else:
+                ok.append((name, d, osv_id, modified))
+    return ok, bad
+
+
+def _parse(docs: list[Decoded]) -> tuple[list[tuple[Record, bytes]], list[str]]:
+    ok: list[tuple[Record, bytes]] = []
+    bad: list[str] = []
+    for name, d, _osv_id, _modified in docs:
+        try:
+            rec = parse_record(d)
+            ok.append((rec, json.dumps(d, separators=(",", ":")).encode()))
         except (ValueError, RecordError) as exc:
             bad.append(f"{name}: {str(exc)[:200]}")
     return ok, bad
@@ -148,9 +173,17 @@ async def _load(
         if not chunk:
             return
         result.files += len(chunk)
-        records, bad = await asyncio.to_thread(_parse, chunk)
+        decoded, bad = await asyncio.to_thread(_decode, chunk)
+        async with engine.connect() as conn:
+            stored = await store.modified_of(conn, [d[2] for d in decoded])
+        todo = [d for d in decoded if d[2] not in stored or stored[d[2]] < d[3]]
+        result.unchanged += len(decoded) - len(todo)
+        records, bad_records = await asyncio.to_thread(_parse, todo)
+        bad += bad_records
         result.invalid += len(bad)
         result.errors.extend(bad[: max(0, 20 - len(result.errors))])
+        if not records:
+            continue
         async with w.begin() as conn:
             counts = await store.upsert(conn, source_id, records)
         result.added += counts["added"]

@@ -121,6 +121,21 @@ async def fail_source(conn: AsyncConnection, source_id: int, error: str) -> None
 # --- records ----------------------------------------------------------------------------------
 
 
+async def modified_of(conn: AsyncConnection, osv_ids: list[str]) -> dict[str, datetime]:
+    """The stored ``modified`` of those of *osv_ids* held."""
+    out: dict[str, datetime] = {}
+    ids = sorted(set(osv_ids))
+    for i in range(0, len(ids), 500):
+        result = await conn.execute(
+            sa.select(vulndb_records.c.osv_id, vulndb_records.c.modified).where(
+                vulndb_records.c.osv_id.in_(ids[i : i + 500])
+            )
+        )
+        for osv_id, modified in result.all():
+            out[osv_id] = _utc(modified) or now()
+    return out
+
+
 async def upsert(
     conn: AsyncConnection, source_id: int, batch: list[tuple[Record, bytes]]
 ) -> dict[str, int]:
