@@ -15,6 +15,7 @@ from moorage.scan.model import Inventory, Package
 from moorage.scan.vulndb.importer import ImportResult, import_source
 from moorage.scan.vulndb.matcher import Matcher
 from tests.conftest import ADMIN_PASSWORD, moorage_cli, own_auth_server
+from tests.ui.conftest import login_http
 
 from .conftest import OSV, ZipServer, run, write_zip
 
@@ -132,6 +133,12 @@ def test_cli_and_scheduled_refresh_on_a_running_server(tmp_path: Path) -> None:
             assert st["records"] == 79 and st["ecosystems"] == {"Go": 25, "PyPI": 54}
             r = moorage_cli(srv, "vulndb", "status")
             assert "records: 79 (0 withdrawn)" in r.stdout and "PyPI\t54" in r.stdout
+            # the UI page shows the same
+            with login_http(srv) as ui:
+                page = ui.get("/ui/vulndb")
+                assert page.status_code == 200 and 'href="/ui/vulndb"' in page.text
+                assert 'id="vulndb-sources"' in page.text and feed.url in page.text
+                assert '<td class="mono">PyPI</td><td>54</td>' in page.text
             r = moorage_cli(srv, "vulndb", "import", str(tmp_path / "missing"))
             assert r.returncode == 1 and "no such file or directory" in r.stderr
 

@@ -44,6 +44,12 @@ def _api_ops(rt: Runtime) -> list[Op]:
     return ops(rt.services[NAME])
 
 
+def _ui_pages(rt: Runtime, ui: Any) -> Any:
+    from .ui import VulnDBPages
+
+    return VulnDBPages(ui, rt.services[NAME])
+
+
 def _cli(tree: Any) -> None:
     from .cli import register
 
@@ -55,5 +61,6 @@ CAPABILITY = Capability(
     setup=_setup,
     job_kinds=(REFRESH_JOB,),
     api_ops=_api_ops,
+    ui_pages=_ui_pages,
     cli=_cli,
 )
