@@ -165,6 +165,14 @@ def test_unscanned_images_blocked_on_a_running_server() -> None:
         )
         bad = c.put(f"/api/v1/vulnerability-policies/{repo}", json={"block_severity": "severe"})
         assert bad.status_code == 422, bad.text
+        bad = c.put(
+            f"/api/v1/vulnerability-policies/{repo}",
+            json={
+                "block_severity": "high",
+                "allow": [{"id": "CVE-2025-1", "expires": "2027-13-01"}],
+            },
+        )
+        assert bad.status_code == 422 and "is not a date" in bad.text, bad.text
         r = c.put(f"/api/v1/vulnerability-policies/{repo}", json=body)
         assert r.status_code == 200, r.text
         assert r.json() == {

@@ -129,13 +129,11 @@ class VulnDB:
     async def set_policy(self, target: str, body: PolicyBody, actor: str) -> PolicyModel:
         from ...db.engine import writer
         from ...hooks.service import parse_target
-        from .policy import allow_to_json, check_level, parse_allow
+        from .policy import allow_to_json, check_level
 
         scope, target = parse_target(target)
         level = check_level(body.block_severity)
-        allow = tuple(
-            parse_allow(a.id + (f":{a.expires}" if a.expires else ""), a.reason) for a in body.allow
-        )
+        allow = tuple(_allow_entry(a) for a in body.allow)
         async with writer(self.engine).begin() as conn:
             await store.put_policy(
                 conn,
@@ -191,3 +189,23 @@ class PolicyBody(Model):
 
 class PolicyList(Model):
     items: list[PolicyModel]
+
+
+def _allow_entry(a: AllowModel) -> Any:
+    """An API allow-list entry: the id as the command line takes it (without a date suffix),
+    the expiry as a date of its own."""
+    from datetime import date
+
+    from ...services.errors import Invalid
+    from .policy import AllowEntry, parse_allow
+
+    entry = parse_allow(a.id, a.reason)
+    if entry.expires is not None:
+        raise Invalid("allow", "give the expiry in 'expires', not after the id")
+    if a.expires is None:
+        return entry
+    try:
+        expires = date.fromisoformat(a.expires)
+    except ValueError:
+        raise Invalid("allow", f"expires {a.expires[:40]!r} is not a date (YYYY-MM-DD)") from None
+    return AllowEntry(entry.id, expires, entry.reason)
