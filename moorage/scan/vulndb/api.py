@@ -22,31 +22,31 @@ class RefreshQueued(Model):
 
 
 def ops(vulndb: VulnDB) -> list[Op]:
-    async def get_status(c: Call) -> Any:
+    async def vulndb_status(c: Call) -> Any:
         return await vulndb.status()
 
-    async def post_refresh(c: Call) -> Any:
+    async def refresh_vulndb(c: Call) -> Any:
         JobsView._admin(c.caller)
         return RefreshQueued(job_id=await vulndb.queue_refresh())
 
-    async def list_policies(c: Call) -> Any:
+    async def list_vulnerability_policies(c: Call) -> Any:
         JobsView._admin(c.caller)
         return PolicyList(items=await vulndb.policies())
 
-    async def put_policy(c: Call) -> Any:
+    async def set_vulnerability_policy(c: Call) -> Any:
         JobsView._admin(c.caller)
         return await vulndb.set_policy(c.path["target"], c.body, c.principal.name)
 
-    async def delete_policy(c: Call) -> Any:
+    async def delete_vulnerability_policy(c: Call) -> Any:
         JobsView._admin(c.caller)
         if not await vulndb.delete_policy(c.path["target"]):
             raise NotFound(f"no vulnerability policy for {c.path['target'][:255]}")
 
     vp = "/vulnerability-policies/{target}"
     return [
-        Op("GET", "/vulnerability-policies", list_policies, "Vulnerability policies of every organization and repository (system administrators)", "vulnerabilities", "read", response=PolicyList, errors=(401, 403)),
-        Op("PUT", vp, put_policy, "Set an organization's or repository's vulnerability policy: block pulls at or above a severity, fixable only, unscanned, allow-list with expiry (system administrators)", "vulnerabilities", "write", body=PolicyBody, response=PolicyModel, errors=(400, 401, 403, 422), slash_params=frozenset({"target"})),
-        Op("DELETE", vp, delete_policy, "Remove an organization's or repository's vulnerability policy (system administrators)", "vulnerabilities", "write", status=204, errors=(401, 403, 404), slash_params=frozenset({"target"})),
-        Op("GET", "/vulndb", get_status, "The vulnerability database: records per ecosystem, sources imported and when, when the data last changed", "vulnerabilities", "read", response=VulnDBStatus, errors=(401, 403)),
-        Op("POST", "/vulndb/refresh", post_refresh, "Queue a refresh of the configured OSV sources now (system administrators)", "vulnerabilities", "write", response=RefreshQueued, status=202, errors=(401, 403)),
+        Op("GET", "/vulnerability-policies", list_vulnerability_policies, "Vulnerability policies of every organization and repository (system administrators)", "vulnerabilities", "read", response=PolicyList, errors=(401, 403)),
+        Op("PUT", vp, set_vulnerability_policy, "Set an organization's or repository's vulnerability policy: block pulls at or above a severity, fixable only, unscanned, allow-list with expiry (system administrators)", "vulnerabilities", "write", body=PolicyBody, response=PolicyModel, errors=(400, 401, 403, 422), slash_params=frozenset({"target"})),
+        Op("DELETE", vp, delete_vulnerability_policy, "Remove an organization's or repository's vulnerability policy (system administrators)", "vulnerabilities", "write", status=204, errors=(401, 403, 404), slash_params=frozenset({"target"})),
+        Op("GET", "/vulndb", vulndb_status, "The vulnerability database: records per ecosystem, sources imported and when, when the data last changed", "vulnerabilities", "read", response=VulnDBStatus, errors=(401, 403)),
+        Op("POST", "/vulndb/refresh", refresh_vulndb, "Queue a refresh of the configured OSV sources now (system administrators)", "vulnerabilities", "write", response=RefreshQueued, status=202, errors=(401, 403)),
     ]  # fmt: skip
