@@ -7,9 +7,11 @@ Never refused, by protocol rather than by User-Agent: referrers (a manifest with
 (``sha256-<hex>.sig/.att/.sbom``); reads *by digest* by a caller with push rights (tools that
 sign and attest must keep working); blobs and the referrers API (no content rule sees them).
 
-Scan results come from ``rt.services["scan.results"]`` (the scanner's): ``await
-state(repository, digest) -> (status, findings) | None``. Without a scanner every image counts
-as not scanned. Policies are read from the database at most every ``TTL`` seconds per process
+Scan results come from the scanner: ``rt.services["scan.results"]`` (``await state(repository,
+digest) -> (status, findings) | None``) if present, else ``rt.services["scan"]``'s ``result(digest)``
+(status and findings as JSON; an index's result names its children, whose findings count and
+whose scans must all be finished). Without a scanner every image counts as not scanned. A
+digest's state is kept ``TTL`` seconds (a burst of pulls reads it once). Policies are read from the database at most every ``TTL`` seconds per process
 (a pull is the hot path); whether a digest is a referrer is cached (manifests are immutable).
 """
 
@@ -60,6 +62,7 @@ class VulnerabilityRule(Rule):
         self._policies: dict[str, VulnerabilityPolicy] = {}
         self._loaded = float("-inf")
         self._subjects: dict[tuple[str, str], bool] = {}
+        self._states: dict[str, tuple[float, tuple[str, list[Finding]] | None]] = {}
 
     async def _policy_for(self, repository: str) -> VulnerabilityPolicy | None:
         if time.monotonic() - self._loaded > TTL:
@@ -87,6 +90,40 @@ class VulnerabilityRule(Rule):
                 self._subjects[key] = hit
         return hit
 
+    async def _scan_state(self, repository: str, digest: str) -> tuple[str, list[Finding]] | None:
+        hit = self._states.get(digest)
+        if hit is not None and time.monotonic() - hit[0] <= TTL:
+            return hit[1]
+        state = await self._read_state(repository, digest)
+        if len(self._states) > 10_000:
+            self._states.clear()
+        self._states[digest] = (time.monotonic(), state)
+        return state
+
+    async def _read_state(self, repository: str, digest: str) -> tuple[str, list[Finding]] | None:
+        results: ScanResults | None = self.services.get("scan.results")
+        if results is not None:
+            return await results.state(repository, digest)
+        scan = self.services.get("scan")
+        if scan is None or not hasattr(scan, "result"):
+            return None
+        r = await scan.result(digest)
+        if r is None:
+            return None
+        inventory = getattr(r, "inventory", None)
+        children = inventory.get("children") if isinstance(inventory, dict) else None
+        if isinstance(children, list) and children and hasattr(scan, "results"):
+            kids = await scan.results([str(c) for c in children])
+            states = [kids[c].status if c in kids else None for c in children]
+            if not all(st in ("done", "unsupported") for st in states):
+                bad = next(st for st in states if st not in ("done", "unsupported"))
+                return (bad or "pending"), []
+            status = "done" if "done" in states else "unsupported"
+            docs = [f for c in children if c in kids for f in kids[c].findings]
+        else:
+            status, docs = r.status, list(r.findings or [])
+        return status, [Finding.from_dict(f) for f in docs if isinstance(f, dict) and f.get("id")]
+
     async def manifest_read(self, read: ManifestRead) -> None:
         policy = await self._policy_for(read.repository)
         if policy is None or (policy.block_severity == "none" and not policy.block_unscanned):
@@ -100,8 +137,7 @@ class VulnerabilityRule(Rule):
             return
         if await self._is_referrer(read.repository, read.digest):
             return
-        results: ScanResults | None = self.services.get("scan.results")
-        got = await results.state(read.repository, read.digest) if results is not None else None
+        got = await self._scan_state(read.repository, read.digest)
         status, findings = got if got is not None else (None, [])
         message = decide(policy, status, findings, datetime.now(UTC).date())
         if message is None:
