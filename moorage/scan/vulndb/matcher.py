@@ -152,6 +152,21 @@ class Matcher:
 Affected = tuple[Query, int, dict[str, Any], str | None]  # query, record id, data, fixed
 
 
+_PARSED: dict[str, dict[str, Any]] = {}
+_PARSED_MAX = 50_000
+
+
+def _parsed(raw: str) -> dict[str, Any]:
+    """An index row's data, parsed once per process while it stays the same text (the same
+    base packages recur in every image; a changed record is new text). Read-only for callers."""
+    data = _PARSED.get(raw)
+    if data is None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        data = _PARSED[raw] = json.loads(raw)
+    return data
+
+
 def affected_by(wanted: dict[str, list[Query]], hits: dict[str, list[Hit]]) -> list[Affected]:
     """Each (query, index row) whose ranges contain the query's version."""
     out: list[Affected] = []
@@ -163,7 +178,7 @@ def affected_by(wanted: dict[str, list[Query]], hits: dict[str, list[Hit]]) -> l
             data: dict[str, Any] | None = None
             for q in by_name.get(name, ()):
                 if data is None:
-                    data = json.loads(raw)
+                    data = _parsed(raw)
                 ok, fixed = evaluate(q.version, data)
                 if ok:
                     out.append((q, record_id, data, fixed))
@@ -184,11 +199,8 @@ def findings_of(affected: list[Affected], records: dict[int, store.Facts]) -> li
             continue
         level, score, vector = _severity(rec, data)
         if record_id not in lists:
-            lists[record_id] = (
-                tuple(json.loads(rec.aliases)),
-                tuple(json.loads(rec.upstream)),
-                tuple(json.loads(rec.links)),
-            )
+            a, u, ln = json.loads(f"[{rec.aliases},{rec.upstream},{rec.links}]")
+            lists[record_id] = (tuple(a), tuple(u), tuple(ln))
         aliases, upstream, links = lists[record_id]
         findings[key] = Finding(
             id=rec.osv_id,

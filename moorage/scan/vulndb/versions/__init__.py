@@ -87,6 +87,7 @@ def _key_of(compare: Compare) -> Key:
     return cmp_to_key(compare)
 
 
+@lru_cache(maxsize=1024)
 def key_function(ecosystem: str) -> Key | None:
     """A sort key of the ecosystem's order (dpkg's is a real key, cached; the others wrap their
     comparison), or None if the order is unknown."""
@@ -97,5 +98,6 @@ def key_function(ecosystem: str) -> Key | None:
     return None if cmp is None else _key_of(cmp)
 
 
+@lru_cache(maxsize=1024)
 def semver_key_function(ecosystem: str) -> Key:
     return _key_of(semver_comparator(ecosystem))
