@@ -18,10 +18,12 @@ def installed() -> tuple[Capability, ...]:
     from .hooks.wiring import CAPABILITY as HOOKS
     from .mirror.wiring import MIRROR
     from .replication.wiring import REPLICATION
+    from .scan.vulndb.wiring import CAPABILITY as VULNDB
     from .scan.wiring import SCAN
     from .trust.wiring import TRUST
 
-    return (TRUST, REPLICATION, MIRROR, HOOKS, SCAN)
+    # vulndb before scan: it registers the matcher (rt.services["scan.matcher"]) scans use
+    return (TRUST, REPLICATION, MIRROR, HOOKS, VULNDB, SCAN)
 
 
 def all_metadata() -> sa.MetaData:

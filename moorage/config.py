@@ -20,6 +20,7 @@ from .auth.config import AuthConfig
 from .hooks.config import WebhooksConfig
 from .jobs.config import JobsConfig
 from .scan.config import ScanningConfig
+from .scan.vulndb.config import VulnDBConfig
 
 
 class _Section(BaseModel):
@@ -270,6 +271,7 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     scanning: ScanningConfig = Field(default_factory=ScanningConfig)
+    vulndb: VulnDBConfig = Field(default_factory=VulnDBConfig)
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,66 @@
+"""The ``vulndb`` capability: OSV advisories imported into the database (``moorage vulndb
+import|status``, a scheduled refresh of ``vulndb.sources`` on the shared job queue, GET
+/api/v1/vulndb), vulnerability policies (the rule blocking pulls; ``moorage admin
+set-vulnerability-policy``) and the matcher the scanner uses (``rt.services["scan.matcher"]``:
+``await match(inventory) -> list[Finding]``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ...capability import Capability
+from . import tables as _tables  # noqa: F401 - the tables join the shared metadata
+from .matcher import Matcher
+from .rule import VulnerabilityRule
+from .service import REFRESH_JOB, VulnDB, refresh
+
+if TYPE_CHECKING:
+    from ...api.routing import Op
+    from ...runtime import Runtime
+
+NAME = "vulndb"
+
+
+async def _setup(rt: Runtime) -> None:
+    engine = rt.ctx.engine
+    rt.services["scan.matcher"] = Matcher(engine)
+    config = rt.config.vulndb
+    rt.services[NAME] = VulnDB(engine, config, rt.jobs)
+
+    async def run_refresh(_payload: dict[str, Any]) -> dict[str, Any]:
+        return await refresh(rt.ctx.write_engine, config)
+
+    rt.ctx.rules.add(VulnerabilityRule(engine, rt.services, rt.audit))
+    rt.jobs.register(REFRESH_JOB, run_refresh)
+    if config.sources:
+        rt.jobs.schedule(REFRESH_JOB, timedelta(hours=config.refresh_hours), at_start=False)
+
+
+def _api_ops(rt: Runtime) -> list[Op]:
+    from .api import ops
+
+    return ops(rt.services[NAME])
+
+
+def _ui_pages(rt: Runtime, ui: Any) -> Any:
+    from .ui import VulnDBPages
+
+    return VulnDBPages(ui, rt.services[NAME])
+
+
+def _cli(tree: Any) -> None:
+    from .cli import register
+
+    register(tree)
+
+
+CAPABILITY = Capability(
+    NAME,
+    setup=_setup,
+    job_kinds=(REFRESH_JOB,),
+    api_ops=_api_ops,
+    ui_pages=_ui_pages,
+    cli=_cli,
+)
