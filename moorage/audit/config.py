@@ -206,10 +206,12 @@ class AuditConfig(_Section):
         description="Queued events that trigger an immediate write; largest batch.",
     )
     queue_size: int = Field(
-        100_000,
+        20_000,
         ge=1,
-        description="Events held in memory while the database is unreachable; beyond it new "
-        "events are dropped, counted and recorded as one audit.overflow record.",
+        description="Records held in memory waiting for the writer (about a second of the "
+        "fastest pull rate). When it is full, successful pulls are aggregated (one record per "
+        "actor, repository, tag and digest per pull_aggregate_seconds, with a count); other "
+        "events are never aggregated or dropped.",
     )
     forward_queue_size: int = Field(
         10_000,

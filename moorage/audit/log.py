@@ -100,7 +100,8 @@ class AuditLog:
         self.forwarders: list[Forwarder] = (
             list(forwarders) if forwarders is not None else forwarders_from_config(self.config)
         )
-        self.dropped = 0  # events refused because the queue was full (since start)
+        self.dropped = 0  # pulls lost: queue and aggregate table both full (since start)
+        self.overflowed = 0  # pulls aggregated because the queue was full (since start)
         self.written = 0
         self._unreported_drops = 0
         self._buffer: deque[AuditEvent] = deque()
@@ -127,7 +128,12 @@ class AuditLog:
         self.record_nowait(event)
 
     def record_nowait(self, event: AuditEvent) -> None:
-        """``record`` for synchronous code running on the event loop's thread."""
+        """``record`` for synchronous code running on the event loop's thread.
+
+        The queue is bounded (``queue_size``) for pulls only: once it is full, successful pulls
+        are folded into one record per actor x repository x tag x digest per
+        ``pull_aggregate_seconds`` with a count, instead of memory growing (issue 9). Pushes,
+        deletes, logins, refusals — every other event — are never aggregated or dropped."""
         if not self.config.enabled:
             return
         if event.action in PULL_ACTIONS and event.result == "success":
@@ -138,15 +144,17 @@ class AuditLog:
             elif mode == "aggregate":
                 self._aggregate(event)
                 return
-        if len(self._buffer) >= self.config.queue_size:
-            self.dropped += 1
-            self._unreported_drops += 1
-            self._warn_throttled(
-                "audit queue full (%d events; database unreachable?): dropping events, %d so far",
-                len(self._buffer),
-                self.dropped,
-            )
-            return
+            if len(self._buffer) >= self.config.queue_size:
+                self.overflowed += 1
+                self._aggregate(event)
+                self._wake.set()
+                self._warn_throttled(
+                    "audit queue full (%d events): pull records are being aggregated "
+                    "(%d so far); is the database slow or unreachable?",
+                    len(self._buffer),
+                    self.overflowed,
+                )
+                return
         self._buffer.append(event)
         if len(self._buffer) >= self.config.batch_size:
             self._wake.set()
