@@ -23,6 +23,7 @@ from starlette.requests import Request
 from . import __version__
 from .api.app import ManagementAPI
 from .audit import AuditEvent, AuditLog
+from .audit.refusals import REFUSAL_STATUSES, refusal
 from .auth.endpoint import TokenEndpoint
 from .auth.policy import AccessPolicy, OpenAccess, RBACPolicy
 from .auth.resolver import PrincipalResolver
@@ -79,7 +80,8 @@ class Moorage:
         policy: AccessPolicy = OpenAccess()
         if rt.access is not None:
             assert rt.sessions and rt.catalog and rt.management
-            policy = RBACPolicy(rt.access, self.config.auth, self._audit_v2_login_failure)
+            # Failed logins on /v2 are audited with every other refusal (_audit_refusal).
+            policy = RBACPolicy(rt.access, self.config.auth)
             self.token_endpoint = TokenEndpoint(rt.access, self._audit_login)
             self.resolver = PrincipalResolver(rt.access, rt.sessions)
             extra_ops = [op for cap in rt.capabilities if cap.api_ops for op in cap.api_ops(rt)]
@@ -141,10 +143,18 @@ class Moorage:
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
-    async def _audit_v2_login_failure(self, request: Request) -> None:
-        """Bad Basic credentials or a refused token presented directly on /v2."""
-        scheme = request.headers.get("authorization", "").partition(" ")[0].lower()
-        await self._audit_login(request, None, "login.failed", "failure", {"scheme": scheme})
+    def _audit_refusal(self, scope: Scope, status: int) -> None:
+        """A 401/403/429 of /v2 or /api/v1 into the audit log (moorage/audit/refusals.py)."""
+        if self.audit is None:
+            return
+        found = refusal(scope, status)
+        if found is None:
+            return
+        how, event = found
+        if how == "each":
+            self.audit.record_nowait(event)
+        else:
+            self.audit.record_refusal(event)
 
     async def _audit_login(
         self,
@@ -156,10 +166,14 @@ class Moorage:
     ) -> None:
         if self.audit is None:
             return
+        if principal is None and "username" in details:
+            # The name tried is the caller's claim, not an identity: never the actor.
+            details = dict(details)
+            details["attempted_actor"] = details.pop("username")
         await self.audit.record(
             AuditEvent(
                 action,
-                actor=principal.name if principal else str(details.get("username", "")),
+                actor=principal.name if principal else "",
                 actor_type=principal.kind if principal else "anonymous",  # type: ignore[arg-type]
                 result=result,  # type: ignore[arg-type]
                 client_addr=request.client.host if request.client else None,
@@ -203,6 +217,8 @@ class Moorage:
 
         try:
             await self._route(scope, receive, send_wrapper)
+            if status_holder[0] in REFUSAL_STATUSES:
+                self._audit_refusal(scope, status_holder[0])
         except Exception as exc:  # last resort: never a traceback to the client
             if status_holder[0] == 0:
                 api = str(scope["path"]).startswith("/api/")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
+from typing import Any
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -35,15 +37,55 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: anything a terminal or
+# a log shipper could take for the end of a line (or use to rewrite one).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group()
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """*text* with every control character written as an escape (``\\n``, ``\\x1b``, ...):
+    one log record stays one line whatever a client put in a path, header or name."""
+    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
+
+
 class TextFormatter(logging.Formatter):
+    """``time level logger [request id] message k=v ...``, one line per record: the message,
+    every field and the request id are escaped (issue 11, log injection); a traceback keeps
+    its lines, each continuation indented so that none can pass for a record of its own."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        record.request_id = escape_controls(str(getattr(record, "request_id", "-")))
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        text = super().formatException(ei)
+        return "\n".join("    " + escape_controls(line) for line in text.split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return "\n".join("    " + escape_controls(line) for line in stack_info.split("\n"))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict) and extra:
-            line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+            line += " " + " ".join(
+                f"{escape_controls(str(k))}={escape_controls(str(v))}" for k, v in extra.items()
+            )
         return line
 
 

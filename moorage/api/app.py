@@ -139,6 +139,8 @@ class ManagementAPI:
             ):
                 allowed.append(op.method)
                 continue
+            # For the audit of refusals (moorage/audit/refusals.py), read after the response.
+            request.scope["moorage.api_op"] = (op, m.groupdict())
             try:
                 return await self._run(op, request, m.groupdict())
             except APIError as exc:

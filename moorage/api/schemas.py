@@ -71,7 +71,7 @@ class AuditQuery(Model):
     actor: str | None = Field(None, max_length=255)
     action: str | None = Field(None, max_length=64)
     repository: str | None = Field(None, max_length=255)
-    result: Literal["success", "failure", "denied"] | None = None
+    result: Literal["success", "partial", "failure", "denied"] | None = None
     since: Time | None = Field(None, description="ISO 8601 time (UTC if no offset).")
     until: Time | None = Field(None, description="ISO 8601 time (UTC if no offset).")
     limit: int | None = Field(None, ge=1, le=1000, description="1-1000, default 100.")
@@ -83,7 +83,7 @@ class AuditExportQuery(Model):
     actor: str | None = Field(None, max_length=255)
     action: str | None = Field(None, max_length=64)
     repository: str | None = Field(None, max_length=255)
-    result: Literal["success", "failure", "denied"] | None = None
+    result: Literal["success", "partial", "failure", "denied"] | None = None
     since: Time | None = None
     until: Time | None = None
 

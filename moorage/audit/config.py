@@ -189,6 +189,13 @@ class AuditConfig(_Section):
     pull_aggregate_seconds: float = Field(
         60.0, gt=0, description="Aggregation window when pull_events=aggregate."
     )
+    refusal_aggregate_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Refused requests (401/403/429 on /v2 and /api/v1) are recorded as one "
+        "record per actor, repository, action and status per this many seconds, with a count "
+        "(failed logins are recorded one by one).",
+    )
     flush_interval_ms: int = Field(
         150, ge=1, le=60000, description="How often queued events are written to the database."
     )
@@ -199,10 +206,12 @@ class AuditConfig(_Section):
         description="Queued events that trigger an immediate write; largest batch.",
     )
     queue_size: int = Field(
-        100_000,
+        20_000,
         ge=1,
-        description="Events held in memory while the database is unreachable; beyond it new "
-        "events are dropped, counted and recorded as one audit.overflow record.",
+        description="Records held in memory waiting for the writer (about a second of the "
+        "fastest pull rate). When it is full, successful pulls are aggregated (one record per "
+        "actor, repository, tag and digest per pull_aggregate_seconds, with a count); other "
+        "events are never aggregated or dropped.",
     )
     forward_queue_size: int = Field(
         10_000,

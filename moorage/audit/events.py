@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 from ..logs import request_id as _request_id_var
 
 ActorType = Literal["user", "robot", "anonymous", "system"]
-Result = Literal["success", "failure", "denied"]
+Result = Literal["success", "partial", "failure", "denied"]
 ACTOR_TYPES: frozenset[str] = frozenset(get_args(ActorType))
 RESULTS: frozenset[str] = frozenset(get_args(Result))
 
@@ -38,6 +38,7 @@ class Action:
 
     LOGIN = "login"
     LOGIN_FAILED = "login.failed"
+    LOGIN_THROTTLED = "login.throttled"
     TOKEN_ISSUE = "token.issue"
     BLOB_PUSH = "blob.push"
     BLOB_PULL = "blob.pull"
@@ -109,6 +110,8 @@ def canonical_json(value: object) -> str:
 
 def _clean(value: str, limit: int) -> str:
     # PostgreSQL text cannot hold NUL; lone surrogates cannot be encoded to UTF-8.
+    if len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value
     if not value.isascii():
         value = value.encode("utf-8", "replace").decode("utf-8")
     if "\x00" in value:
@@ -117,7 +120,7 @@ def _clean(value: str, limit: int) -> str:
 
 
 def _optional(value: str | None, limit: int) -> str | None:
-    if value is None:
+    if not value:
         return None
     value = _clean(str(value), limit)
     return value or None  # "" and None are one value (CSV cannot tell them apart)
@@ -311,41 +314,57 @@ def chain_hash(fields: Mapping[str, Any]) -> str:
 
 
 def seal(event: AuditEvent, record_id: int, prev_hash: str) -> AuditRecord:
-    """The record *event* becomes at chain position *record_id* after *prev_hash*."""
-    event = event.normalized()
-    details_json = event.details_json
-    fields = hash_input(
-        record_id,
-        event.time,
-        event.actor,
-        event.actor_type,
-        event.client_addr,
-        event.user_agent,
-        event.action,
-        event.repository,
-        event.tag,
-        event.digest,
-        event.result,
-        event.request_id,
-        details_json,
-        prev_hash,
-    )
+    """The record *event* becomes at chain position *record_id* after *prev_hash*.
+
+    The audit writer's per-record cost (issue 9: it must keep up with the fastest request rate):
+    the fields are normalized in place of ``normalized()``'s dataclass copy, and the hash input
+    is one dict encoded once by the C JSON encoder — the same canonical text as ``hash_input``.
+    """
+    action = _clean(str(event.action), _LIMITS["action"])
+    actor = _clean(str(event.actor or ""), _LIMITS["actor"])
+    repository = _optional(event.repository, _LIMITS["repository"])
+    tag = _optional(event.tag, _LIMITS["tag"])
+    digest = _optional(event.digest, _LIMITS["digest"])
+    client_addr = _optional(event.client_addr, _LIMITS["client_addr"])
+    user_agent = _optional(event.user_agent, _LIMITS["user_agent"])
+    request_id = _optional(event.request_id, _LIMITS["request_id"])
+    details_json = _CANONICAL.encode(dict(event.details)) if event.details else "{}"
+    digest_hex = hashlib.sha256(
+        _CANONICAL.encode(
+            {
+                "id": record_id,
+                "time": format_time(event.time),
+                "actor": actor,
+                "actor_type": event.actor_type,
+                "client_addr": client_addr,
+                "user_agent": user_agent,
+                "action": action,
+                "repository": repository,
+                "tag": tag,
+                "digest": digest,
+                "result": event.result,
+                "request_id": request_id,
+                "details": details_json,
+                "prev_hash": prev_hash,
+            }
+        ).encode("ascii")
+    ).hexdigest()
     return AuditRecord(
         id=record_id,
         time=event.time,
-        actor=event.actor,
+        actor=actor,
         actor_type=event.actor_type,
-        client_addr=event.client_addr,
-        user_agent=event.user_agent,
-        action=event.action,
-        repository=event.repository,
-        tag=event.tag,
-        digest=event.digest,
+        client_addr=client_addr,
+        user_agent=user_agent,
+        action=action,
+        repository=repository,
+        tag=tag,
+        digest=digest,
         result=event.result,
-        request_id=event.request_id,
+        request_id=request_id,
         details_json=details_json,
         prev_hash=prev_hash,
-        hash=chain_hash(fields),
+        hash=digest_hex,
     )
 
 

@@ -172,7 +172,7 @@ class Forwarder:
 
 # --- syslog --------------------------------------------------------------------------------
 
-_SEVERITY = {"success": 6, "failure": 5, "denied": 4}  # informational, notice, warning
+_SEVERITY = {"success": 6, "partial": 5, "failure": 5, "denied": 4}  # info, notice, warning
 
 
 def _printable(value: str, limit: int) -> str:

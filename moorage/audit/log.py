@@ -39,8 +39,12 @@ log = logging.getLogger("moorage.audit")
 
 _WARN_EVERY = 30.0
 _MAX_CLIENTS = 10
+# Most records one append transaction writes (a larger backlog takes several).
+_WRITE_CHUNK = 2000
 
 _AggKey = tuple[str, str, str, str, str | None, str | None, str | None]
+# action, actor, actor_type, repository, status, attempted actor, via
+_RefusalKey = tuple[str, str, str, str | None, object, object, object]
 
 
 @dataclass
@@ -52,6 +56,8 @@ class _Aggregate:
     clients: list[str] = field(default_factory=list)
 
     def add(self, event: AuditEvent) -> None:
+        if self.count == 0:
+            self.first = event
         self.count += 1
         self.last = event.time
         if event.client_addr and event.client_addr not in self.clients:
@@ -94,12 +100,14 @@ class AuditLog:
         self.forwarders: list[Forwarder] = (
             list(forwarders) if forwarders is not None else forwarders_from_config(self.config)
         )
-        self.dropped = 0  # events refused because the queue was full (since start)
+        self.dropped = 0  # pulls lost: queue and aggregate table both full (since start)
+        self.overflowed = 0  # pulls aggregated because the queue was full (since start)
         self.written = 0
         self._unreported_drops = 0
         self._buffer: deque[AuditEvent] = deque()
         self._in_flight = 0
         self._aggregates: dict[_AggKey, _Aggregate] = {}
+        self._refusals: dict[_RefusalKey, _Aggregate] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -120,7 +128,12 @@ class AuditLog:
         self.record_nowait(event)
 
     def record_nowait(self, event: AuditEvent) -> None:
-        """``record`` for synchronous code running on the event loop's thread."""
+        """``record`` for synchronous code running on the event loop's thread.
+
+        The queue is bounded (``queue_size``) for pulls only: once it is full, successful pulls
+        are folded into one record per actor x repository x tag x digest per
+        ``pull_aggregate_seconds`` with a count, instead of memory growing (issue 9). Pushes,
+        deletes, logins, refusals — every other event — are never aggregated or dropped."""
         if not self.config.enabled:
             return
         if event.action in PULL_ACTIONS and event.result == "success":
@@ -131,18 +144,50 @@ class AuditLog:
             elif mode == "aggregate":
                 self._aggregate(event)
                 return
-        if len(self._buffer) >= self.config.queue_size:
-            self.dropped += 1
-            self._unreported_drops += 1
-            self._warn_throttled(
-                "audit queue full (%d events; database unreachable?): dropping events, %d so far",
-                len(self._buffer),
-                self.dropped,
-            )
-            return
+            if len(self._buffer) >= self.config.queue_size:
+                self.overflowed += 1
+                self._aggregate(event)
+                self._wake.set()
+                self._warn_throttled(
+                    "audit queue full (%d events): pull records are being aggregated "
+                    "(%d so far); is the database slow or unreachable?",
+                    len(self._buffer),
+                    self.overflowed,
+                )
+                return
         self._buffer.append(event)
         if len(self._buffer) >= self.config.batch_size:
             self._wake.set()
+
+    def record_refusal(self, event: AuditEvent) -> None:
+        """Count a refused request (moorage/audit/refusals.py) per actor, repository, action
+        and status: the first of a ``refusal_aggregate_seconds`` window is recorded at once
+        (``count: 1``), the others of the window as one record with their ``count`` when it
+        ends. Never sampled or dropped: past ``queue_size`` open windows a refusal is queued
+        on its own."""
+        if not self.config.enabled:
+            return
+        d = event.details
+        key: _RefusalKey = (
+            event.action,
+            event.actor,
+            event.actor_type,
+            event.repository,
+            d.get("status"),
+            d.get("attempted_actor"),
+            d.get("via"),
+        )
+        agg = self._refusals.get(key)
+        if agg is None:
+            # The first of a window is written at once (an alert must not wait a minute);
+            # the rest of the window becomes one record with their count.
+            self._buffer.append(replace(event, details={**event.details, "count": 1}))
+            if len(self._buffer) >= self.config.batch_size:
+                self._wake.set()
+            if len(self._refusals) < self.config.queue_size:
+                self._refusals[key] = _Aggregate(event, time.monotonic())
+            return
+        agg.add(event)
 
     async def record_now(self, event: AuditEvent) -> None:
         """Append *event* (after everything queued before it) and return once it is durable.
@@ -179,9 +224,16 @@ class AuditLog:
         agg.add(event)
 
     def _emit_aggregates(self, force: bool) -> None:
+        now = time.monotonic()
+        if self._refusals:
+            horizon = now - self.config.refusal_aggregate_seconds
+            for rkey in [k for k, a in self._refusals.items() if force or a.started <= horizon]:
+                agg = self._refusals.pop(rkey)
+                if agg.count:
+                    self._buffer.append(agg.event())
         if not self._aggregates:
             return
-        horizon = time.monotonic() - self.config.pull_aggregate_seconds
+        horizon = now - self.config.pull_aggregate_seconds
         for key in [k for k, a in self._aggregates.items() if force or a.started <= horizon]:
             self._buffer.append(self._aggregates.pop(key).event())
 
@@ -202,7 +254,9 @@ class AuditLog:
                     )
                 )
             while self._buffer:
-                size = min(len(self._buffer), self.config.batch_size)
+                # A backlog is written in large transactions: the chain lock, the head update
+                # and the activity counters cost the same for 20 records as for 2,000.
+                size = min(len(self._buffer), max(self.config.batch_size, _WRITE_CHUNK))
                 batch = [self._buffer.popleft() for _ in range(size)]
                 self._in_flight = len(batch)
                 try:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .scopes import parse_scopes
+from .scopes import Scope, parse_scopes
 from .service import (
     ANONYMOUS,
     AccessService,
@@ -226,7 +226,23 @@ class TokenEndpoint:
             request,
             principal,
             "token.issue",
-            "success",
-            {"scopes": [str(s) for s in granted]},
+            grant_result(requested, granted),
+            {
+                "requested": [str(s) for s in requested],
+                "scopes": [str(s) for s in granted if s.actions],
+            },
         )
         return _json(body)
+
+
+def grant_result(requested: list[Scope], granted: list[Scope]) -> str:
+    """``success`` when every action asked for was granted (or nothing was asked), ``denied``
+    when none was, ``partial`` in between: what an auditor reads off a token request that a
+    client followed with a refused push."""
+    asked = {(s.type, s.name, a) for s in requested for a in s.actions}
+    if not asked:
+        return "success"
+    given = {(s.type, s.name, a) for s in granted for a in s.actions}
+    if given >= asked:
+        return "success"
+    return "partial" if given & asked else "denied"

@@ -6,6 +6,7 @@ response. Rules live in the services and in moorage.oci.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from ..audit import PULL_ACTIONS, Action, AuditEvent, AuditLog
-from ..auth.policy import DELETE, PULL, PUSH, AccessPolicy
+from ..auth.policy import DELETE, PULL, PUSH, AccessPolicy, RBACPolicy
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest, InvalidDigest
 from ..oci.manifest import MEDIA_TYPE_RE
@@ -164,8 +165,24 @@ class RegistryAPI:
         # never sniff it into HTML or script.
         response.headers["X-Content-Type-Options"] = "nosniff"
         if self.audit is not None:
+            if (
+                response.status_code >= 400
+                and "moorage.route" in scope
+                and "moorage.principal" not in scope
+            ):
+                await self._identify(request)
             self._record(request, response)
         await response(scope, receive, send)
+
+    async def _identify(self, request: Request) -> None:
+        """Authenticate a request refused before the policy looked at it (a malformed name,
+        reference or digest), so that its audit record names the caller who sent it rather
+        than ``anonymous``. Credentials that fail stay unidentified (audited as a failed
+        login by the refusal audit when the answer was 401)."""
+        if not request.headers.get("authorization") or not isinstance(self.policy, RBACPolicy):
+            return
+        with contextlib.suppress(RegistryError):
+            await self.policy.principal(request)
 
     def _record(self, request: Request, response: Response) -> None:
         """One audit record per push, pull and delete (allowed or refused)."""
@@ -182,6 +199,8 @@ class RegistryAPI:
         )
         if action in PULL_ACTIONS and result != "success" and status == 404:
             return  # a miss, not an action (clients probe before pushing)
+        if result == "denied":
+            return  # counted with every other refusal (moorage/audit/refusals.py)
         principal = request.scope.get("moorage.principal")
         ref = params.get("ref", "")
         digest = (

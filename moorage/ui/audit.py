@@ -33,7 +33,7 @@ class AuditPages(PageGroup):
         qp = visit.request.query_params
         filters = {k: qp.get(k, "").strip()[:200] for k in ("actor", "action", "repository")}
         result = qp.get("result", "")
-        result = result if result in ("success", "failure", "denied") else ""
+        result = result if result in ("success", "partial", "failure", "denied") else ""
         since, until = _form_time(qp.get("since")), _form_time(qp.get("until"))
         try:
             cursor = int(qp["cursor"]) if qp.get("cursor") else None

@@ -526,17 +526,29 @@ async def test_pull_aggregation(engine: AsyncEngine) -> None:
     assert (await audit_store.verify(engine)).ok
 
 
-async def test_full_queue_drops_and_records_the_overflow(engine: AsyncEngine) -> None:
+async def test_full_queue_keeps_every_non_pull_event(engine: AsyncEngine) -> None:
+    """Pushes, deletes, logins, refusals are never dropped, full queue or not (issue 9)."""
     audit = AuditLog(engine, config(queue_size=5))
     for i in range(8):
         await audit.record(event(i))
-    assert (audit.pending, audit.dropped) == (5, 3)
+    assert (audit.pending, audit.dropped) == (8, 0)
     await audit.flush()
     records = await all_records(engine)
-    assert len(records) == 6
-    assert records[-1].action == "audit.overflow"
-    assert records[-1].details == {"dropped": 3}
-    assert records[-1].actor_type == "system"
+    assert [r.details["i"] for r in records] == list(range(8))
+
+
+async def test_aggregate_table_full_drops_pulls_and_records_the_overflow(
+    engine: AsyncEngine,
+) -> None:
+    audit = AuditLog(engine, config(queue_size=2))
+    for i in range(8):  # 2 queued, 2 aggregated, 4 with no room left: dropped, counted
+        await audit.record(event(i, action="manifest.pull", digest=f"sha256:{i:064x}"))
+    assert audit.dropped == 4
+    await audit.flush(aggregates=True)
+    records = await all_records(engine)
+    overflow = [r for r in records if r.action == "audit.overflow"]
+    assert len(overflow) == 1 and overflow[0].details == {"dropped": 4}
+    assert overflow[0].actor_type == "system"
 
 
 async def test_unwritable_database_keeps_events_queued(tmp_path: object) -> None:
