@@ -125,6 +125,13 @@ class FilesystemStorageConfig(_Section):
     root: str | None = Field(
         None, description="Directory for blobs and uploads. Default: <data-dir>/storage."
     )
+    reader_threads: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Threads that read blobs for responses, per process: however many pulls "
+        "run at once, this many reads wait on the disk (raise it for network or slow disks).",
+    )
 
 
 class S3StorageConfig(_Section):

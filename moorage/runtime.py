@@ -63,7 +63,9 @@ def make_storage(config: Config) -> StorageDriver:
                 redirect_expiry_seconds=s3.redirect_expiry_seconds,
             )
         )
-    return FilesystemDriver(config.storage_root)
+    return FilesystemDriver(
+        config.storage_root, reader_threads=config.storage.filesystem.reader_threads
+    )
 
 
 def build_access_service(config: Config, ctx: ServiceContext) -> AccessService:

@@ -62,9 +62,12 @@ def one_gib() -> Iterator[bytes]:
 
 
 @pytest.fixture
-def full_server() -> Iterator[tuple[MoorageServer, Path]]:
+def full_server(backend: tuple[str, str | None]) -> Iterator[tuple[MoorageServer, Path]]:
+    # SQLite: the database shares the full disk; PostgreSQL: only the blob store does.
     with tmpfs(300) as mount:
-        srv = MoorageServer(mount / "data", extra_args=["--no-auth"]).start()
+        srv = MoorageServer(
+            mount / "data", database_url=backend[1], extra_args=["--no-auth"]
+        ).start()
         try:
             yield srv, mount
         finally:
