@@ -16,10 +16,11 @@ from .capability import Capability
 
 def installed() -> tuple[Capability, ...]:
     from .hooks.wiring import CAPABILITY as HOOKS
+    from .lifecycle.wiring import CAPABILITY as LIFECYCLE
     from .replication.wiring import REPLICATION
     from .trust.wiring import TRUST
 
-    return (TRUST, REPLICATION, HOOKS)
+    return (TRUST, REPLICATION, HOOKS, LIFECYCLE)
 
 
 def all_metadata() -> sa.MetaData:

@@ -19,6 +19,7 @@ from .audit.config import AuditConfig
 from .auth.config import AuthConfig
 from .hooks.config import WebhooksConfig
 from .jobs.config import JobsConfig
+from .lifecycle.config import GCConfig
 
 
 class _Section(BaseModel):
@@ -248,6 +249,7 @@ class Config(_Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    gc: GCConfig = Field(default_factory=GCConfig)
 
     @property
     def database_url(self) -> str:
