@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..cli.common import CommandTree, add_common, cli_actor, fail, load
+from ..cli.common import CommandTree, add_common, audit_cli, cli_actor, fail, load
 from ..config import ConfigError
 from ..storage.base import StorageError
+
+T = TypeVar("T")
 
 
 def _grace(raw: str) -> float:
@@ -65,7 +69,73 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(f"garbage collection failed: {exc}", 2)
 
 
+def _db(config: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    """*work(conn)* in one write transaction on a one-connection engine."""
+    from ..db.engine import create_engine, writer
+
+    async def go() -> T:
+        engine = create_engine(config.database_url, 1)
+        try:
+            async with writer(engine).begin() as conn:
+                return await work(conn)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def cmd_immutable(args: argparse.Namespace) -> int:
+    from ..services.errors import ServiceError
+    from . import immutable
+
+    try:
+        config = load(args)
+        if args.action == "list":
+            target = args.target
+            rules = _db(config, lambda conn: immutable.list_rules(conn, target))
+            for r in rules:
+                print(f"{r.scope}\t{r.target}\t{r.pattern}\t{r.created_by or ''}")
+            return 0
+        if args.target is None or args.pattern is None:
+            return fail(f"usage: moorage admin immutable {args.action} ORG-or-REPO PATTERN", 2)
+        scope, target = immutable.parse_target(args.target)
+        pattern = immutable.check_pattern(args.pattern)
+        actor = cli_actor()
+        if args.action == "add":
+            changed = _db(config, lambda conn: immutable.add(conn, scope, target, pattern, actor))
+        else:
+            changed = _db(config, lambda conn: immutable.remove(conn, scope, target, pattern))
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    except ServiceError as exc:
+        return fail(str(getattr(exc, "message", exc)), 1)
+    except SQLAlchemyError as exc:
+        return fail(f"database error: {exc}", 2)
+    if not changed:
+        what = "already there" if args.action == "add" else "not found"
+        return fail(f"immutability rule {pattern!r} on {scope} {target}: {what}", 1)
+    audit_cli(
+        config,
+        f"tag.immutable_{'add' if args.action == 'add' else 'remove'}",
+        scope=scope,
+        target=target,
+        pattern=pattern,
+    )
+    verb = "added" if args.action == "add" else "removed"
+    print(f"{verb} immutability rule {pattern!r} on {scope} {target}")
+    return 0
+
+
 def register(tree: CommandTree) -> None:
+    imm = tree.admin.add_parser(
+        "immutable", help="tag immutability rules (ORG-or-REPO PATTERN, e.g. acme 'v*')"
+    )
+    imm.add_argument("action", choices=("add", "remove", "list"))
+    imm.add_argument("target", nargs="?", metavar="ORG-or-REPO")
+    imm.add_argument("pattern", nargs="?", metavar="PATTERN")
+    add_common(imm)
+    imm.set_defaults(func=cmd_immutable)
+
     gc = tree.top.add_parser("gc", help="garbage collection")
     sub = gc.add_subparsers(dest="gc_command", required=True)
     run = sub.add_parser("run", help="one pass now: remove unreferenced manifests and blobs")

@@ -75,3 +75,18 @@ gc_runs = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.Index("ix_gc_runs_started_at", "started_at"),
 )
+
+# Tag immutability: tags of a namespace (organization or user) or of one repository whose name
+# matches a glob pattern cannot be moved or deleted once they exist (moorage/lifecycle/
+# immutable.py; a system administrator's change goes through, audited as an override).
+immutable_tag_rules = sa.Table(
+    "immutable_tag_rules",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(16), nullable=False),  # namespace | repository
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("pattern", sa.String(128), nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("scope", "target", "pattern"),
+)

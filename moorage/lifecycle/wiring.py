@@ -12,6 +12,7 @@ from ..capability import Capability
 from ..services.events import ManifestPushed, RepositoryDeleted, TagDeleted
 from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
 from .gc import GC_PASS, Collector, PassReport
+from .immutable import ImmutabilityRule
 from .subscribers import Queues, ReferenceLocks
 
 NAME = "lifecycle"
@@ -58,6 +59,7 @@ async def _setup(rt: Any) -> None:
     rt.ctx.events.on(TagDeleted, queues.tag_deleted)
     rt.ctx.events.on(RepositoryDeleted, queues.repository_deleted)
     rt.ctx.rules.add(ReferenceLocks(cfg, rt.ctx.rules))
+    rt.ctx.rules.add(ImmutabilityRule(rt.audit))
 
     async def gc_pass(payload: dict[str, Any]) -> dict[str, Any]:
         grace = payload.get("grace")

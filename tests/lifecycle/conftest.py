@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import MoorageServer, postgres_database
+from ..conftest import ADMIN_PASSWORD, MoorageServer, postgres_database
 
 ZERO = {
     "MOORAGE_GC_GRACE_SECONDS": "0",
@@ -84,3 +84,20 @@ def stored_blobs(server: MoorageServer) -> set[str]:
                 if path.is_file():
                     out.add(f"{alg.name}:{path.name}")
     return out
+
+
+@pytest.fixture(scope="module")
+def auth_gc(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+    """Access control on (admin password ADMIN_PASSWORD), GC only when asked."""
+    with tempfile.TemporaryDirectory(prefix="moorage-lc-auth-") as tmp:
+        ctx = postgres_database() if backend[1] else contextlib.nullcontext(None)
+        with ctx as url:
+            srv = MoorageServer(
+                Path(tmp) / "data",
+                database_url=url,
+                env={**ZERO, "MOORAGE_GC_ENABLED": "false", "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+            ).start(timeout=120)
+            try:
+                yield srv
+            finally:
+                srv.stop()

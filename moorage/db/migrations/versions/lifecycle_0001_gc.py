@@ -1,5 +1,5 @@
-"""lifecycle: garbage-collection review queues, blob tombstones and the pass log
-(moorage/lifecycle/tables.py)
+"""lifecycle: garbage-collection review queues, blob tombstones, the pass log and tag
+immutability rules (moorage/lifecycle/tables.py)
 
 Expand only (new tables): nodes of the previous release keep working on the migrated database
 and never see them (they queue no reviews; a pass still re-checks every decision).
@@ -79,9 +79,22 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
     )
     op.create_index("ix_gc_runs_started_at", "gc_runs", ["started_at"])
+    op.create_table(
+        "immutable_tag_rules",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("scope", sa.String(16), nullable=False),
+        sa.Column("target", sa.String(255), nullable=False),
+        sa.Column("pattern", sa.String(128), nullable=False),
+        sa.Column("created_by", sa.String(255), nullable=True),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.UniqueConstraint(
+            "scope", "target", "pattern", name=op.f("uq_immutable_tag_rules_scope_target_pattern")
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("immutable_tag_rules")
     op.drop_table("gc_runs")
     op.drop_table("gc_blob_tombstones")
     op.drop_table("gc_manifest_review")
