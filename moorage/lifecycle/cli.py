@@ -126,7 +126,66 @@ def cmd_immutable(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tags(args: argparse.Namespace) -> int:
+    from ..audit import AuditEvent
+    from ..runtime import runtime
+    from ..services.errors import ServiceError
+    from ..services.manifests import ManifestService
+    from . import history
+
+    try:
+        config = load(args)
+        repo, tag = history.parse_reference(args.reference)
+        digest = args.digest
+        if args.action == "restore" and not digest:
+            return fail("usage: moorage tags restore REPOSITORY:TAG DIGEST", 2)
+
+        async def go() -> int:
+            async with runtime(config) as rt:
+                if args.action == "history":
+                    async with rt.ctx.engine.connect() as conn:
+                        entries = await history.history(conn, repo, tag, config.gc.history_days)
+                    for e in entries:
+                        when = "current" if e.replaced_at is None else e.replaced_at.isoformat()
+                        state = "" if e.restorable else "\t(gone)"
+                        print(f"{when}\t{e.digest}{state}")
+                    return 0
+                await history.restore(ManifestService(rt.ctx), repo, tag, digest)
+                await rt.audit.record_now(
+                    AuditEvent(
+                        "tag.restore",
+                        actor=cli_actor(),
+                        actor_type="system",
+                        repository=repo,
+                        tag=tag,
+                        digest=digest,
+                    )
+                )
+            print(f"restored {repo}:{tag} -> {digest}")
+            return 0
+
+        return asyncio.run(go())
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    except ServiceError as exc:
+        return fail(str(getattr(exc, "message", exc)), 1)
+    except SQLAlchemyError as exc:
+        return fail(f"database error: {exc}", 2)
+
+
 def register(tree: CommandTree) -> None:
+    tg = tree.top.add_parser("tags", help="a tag's history (time machine) and restoring it")
+    tsub = tg.add_subparsers(dest="tags_command", required=True)
+    hist = tsub.add_parser("history", help="what REPOSITORY:TAG pointed to, newest first")
+    hist.add_argument("reference", metavar="REPOSITORY:TAG")
+    add_common(hist)
+    hist.set_defaults(func=cmd_tags, action="history", digest=None)
+    rest = tsub.add_parser("restore", help="point REPOSITORY:TAG at an earlier manifest again")
+    rest.add_argument("reference", metavar="REPOSITORY:TAG")
+    rest.add_argument("digest", metavar="DIGEST")
+    add_common(rest)
+    rest.set_defaults(func=cmd_tags, action="restore")
+
     imm = tree.admin.add_parser(
         "immutable", help="tag immutability rules (ORG-or-REPO PATTERN, e.g. acme 'v*')"
     )
