@@ -76,10 +76,16 @@ async def _setup(rt: Any) -> None:
         rt.jobs.schedule(GC_PASS, timedelta(seconds=cfg.interval_seconds))
 
 
+def _api_ops(rt: Any) -> list[Any]:
+    from .api import ops
+
+    return ops(rt, rt.services[NAME])
+
+
 def _cli(tree: Any) -> None:
     from .cli import register
 
     register(tree)
 
 
-CAPABILITY = Capability(NAME, setup=_setup, job_kinds=(GC_PASS,), cli=_cli)
+CAPABILITY = Capability(NAME, setup=_setup, job_kinds=(GC_PASS,), api_ops=_api_ops, cli=_cli)

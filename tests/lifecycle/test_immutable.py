@@ -85,3 +85,42 @@ def test_rules_are_validated(auth_gc: MoorageServer) -> None:
     assert r.returncode == 1 and "organization" in r.stderr
     r = cli(auth_gc, "admin", "immutable", "remove", "acme", "nothing-*")
     assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_the_api_manages_rules_history_and_gc(auth_gc: MoorageServer) -> None:
+    org, user = setup_org(auth_gc)
+    repo = f"{org}/api"
+    with (
+        httpx.Client(base_url=auth_gc.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as a,
+        httpx.Client(base_url=auth_gc.url, auth=(user, PASSWORD), timeout=60) as u,
+    ):
+        rule = {"target": repo, "pattern": "stable"}
+        assert u.post("/api/v1/immutable-tags", json=rule).status_code == 403
+        assert a.post("/api/v1/immutable-tags", json=rule).status_code == 204
+        listed = a.get("/api/v1/immutable-tags").json()["items"]
+        assert {"scope": "repository", "target": repo, "pattern": "stable"}.items() <= next(
+            r for r in listed if r["target"] == repo
+        ).items()
+        bad = a.post("/api/v1/immutable-tags", json={"target": repo, "pattern": "a/b"})
+        assert bad.status_code in (400, 422)
+
+        first, second = image_manifest(u, repo), image_manifest(u, repo)
+        assert put_manifest(u, repo, "stable", first).status_code == 201
+        assert put_manifest(u, repo, "stable", second).status_code == 403
+        assert a.post("/api/v1/immutable-tags/remove", json=rule).status_code == 204
+        assert put_manifest(u, repo, "stable", second).status_code == 201
+
+        h = a.get(f"/api/v1/repositories/{repo}/-/tags/stable/history")
+        assert h.status_code == 200, h.text
+        # This server keeps no history window (gc.history_days 0): only the current value.
+        assert h.json()["items"][0]["digest"] == sha256(second)
+        r = a.post(
+            f"/api/v1/repositories/{repo}/-/tags/stable/restore", json={"digest": sha256(first)}
+        )
+        assert r.status_code == 204, r.text
+        assert u.get(f"/v2/{repo}/manifests/stable").content == first
+
+        run = a.post("/api/v1/gc/runs", json={"dry_run": True, "grace": 0})
+        assert run.status_code == 200, run.text
+        assert run.json()["dry_run"] is True
+        assert u.post("/api/v1/gc/runs", json={"dry_run": True}).status_code == 403
