@@ -16,6 +16,7 @@ from .capability import Capability
 
 def installed() -> tuple[Capability, ...]:
     from .hooks.wiring import CAPABILITY as HOOKS
+    from .lifecycle.wiring import CAPABILITY as LIFECYCLE
     from .mirror.wiring import MIRROR
     from .replication.wiring import REPLICATION
     from .scan.vulndb.wiring import CAPABILITY as VULNDB
@@ -23,7 +24,7 @@ def installed() -> tuple[Capability, ...]:
     from .trust.wiring import TRUST
 
     # vulndb before scan: it registers the matcher (rt.services["scan.matcher"]) scans use
-    return (TRUST, REPLICATION, MIRROR, HOOKS, VULNDB, SCAN)
+    return (TRUST, REPLICATION, MIRROR, HOOKS, VULNDB, SCAN, LIFECYCLE)
 
 
 def all_metadata() -> sa.MetaData:

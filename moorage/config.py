@@ -19,6 +19,7 @@ from .audit.config import AuditConfig
 from .auth.config import AuthConfig
 from .hooks.config import WebhooksConfig
 from .jobs.config import JobsConfig
+from .lifecycle.config import GCConfig
 from .scan.config import ScanningConfig
 from .scan.vulndb.config import VulnDBConfig
 
@@ -279,6 +280,7 @@ class Config(_Section):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     scanning: ScanningConfig = Field(default_factory=ScanningConfig)
     vulndb: VulnDBConfig = Field(default_factory=VulnDBConfig)
+    gc: GCConfig = Field(default_factory=GCConfig)
 
     @property
     def database_url(self) -> str:

@@ -269,30 +269,44 @@ async def set_tag(
     conn: AsyncConnection, repository_id: int, name: str, manifest_id: int, digest: str
 ) -> str | None:
     """Point *name* at the manifest, recording what it pointed to before; returns that digest
-    when the tag moved (None for a new tag or one that already pointed here)."""
+    when the tag moved (None for a new tag or one that already pointed here).
+
+    The tag row is locked (PostgreSQL) before it is read, so two pushes moving one tag at once
+    take turns and each records what it really replaced (garbage collection reviews that
+    manifest and the time machine lists it); a tag created by a concurrent push is then moved."""
     ts = now()
-    previous = (
+    for _ in range(3):
+        previous = (
+            await conn.execute(
+                sa.select(tags.c.id, manifests.c.digest)
+                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+                .where(tags.c.repository_id == repository_id, tags.c.name == name)
+                .with_for_update(of=tags)
+            )
+        ).first()
+        if previous is None:
+            created = await conn.execute(
+                _insert(conn, tags)
+                .values(
+                    repository_id=repository_id,
+                    name=name,
+                    manifest_id=manifest_id,
+                    created_at=ts,
+                    updated_at=ts,
+                )
+                .on_conflict_do_nothing(index_elements=["repository_id", "name"])
+                .returning(tags.c.id)
+            )
+            if created.first() is not None:
+                return None
+            continue  # created by a concurrent push meanwhile: lock it and move it
+        if previous.digest == digest:
+            return None
         await conn.execute(
-            sa.select(tags.c.id, manifests.c.digest)
-            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-            .where(tags.c.repository_id == repository_id, tags.c.name == name)
+            sa.update(tags)
+            .where(tags.c.id == previous.id)
+            .values(manifest_id=manifest_id, updated_at=ts)
         )
-    ).first()
-    if previous is not None and previous.digest == digest:
-        return None
-    stmt = _insert(conn, tags).values(
-        repository_id=repository_id,
-        name=name,
-        manifest_id=manifest_id,
-        created_at=ts,
-        updated_at=ts,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["repository_id", "name"],
-        set_={"manifest_id": manifest_id, "updated_at": ts},
-    )
-    await conn.execute(stmt)
-    if previous is not None:
         await conn.execute(
             sa.insert(tag_history).values(
                 repository_id=repository_id,
@@ -302,7 +316,7 @@ async def set_tag(
             )
         )
         return str(previous.digest)
-    return None
+    raise RuntimeError(f"tag {name} kept changing while it was set")
 
 
 async def delete_tag(conn: AsyncConnection, repository_id: int, name: str) -> str | None:
@@ -312,6 +326,7 @@ async def delete_tag(conn: AsyncConnection, repository_id: int, name: str) -> st
             sa.select(tags.c.id, manifests.c.digest)
             .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
             .where(tags.c.repository_id == repository_id, tags.c.name == name)
+            .with_for_update(of=tags)
         )
     ).first()
     if row is None:

@@ -294,6 +294,11 @@ async def free_leases(tx: Tx, node: str, incarnation: str) -> int:
     )
 
 
+class BytesMaybeCollected(Exception):
+    """Garbage collection deleted this digest's bytes around the time the upload stored them:
+    the caller checks the store before recording the blob (see commit_blob)."""
+
+
 async def commit_blob(
     tx: Tx,
     digest: str,
@@ -302,25 +307,51 @@ async def commit_blob(
     namespace: str,
     repository_id: int | None,
     session_id: str | None,
+    review_after: datetime | None = None,
+    bytes_checked: bool = False,
 ) -> None:
     """The visibility point of an upload: the blob row, the link, and the end of the session.
-    Called only after the bytes are durable at the blob's path."""
+    Called only after the bytes are durable at the blob's path.
+
+    Garbage collection (moorage/lifecycle): the blob is queued for review at *review_after*
+    (an upload never referenced is garbage), and a tombstone GC left for the digest is ended
+    here. When GC had already deleted the tombstoned bytes, they may have been this upload's:
+    raises BytesMaybeCollected (the unit rolls back) unless the caller has since checked that
+    the bytes are there (*bytes_checked*). docs/gc.md explains the race."""
     ts = tx.ts(now())
-    await tx.run(
-        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (digest) DO NOTHING",
-        digest,
-        size,
-        ts,
+    # DO UPDATE (a no-op change), not DO NOTHING: it locks an existing row until the commit,
+    # so a collector deleting that row either waits and then sees this link, or has committed
+    # first and this inserts a new row; the link below never meets a deleted row.
+    blob_id = (
+        await tx.one(
+            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (digest) DO UPDATE SET size = blobs.size RETURNING id",
+            digest,
+            size,
+            ts,
+        )
+    )[0]
+    tomb = await tx.one(
+        "DELETE FROM gc_blob_tombstones WHERE digest = $1 RETURNING bytes_deleted_at", digest
     )
-    blob_id = (await tx.one("SELECT id FROM blobs WHERE digest = $1", digest))[0]
+    if tomb is not None and tomb[0] is not None and not bytes_checked:
+        raise BytesMaybeCollected(digest)
+    if review_after is not None:
+        await tx.run(
+            "INSERT INTO gc_blob_review (digest, review_after, reason, created_at)"
+            " VALUES ($1, $2, 'upload', $3)",
+            digest,
+            tx.ts(review_after),
+            ts,
+        )
     if session_id is not None:
         await tx.run("DELETE FROM uploads WHERE id = $1", session_id)
     if repository_id is None:
         repository_id = await ensure_repository(tx, repo, namespace)
+    # An upload renews the link's age: GC's grace window counts from the latest upload.
     await tx.run(
         "INSERT INTO repository_blobs (repository_id, blob_id, created_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (repository_id, blob_id) DO NOTHING",
+        " ON CONFLICT (repository_id, blob_id) DO UPDATE SET created_at = excluded.created_at",
         repository_id,
         blob_id,
         ts,

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from .. import node
@@ -589,9 +589,24 @@ class UploadService:
         namespace = namespace_of(repo)
         repo_id = session.repository_id if session is not None else None
         session_id = session.id if session is not None else None
-        await self.ctx.writes.run(
-            lambda tx: wp.commit_blob(tx, str(digest), size, repo, namespace, repo_id, session_id)
-        )
+        review = datetime.now(UTC) + timedelta(seconds=self.ctx.config.gc.grace_seconds)
+
+        def unit(checked: bool) -> wp.Unit[None]:
+            return lambda tx: wp.commit_blob(
+                tx, str(digest), size, repo, namespace, repo_id, session_id, review, checked
+            )
+
+        try:
+            await self.ctx.writes.run(unit(False))
+        except wp.BytesMaybeCollected:
+            # GC deleted this digest's bytes (its delete has committed): ours survived it only
+            # if they were stored after. Once deleted, tombstoned bytes are never deleted again.
+            stored = await self.ctx.storage.stat(path)
+            if stored is None or stored.size != size:
+                raise Unavailable(
+                    f"blob {digest} was garbage-collected while it was uploaded; upload it again"
+                ) from None
+            await self.ctx.writes.run(unit(True))
 
     async def _record_with_subscribers(
         self, digest: Digest, size: int, repo: str, session: q.UploadRow | None

@@ -10,9 +10,10 @@ the database, and nothing answers a query by listing the store.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -111,6 +112,21 @@ class StorageDriver(ABC):
     @abstractmethod
     async def delete(self, path: str) -> None:
         """Delete an object or everything under a prefix; missing paths are not an error."""
+
+    async def delete_many(self, paths: Sequence[str], concurrency: int = 16) -> None:
+        """Delete objects (never prefixes), *concurrency* at a time; missing ones are not an
+        error. Drivers with a batch delete (S3 DeleteObjects) override this."""
+        sem = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(path: str) -> None:
+            async with sem:
+                await self.delete_object(path)
+
+        await asyncio.gather(*(one(p) for p in paths))
+
+    async def delete_object(self, path: str) -> None:
+        """Delete one object (not a prefix); missing is not an error."""
+        await self.delete(path)
 
     @abstractmethod
     async def list(self, prefix: str) -> list[str]:

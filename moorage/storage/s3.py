@@ -33,7 +33,7 @@ import random
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -398,6 +398,21 @@ class S3Driver(StorageDriver):
         await self._send("DELETE", key, ok=(200, 204))
         keys = [k for k, _, _ in await self._list_keys(key + "/")]
         await self._delete_keys(keys)
+
+    async def delete_many(self, paths: Sequence[str], concurrency: int = 16) -> None:
+        """Batched: one DeleteObjects request per 1000 keys, *concurrency* requests at once."""
+        keys = [self.key(p) for p in paths]
+        batches = [keys[i : i + 1000] for i in range(0, len(keys), 1000)]
+        sem = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(batch: list[str]) -> None:
+            async with sem:
+                await self._delete_keys(batch)
+
+        await asyncio.gather(*(one(b) for b in batches))
+
+    async def delete_object(self, path: str) -> None:
+        await self._send("DELETE", self.key(path), ok=(200, 204))
 
     async def _delete_keys(self, keys: _Keys) -> None:
         for i in range(0, len(keys), 1000):

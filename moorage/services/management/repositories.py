@@ -11,6 +11,7 @@ from ...db import catalog_queries as cq
 from ...oci.names import valid_tag
 from ..catalog import valid_digest
 from ..errors import Invalid, ManifestUnknown, Missing
+from ..events import RepositoryDeleted
 from ..models import (
     Grant,
 )
@@ -72,6 +73,9 @@ class RepositoryAdmin(AdminService):
             row = await cq.repository(conn, repo)
             if row is None:
                 raise Missing(f"no repository {repo}")
+            if self.ctx.events.wants(RepositoryDeleted):
+                # Before the rows go: subscribers still see what the repository held.
+                await self.ctx.events.publish(conn, RepositoryDeleted(repo, c.principal.name))
             await cq.delete_repository(conn, row.id)
         await self._audit(c, "repository.delete", repository=repo)
 

@@ -1,0 +1,598 @@
+"""Online garbage collection: review due rows, re-check under row locks, delete, then bytes.
+
+A pass has three phases, each in batches of ``gc.batch_size`` rows, one transaction a batch:
+
+1. **Manifests** due for review (a tag moved off them or was deleted, they were pushed untagged,
+   their index or subject went). Each is locked (``FOR UPDATE``) and re-checked: tagged, listed
+   by an index of its repository, a referrer of a manifest still there, inside the untagged delay
+   or inside the time-machine window → kept (re-queued for when the window ends). Otherwise it
+   goes, and its blobs, children and referrers are queued for review.
+2. **Blobs** due for review. Each blob row is locked and re-checked: links of a repository whose
+   manifests do not reference the blob are dropped once older than the grace window; a blob no
+   manifest references, with no link and no row younger than the grace window, goes — its row
+   deleted and a tombstone written in the same transaction.
+3. **Bytes**: tombstones whose bytes are still stored are claimed, and — unless the blob came back
+   meanwhile — their objects deleted in parallel (batched ``DeleteObjects`` on S3).
+
+A dry run is the same code in one transaction that is rolled back: it reports exactly what the
+real pass would remove at that moment (phase 3 is skipped; it deletes bytes only).
+
+Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so passes on several nodes share the work;
+on SQLite every writer's BEGIN IMMEDIATE serializes. docs/gc.md has the race analysis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..db.schema import (
+    blobs,
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tag_history,
+    tags,
+)
+from ..storage.base import StorageDriver, blob_path
+from .config import GCConfig
+from .tables import gc_blob_review, gc_blob_tombstones, gc_manifest_review, gc_runs
+
+log = logging.getLogger("moorage.gc")
+
+GC_PASS = "lifecycle.gc"
+# Tombstones whose bytes are gone are kept this long (an upload that wrote its bytes before the
+# delete and commits after it must still find one).
+TOMBSTONE_KEEP = timedelta(days=1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def digest_path(digest: str) -> str:
+    algorithm, _, hex_ = digest.partition(":")
+    return blob_path(algorithm, hex_)
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure (PostgreSQL), or a busy database (SQLite)."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in ("40P01", "40001") or "deadlock" in str(exc.orig) or "locked" in str(exc.orig)
+
+
+def _pg(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+# --- queueing (called in the transactions of the changes) ------------------------------------
+
+
+async def queue_blobs(
+    conn: AsyncConnection, digests: Sequence[str], review_after: datetime, reason: str
+) -> None:
+    """Queue blobs for review: a plain INSERT (the queues are append-only), so queueing never
+    waits on a row a collector has claimed, and is never lost to a decision taken before it."""
+    if not digests:
+        return
+    ts = utcnow()
+    rows = [
+        {"digest": d, "review_after": review_after, "reason": reason, "created_at": ts}
+        for d in sorted(set(digests))
+    ]
+    await conn.execute(sa.insert(gc_blob_review), rows)
+
+
+async def queue_manifests(
+    conn: AsyncConnection,
+    repository_id: int,
+    digests: Sequence[str],
+    review_after: datetime,
+    reason: str,
+) -> None:
+    if not digests:
+        return
+    ts = utcnow()
+    rows = [
+        {
+            "repository_id": repository_id,
+            "digest": d,
+            "review_after": review_after,
+            "reason": reason,
+            "created_at": ts,
+        }
+        for d in sorted(set(digests))
+    ]
+    await conn.execute(sa.insert(gc_manifest_review), rows)
+
+
+async def queue_repository_blobs(
+    conn: AsyncConnection, repository_id: int, review_after: datetime
+) -> None:
+    """Every blob linked into a repository about to be deleted."""
+    sel = (
+        sa.select(
+            blobs.c.digest,
+            sa.literal(review_after, gc_blob_review.c.review_after.type),
+            sa.literal("repository_deleted"),
+            sa.literal(utcnow(), gc_blob_review.c.created_at.type),
+        )
+        .select_from(repository_blobs.join(blobs, blobs.c.id == repository_blobs.c.blob_id))
+        .where(repository_blobs.c.repository_id == repository_id)
+    )
+    stmt = sa.insert(gc_blob_review).from_select(
+        ["digest", "review_after", "reason", "created_at"], sel
+    )
+    await conn.execute(stmt)
+
+
+async def manifest_dependents(
+    conn: AsyncConnection, repository_id: int, manifest_id: int, digest: str
+) -> tuple[list[str], list[str]]:
+    """(blobs, manifests) whose review a manifest's removal calls for: its blobs; its children
+    and its referrers in the same repository."""
+    refs = (
+        await conn.execute(
+            sa.select(manifest_references.c.digest, manifest_references.c.kind).where(
+                manifest_references.c.manifest_id == manifest_id
+            )
+        )
+    ).all()
+    blob_refs = [r.digest for r in refs if r.kind == "blob"]
+    child_refs = [r.digest for r in refs if r.kind == "manifest"]
+    referrers = (
+        await conn.execute(
+            sa.select(manifests.c.digest).where(
+                manifests.c.repository_id == repository_id, manifests.c.subject_digest == digest
+            )
+        )
+    ).scalars()
+    return blob_refs, child_refs + list(referrers)
+
+
+# --- the pass ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PassReport:
+    dry_run: bool
+    manifests: list[tuple[str, str]] = field(default_factory=list)  # (repository, digest)
+    blobs: list[tuple[str, int]] = field(default_factory=list)  # (digest, size)
+    links: int = 0  # repository links dropped (blob still referenced elsewhere)
+    deferred: int = 0  # reviews re-queued for later (something still too recent)
+    bytes_deleted: int = 0  # storage objects deleted (this pass, maybe earlier passes' rows)
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.blobs)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "manifests": len(self.manifests),
+            "blobs": len(self.blobs),
+            "bytes": self.bytes,
+            "links": self.links,
+            "deferred": self.deferred,
+            "objects_deleted": self.bytes_deleted,
+        }
+
+
+class Collector:
+    def __init__(self, engine: AsyncEngine, storage: StorageDriver, config: GCConfig) -> None:
+        self.engine = engine  # a writer engine (SQLite: BEGIN IMMEDIATE)
+        self.storage = storage
+        self.config = config
+
+    async def run_pass(
+        self,
+        *,
+        dry_run: bool = False,
+        grace: float | None = None,
+        trigger: str = "job",
+        actor: str | None = None,
+    ) -> PassReport:
+        """One pass over every review due now. *grace* (seconds) replaces ``gc.grace_seconds``
+        for this pass: a review queued at T is due at T + grace, and links and blobs younger
+        than *grace* are spared."""
+        cfg = self.config
+        g = timedelta(seconds=cfg.grace_seconds if grace is None else grace)
+        now = utcnow()
+        # Rows were queued with review_after = event + configured grace.
+        due_before = now + timedelta(seconds=cfg.grace_seconds) - g
+        report = PassReport(dry_run)
+        started = utcnow()
+        if dry_run:
+            async with self.engine.connect() as conn:
+                trans = await conn.begin()
+                try:
+                    while await self._manifest_batch(conn, now, due_before, g, report):
+                        pass
+                    while await self._blob_batch(conn, now, due_before, g, report):
+                        pass
+                finally:
+                    await trans.rollback()
+        else:
+            while await self._in_tx(self._manifest_batch, now, due_before, g, report):
+                pass
+            while await self._in_tx(self._blob_batch, now, due_before, g, report):
+                pass
+            await self.delete_bytes(report)
+        if dry_run or trigger != "job" or report.manifests or report.blobs or report.links:
+            await self._record(report, trigger, actor, started)
+        return report
+
+    async def _in_tx(
+        self,
+        step: Callable[[AsyncConnection, datetime, datetime, timedelta, PassReport], Awaitable[int]],
+        now: datetime,
+        due_before: datetime,
+        grace: timedelta,
+        report: PassReport,
+    ) -> int:
+        """One batch in its own transaction; the report learns of it only after the commit. A
+        batch a deadlock (or a busy SQLite file) aborted is tried again."""
+        for attempt in range(5):
+            part = PassReport(report.dry_run)
+            try:
+                async with self.engine.begin() as conn:
+                    n = await step(conn, now, due_before, grace, part)
+            except DBAPIError as exc:
+                if attempt == 4 or not _retryable(exc):
+                    raise
+                log.info("gc batch retried after %s", exc.orig)
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            report.manifests += part.manifests
+            report.blobs += part.blobs
+            report.links += part.links
+            report.deferred += part.deferred
+            return n
+        return 0
+
+    async def _record(
+        self, report: PassReport, trigger: str, actor: str | None, started: datetime
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(gc_runs).values(
+                    trigger=trigger,
+                    actor=actor,
+                    dry_run=report.dry_run,
+                    started_at=started,
+                    finished_at=utcnow(),
+                    manifests=len(report.manifests),
+                    blobs=len(report.blobs),
+                    bytes=report.bytes,
+                )
+            )
+
+    # --- phase 1: manifests --------------------------------------------------------------------
+
+    async def _manifest_batch(
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        due_before: datetime,
+        grace: timedelta,
+        report: PassReport,
+    ) -> int:
+        r = gc_manifest_review
+        due = (
+            sa.select(r.c.id, r.c.repository_id, r.c.digest)
+            .where(r.c.review_after <= due_before)
+            .order_by(r.c.review_after)
+            .limit(self.config.batch_size)
+        )
+        if _pg(conn):
+            due = due.with_for_update(skip_locked=True)
+        rows = (await conn.execute(due)).all()
+        claimed: dict[tuple[int, str], list[int]] = {}
+        for row in rows:
+            claimed.setdefault((int(row.repository_id), str(row.digest)), []).append(row.id)
+        # Lock manifests in (repository, digest) order, the order a push locks them in.
+        for (repo_id, digest), ids in sorted(claimed.items()):
+            await self._review_manifest(conn, repo_id, digest, ids, now, report)
+        return len(rows)
+
+    async def _review_manifest(
+        self,
+        conn: AsyncConnection,
+        repository_id: int,
+        digest: str,
+        ids: list[int],
+        now: datetime,
+        report: PassReport,
+    ) -> None:
+        r = gc_manifest_review
+        cfg = self.config
+        m = (
+            await conn.execute(
+                sa.select(manifests.c.id, manifests.c.created_at, manifests.c.subject_digest)
+                .where(manifests.c.repository_id == repository_id)
+                .where(manifests.c.digest == digest)
+                .with_for_update()
+            )
+        ).first()
+        done = sa.delete(r).where(r.c.id.in_(ids))
+        if m is None or await self._manifest_kept(conn, repository_id, digest, m):
+            await conn.execute(done)
+            return
+        created = aware(m.created_at) or now
+        protect = created + timedelta(seconds=cfg.untagged_seconds)
+        untagged_at = aware(
+            await conn.scalar(
+                sa.select(sa.func.max(tag_history.c.replaced_at)).where(
+                    tag_history.c.repository_id == repository_id,
+                    tag_history.c.manifest_digest == digest,
+                )
+            )
+        )
+        if untagged_at is not None:
+            protect = max(
+                protect,
+                untagged_at + timedelta(seconds=cfg.untagged_seconds),
+                untagged_at + timedelta(days=cfg.history_days),
+            )
+        if protect > now:
+            await conn.execute(sa.update(r).where(r.c.id.in_(ids)).values(review_after=protect))
+            report.deferred += 1
+            return
+        blob_refs, dependents = await manifest_dependents(
+            conn, repository_id, m.id, digest
+        )
+        await conn.execute(
+            sa.delete(manifest_references).where(manifest_references.c.manifest_id == m.id)
+        )
+        await conn.execute(sa.delete(manifests).where(manifests.c.id == m.id))
+        await conn.execute(done)
+        after = now + timedelta(seconds=cfg.grace_seconds)
+        await queue_blobs(conn, blob_refs, after, "manifest_deleted")
+        await queue_manifests(conn, repository_id, dependents, after, "parent_deleted")
+        name = await conn.scalar(
+            sa.select(repositories.c.name).where(repositories.c.id == repository_id)
+        )
+        report.manifests.append((str(name), digest))
+
+    async def _manifest_kept(
+        self, conn: AsyncConnection, repository_id: int, digest: str, m: Any
+    ) -> bool:
+        """Tagged, listed by an index of its repository, or a referrer of a manifest there:
+        kept, and no longer queued (the change that ends this queues it again)."""
+        if await conn.scalar(sa.select(tags.c.id).where(tags.c.manifest_id == m.id).limit(1)):
+            return True
+        parent = manifests.alias("parent")
+        listed = await conn.scalar(
+            sa.select(sa.literal(1))
+            .select_from(
+                manifest_references.join(parent, parent.c.id == manifest_references.c.manifest_id)
+            )
+            .where(
+                parent.c.repository_id == repository_id,
+                manifest_references.c.digest == digest,
+                manifest_references.c.kind == "manifest",
+            )
+            .limit(1)
+        )
+        if listed:
+            return True
+        if m.subject_digest:
+            subject = await conn.scalar(
+                sa.select(manifests.c.id).where(
+                    manifests.c.repository_id == repository_id,
+                    manifests.c.digest == m.subject_digest,
+                )
+            )
+            if subject is not None:
+                return True
+        return False
+
+    # --- phase 2: blobs -----------------------------------------------------------------------
+
+    async def _blob_batch(
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        due_before: datetime,
+        grace: timedelta,
+        report: PassReport,
+    ) -> int:
+        r = gc_blob_review
+        due = (
+            sa.select(r.c.id, r.c.digest)
+            .where(r.c.review_after <= due_before)
+            .order_by(r.c.review_after)
+            .limit(self.config.batch_size)
+        )
+        if _pg(conn):
+            due = due.with_for_update(skip_locked=True)
+        claimed: dict[str, list[int]] = {}
+        for row in await conn.execute(due):
+            claimed.setdefault(str(row.digest), []).append(int(row.id))
+        if not claimed:
+            return 0
+        digests = sorted(claimed)
+        cutoff = now - grace
+        # Lock the blob rows (digest order: a manifest push takes its share locks in that order).
+        rows = {
+            b.digest: b
+            for b in await conn.execute(
+                sa.select(blobs.c.id, blobs.c.digest, blobs.c.size, blobs.c.created_at)
+                .where(blobs.c.digest.in_(digests))
+                .order_by(blobs.c.digest)
+                .with_for_update()
+            )
+        }
+        ids = [b.id for b in rows.values()]
+        referenced: set[str] = set()
+        if ids:
+            referenced = set(
+                (
+                    await conn.execute(
+                        sa.select(manifest_references.c.digest)
+                        .where(
+                            manifest_references.c.digest.in_(list(rows)),
+                            manifest_references.c.kind == "blob",
+                        )
+                        .distinct()
+                    )
+                ).scalars()
+            )
+        # Links a repository holds without any of its manifests referencing the blob.
+        mr, m = manifest_references, manifests
+        used_here = (
+            sa.select(sa.literal(1))
+            .select_from(mr.join(m, m.c.id == mr.c.manifest_id))
+            .where(
+                m.c.repository_id == repository_blobs.c.repository_id,
+                mr.c.digest == blobs.c.digest,
+                mr.c.kind == "blob",
+            )
+            .exists()
+        )
+        dangling = (
+            (
+                await conn.execute(
+                    sa.select(
+                        repository_blobs.c.repository_id,
+                        repository_blobs.c.blob_id,
+                        repository_blobs.c.created_at,
+                        blobs.c.digest,
+                    )
+                    .select_from(
+                        repository_blobs.join(blobs, blobs.c.id == repository_blobs.c.blob_id)
+                    )
+                    .where(repository_blobs.c.blob_id.in_(ids), ~used_here)
+                )
+            ).all()
+            if ids
+            else []
+        )
+        fresh: dict[str, datetime] = {}
+        for link in dangling:
+            linked_at = aware(link.created_at) or now
+            if linked_at > cutoff:
+                fresh[link.digest] = max(fresh.get(link.digest, linked_at), linked_at)
+                continue
+            await conn.execute(
+                sa.delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == link.repository_id,
+                    repository_blobs.c.blob_id == link.blob_id,
+                )
+            )
+            if link.digest in referenced:
+                report.links += 1
+        gone: list[Any] = []
+        done: list[str] = []
+        for digest in digests:
+            b = rows.get(digest)
+            if b is None:
+                done.append(digest)
+                continue
+            created = aware(b.created_at) or now
+            young = max([created, *([fresh[digest]] if digest in fresh else [])])
+            if digest in referenced and digest not in fresh:
+                done.append(digest)
+            elif digest in referenced or young > cutoff:
+                await conn.execute(
+                    sa.update(r)
+                    .where(r.c.id.in_(claimed[digest]))
+                    .values(review_after=young + grace)
+                )
+                report.deferred += 1
+            else:
+                gone.append(b)
+                done.append(digest)
+        if gone:
+            gone_ids = [b.id for b in gone]
+            await conn.execute(
+                sa.delete(repository_blobs).where(repository_blobs.c.blob_id.in_(gone_ids))
+            )
+            await conn.execute(sa.delete(blobs).where(blobs.c.id.in_(gone_ids)))
+            stmt = _insert(conn, gc_blob_tombstones)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["digest"],
+                set_={"deleted_at": stmt.excluded.deleted_at, "bytes_deleted_at": None},
+            )
+            await conn.execute(
+                stmt,
+                [
+                    {"digest": b.digest, "size": int(b.size), "deleted_at": now}
+                    for b in gone
+                ],
+            )
+            report.blobs.extend((b.digest, int(b.size)) for b in gone)
+        if done:
+            await conn.execute(
+                sa.delete(r).where(r.c.id.in_([i for d in done for i in claimed[d]]))
+            )
+        return sum(len(ids) for ids in claimed.values())
+
+    # --- phase 3: bytes -----------------------------------------------------------------------
+
+    async def delete_bytes(self, report: PassReport | None = None) -> int:
+        """Delete the stored bytes of tombstoned blobs, a batch per transaction; the claim on a
+        tombstone is held while its objects are deleted, so an upload of the same digest that
+        commits meanwhile waits, then sees that its bytes may be gone (and checks)."""
+        t = gc_blob_tombstones
+        total = 0
+        while True:
+            async with self.engine.begin() as conn:
+                sel = (
+                    sa.select(t.c.digest)
+                    .where(t.c.bytes_deleted_at.is_(None))
+                    .order_by(t.c.deleted_at)
+                    .limit(self.config.batch_size)
+                )
+                if _pg(conn):
+                    sel = sel.with_for_update(skip_locked=True)
+                digests = list((await conn.execute(sel)).scalars())
+                if not digests:
+                    break
+                back = set(
+                    (
+                        await conn.execute(
+                            sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests))
+                        )
+                    ).scalars()
+                )
+                if back:  # uploaded again since: its bytes are the new blob's
+                    await conn.execute(sa.delete(t).where(t.c.digest.in_(back)))
+                paths = [digest_path(d) for d in digests if d not in back]
+                await self.storage.delete_many(paths, self.config.delete_concurrency)
+                await conn.execute(
+                    sa.update(t)
+                    .where(t.c.digest.in_([d for d in digests if d not in back]))
+                    .values(bytes_deleted_at=utcnow())
+                )
+                total += len(paths)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.delete(t).where(
+                    t.c.bytes_deleted_at.is_not(None),
+                    t.c.bytes_deleted_at < utcnow() - TOMBSTONE_KEEP,
+                )
+            )
+        if report is not None:
+            report.bytes_deleted += total
+        return total

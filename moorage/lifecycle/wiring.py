@@ -1,0 +1,91 @@
+"""The lifecycle capability: online garbage collection (review queues filled by the changes'
+own transactions, a pass on the shared job queue), ``moorage gc``, its API and UI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..audit import AuditEvent
+from ..capability import Capability
+from ..services.events import ManifestPushed, RepositoryDeleted, TagDeleted
+from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
+from .gc import GC_PASS, Collector, PassReport
+from .immutable import ImmutabilityRule
+from .subscribers import Queues, ReferenceLocks
+
+NAME = "lifecycle"
+
+
+@dataclass
+class Lifecycle:
+    """What the capability keeps in ``rt.services["lifecycle"]``."""
+
+    collector: Collector
+    audit: Any
+
+    async def gc(
+        self,
+        *,
+        dry_run: bool = False,
+        grace: float | None = None,
+        trigger: str = "job",
+        actor: str = "system",
+    ) -> PassReport:
+        """One pass, audited (a scheduled pass only when it removed something)."""
+        report = await self.collector.run_pass(
+            dry_run=dry_run, grace=grace, trigger=trigger, actor=actor
+        )
+        if trigger != "job" or report.manifests or report.blobs or report.links:
+            await self.audit.record_now(
+                AuditEvent(
+                    "gc.dry_run" if dry_run else "gc.pass",
+                    actor=actor,
+                    actor_type="system" if trigger != "api" else "user",
+                    details={**report.summary(), "trigger": trigger},
+                )
+            )
+        return report
+
+
+async def _setup(rt: Any) -> None:
+    cfg = rt.config.gc
+    collector = Collector(rt.ctx.write_engine, rt.ctx.storage, cfg)
+    service = Lifecycle(collector, rt.audit)
+    rt.services[NAME] = service
+    queues = Queues(cfg)
+    rt.ctx.events.on(ManifestPushed, queues.manifest_pushed)
+    rt.ctx.events.on(TagDeleted, queues.tag_deleted)
+    rt.ctx.events.on(RepositoryDeleted, queues.repository_deleted)
+    rt.ctx.rules.add(ReferenceLocks(cfg, rt.ctx.rules))
+    rt.ctx.rules.add(ImmutabilityRule(rt.audit))
+
+    async def gc_pass(payload: dict[str, Any]) -> dict[str, Any]:
+        grace = payload.get("grace")
+        report = await service.gc(
+            dry_run=bool(payload.get("dry_run", False)),
+            grace=float(grace) if isinstance(grace, (int, float)) else None,
+            trigger=str(payload.get("trigger", "job")),
+            actor=str(payload.get("actor", "system")),
+        )
+        return report.summary()
+
+    rt.jobs.register(GC_PASS, gc_pass)
+    if cfg.enabled:
+        rt.jobs.schedule(GC_PASS, timedelta(seconds=cfg.interval_seconds))
+
+
+def _api_ops(rt: Any) -> list[Any]:
+    from .api import ops
+
+    return ops(rt, rt.services[NAME])
+
+
+def _cli(tree: Any) -> None:
+    from .cli import register
+
+    register(tree)
+
+
+CAPABILITY = Capability(NAME, setup=_setup, job_kinds=(GC_PASS,), api_ops=_api_ops, cli=_cli)
