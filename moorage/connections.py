@@ -15,7 +15,7 @@ forever, and about a thousand of them exhaust a default 1,024-descriptor limit. 
 - ``http.max_connections``: a request arriving on a connection beyond the cap is answered ``503``
   with an OCI ``UNAVAILABLE`` error body, ``Retry-After`` and ``Connection: close``.
 
-The timer costs one ``call_later`` per request head (measured in bench/connections.py).
+Deadlines are checked by one timer per process (:class:`_Sweeper`), not one per request.
 The class is configured per process by :func:`configure` (the parent for one worker,
 ``app_from_environment`` in each worker process of several), since uvicorn builds protocols from
 a class it imports in each worker.
@@ -71,10 +71,40 @@ async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
 
 
+class _Sweeper:
+    """One timer per process, not one per request: every ``interval`` seconds it closes the
+    connections whose request-head deadline has passed. A request pays for a float stored and
+    cleared (a ``call_later`` and a ``cancel`` per head cost several µs under uvloop)."""
+
+    def __init__(self) -> None:
+        self.handle: asyncio.TimerHandle | None = None
+
+    def ensure(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        if self.handle is None:
+            self.handle = loop.call_later(self.interval(), self.sweep, loop, connections)
+
+    @staticmethod
+    def interval() -> float:
+        return min(1.0, max(0.05, _settings["header_timeout"] / 4))
+
+    def sweep(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.handle = None
+        now = loop.time()
+        for conn in list(connections):
+            deadline = getattr(conn, "head_deadline", None)
+            if deadline is not None and now >= deadline:
+                conn.head_timed_out()
+        if connections:
+            self.ensure(loop, connections)
+
+
+_sweeper = _Sweeper()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a request-head deadline and a connection cap."""
 
-    _head_timer: asyncio.TimerHandle | None = None
+    head_deadline: float | None = None  # loop time by which a complete head must have come
     _awaiting_head = True
     _head_bytes = False
 
@@ -82,22 +112,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._awaiting_head = True
         self._head_bytes = False
-        self._arm_head_timer()
+        self._start_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self.head_deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting_head and data:
             self._head_bytes = True
-            if self._head_timer is None:  # first byte of a later request on this connection
-                self._arm_head_timer()
+            if self.head_deadline is None:  # first byte of a later request on this connection
+                self._start_deadline()
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._cancel_head_timer()
+        self.head_deadline = None
         cap = int(_settings["max_connections"])
         if cap and len(self.connections) > cap:
             log.warning(
@@ -121,18 +151,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = False
         super().on_response_complete()
 
-    def _arm_head_timer(self) -> None:
+    def _start_deadline(self) -> None:
         timeout = _settings["header_timeout"]
         if timeout > 0:
-            self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
+            self.head_deadline = self.loop.time() + timeout
+            _sweeper.ensure(self.loop, self.connections)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
+    def head_timed_out(self) -> None:
+        self.head_deadline = None
         if not self._awaiting_head or self.transport.is_closing():
             return
         if self._head_bytes:

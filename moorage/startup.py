@@ -125,6 +125,11 @@ def explain(
                 f"{db} refused the login ({text}); fix the user and password in database.url "
                 "(MOORAGE_DATABASE_URL)"
             )
+        if "no such table" in text or ("relation" in text and "does not exist" in text):
+            return (
+                f"{db} lacks Moorage's tables ({text}); run 'moorage db upgrade' or set "
+                "database.migrate_on_start: true"
+            )
         if name == "InvalidCatalogNameError" or ("database" in text and "does not exist" in text):
             return (
                 f"{db} does not exist ({text}); create it (createdb) or fix database.url "

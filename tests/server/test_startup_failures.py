@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, free_port
+from tests.conftest import BACKENDS, PG_ADMIN_URL, free_port, postgres_database
 
 
 def serve(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -91,6 +91,20 @@ def test_database_that_does_not_exist(tmp_path: Path) -> None:
     assert code == 1
     assert "'moorage_no_such_database'" in line and "does not exist" in line, line
     assert "create it" in line
+
+
+@pytest.mark.parametrize("kind", [b for b in ("sqlite", "postgresql") if b in BACKENDS])
+def test_database_without_its_tables(tmp_path: Path, kind: str) -> None:
+    """Fails inside the application's start (within uvicorn): the same kind of last line."""
+    env = {"MOORAGE_DATABASE_MIGRATE_ON_START": "false"}
+    with contextlib.ExitStack() as stack:
+        if kind == "postgresql":  # a fresh, empty database of its own
+            env["MOORAGE_DATABASE_URL"] = stack.enter_context(postgres_database())
+        code, out = serve(tmp_path / "data", env=env)
+    line = last_line(out)
+    assert code == 1, out
+    assert line.startswith("moorage: cannot start: ") and "lacks Moorage's tables" in line, line
+    assert "moorage db upgrade" in line
 
 
 def test_port_in_use(tmp_path: Path) -> None:
