@@ -192,9 +192,9 @@ class AuditConfig(_Section):
     refusal_aggregate_seconds: float = Field(
         60.0,
         gt=0,
-        description="Refused requests (401/403/429 on /v2 and /api/v1) are recorded as one "
-        "record per actor, repository, action and status per this many seconds, with a count "
-        "(failed logins are recorded one by one).",
+        description="Refused requests (401/403/429 on /v2 and /api/v1) are recorded per actor, "
+        "repository, action and status: the first of each window at once, the rest of the "
+        "window as one record with a count (failed logins are recorded one by one).",
     )
     flush_interval_ms: int = Field(
         150, ge=1, le=60000, description="How often queued events are written to the database."

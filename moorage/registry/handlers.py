@@ -167,6 +167,8 @@ class RegistryAPI:
         if self.audit is not None:
             if (
                 response.status_code >= 400
+                # 401/429/503: the policy tried the credentials already (and counted a failure)
+                and response.status_code not in (401, 403, 429, 503)
                 and "moorage.route" in scope
                 and "moorage.principal" not in scope
             ):
