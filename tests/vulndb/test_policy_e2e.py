@@ -20,9 +20,9 @@ pytest.importorskip("moorage.scan.wiring", reason="the scan capability is not in
 
 from tests.clients.harness import Engine, Skopeo, make_client_env  # noqa: E402
 from tests.clients.ocigen import make_image, make_layer, write_layout  # noqa: E402
-from tests.conftest import ADMIN_PASSWORD, moorage_cli, own_auth_server  # noqa: E402
+from tests.conftest import ADMIN_PASSWORD, moorage_cli  # noqa: E402
 
-from .conftest import RECORDS  # noqa: E402
+from .conftest import RECORDS, auth_server  # noqa: E402
 
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n'
 DPKG_STATUS = b"""Package: libc6
@@ -57,7 +57,7 @@ def test_blocked_allowed_blocked_again_with_skopeo_and_podman() -> None:
         pytest.skip("skopeo is not installed")
     root = Path(tempfile.mkdtemp(prefix="moorage-vuln-e2e-"))
     try:
-        with own_auth_server() as srv:
+        with auth_server() as srv:
             creds = f"admin:{ADMIN_PASSWORD}"
             env = make_client_env(root / "clients", srv.host)
             skopeo = Skopeo(skopeo_bin, env)
