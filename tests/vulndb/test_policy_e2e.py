@@ -126,9 +126,12 @@ def test_blocked_allowed_blocked_again_with_skopeo_and_podman() -> None:
                     p.returncode != 0
                     and "the vulnerability policy of acme blocks this image" in p.stderr.decode()
                 )
-            # by digest, with push rights (a signer, an attester): never blocked
+            # by digest, by a caller whose credentials carry push rights (a signer, an
+            # attester): never blocked. (skopeo inspect asks a pull-only token: refused.)
             digest = image.manifest.digest
-            assert inspect(f"docker://{srv.host}/acme/debian@{digest}").returncode == 0
+            accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+            assert api.get(f"/v2/acme/debian/manifests/{digest}", headers=accept).status_code == 200
+            assert inspect(f"docker://{srv.host}/acme/debian@{digest}").returncode != 0
 
             policy("CVE-2023-4911:2099-12-31")  # the upstream id allows the DEBIAN-CVE record
             _wait("the allow-list entry", lambda: inspect().returncode == 0)
