@@ -140,3 +140,21 @@ def write_zip(dest: Path, docs: dict[str, Any]) -> Path:
         for name, doc in docs.items():
             zf.writestr(f"{name}.json", json.dumps(doc))
     return dest
+
+
+@contextlib.contextmanager
+def auth_server(**env: str) -> Iterator[Any]:
+    """conftest's ``own_auth_server`` with a longer start-up allowance: on a 2-core machine under
+    other suites' load a first start (every migration on a new SQLite file) passed 30 s."""
+    import tempfile
+
+    from tests.conftest import ADMIN_PASSWORD, MoorageServer
+
+    with tempfile.TemporaryDirectory(prefix="moorage-vulndb-") as tmp:
+        srv = MoorageServer(
+            Path(tmp) / "data", env={"MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD, **env}
+        ).start(timeout=180)
+        try:
+            yield srv
+        finally:
+            srv.stop()

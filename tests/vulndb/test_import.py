@@ -14,10 +14,10 @@ from moorage.db.engine import upgrade
 from moorage.scan.model import Inventory, Package
 from moorage.scan.vulndb.importer import ImportResult, import_source
 from moorage.scan.vulndb.matcher import Matcher
-from tests.conftest import ADMIN_PASSWORD, moorage_cli, own_auth_server
+from tests.conftest import ADMIN_PASSWORD, moorage_cli
 from tests.ui.conftest import login_http
 
-from .conftest import OSV, ZipServer, run, write_zip
+from .conftest import OSV, ZipServer, auth_server, run, write_zip
 
 
 def _go_docs() -> dict[str, Any]:
@@ -105,7 +105,7 @@ def test_cli_and_scheduled_refresh_on_a_running_server(tmp_path: Path) -> None:
     z = write_zip(tmp_path / "all.zip", dict(list(docs.items())[:25]))
     feed = ZipServer(z)
     try:
-        with own_auth_server(MOORAGE_VULNDB_SOURCES=feed.url) as srv:
+        with auth_server(MOORAGE_VULNDB_SOURCES=feed.url) as srv:
             admin = ("admin", ADMIN_PASSWORD)
             # the configured source is refreshed by a job on the shared queue
             deadline = time.monotonic() + 60

@@ -22,12 +22,11 @@ from tests.conftest import (
     error_code,
     image_manifest,
     moorage_cli,
-    own_auth_server,
     put_manifest,
     sha256,
 )
 
-from .conftest import run
+from .conftest import auth_server, run
 
 TODAY = date(2026, 12, 6)
 
@@ -112,10 +111,13 @@ def test_allow_syntax() -> None:
 
 
 def test_unscanned_images_blocked_on_a_running_server() -> None:
-    """No scanner runs in this build of the test: every image is "not scanned", which a
-    policy with --block-unscanned refuses (the severity path is decided by the same code)."""
+    """Scan on push off: every image is "not scanned", which a policy with --block-unscanned
+    refuses (test_policy_e2e.py covers findings from real scans)."""
     admin = ("admin", ADMIN_PASSWORD)
-    with own_auth_server() as srv, httpx.Client(base_url=srv.url, auth=admin, timeout=30) as c:
+    with (
+        auth_server(MOORAGE_SCANNING_ON_PUSH="false") as srv,
+        httpx.Client(base_url=srv.url, auth=admin, timeout=30) as c,
+    ):
         repo = "acme/app"
         payload = image_manifest(c, repo)
         assert put_manifest(c, repo, "1.0", payload).status_code == 201

@@ -20,9 +20,9 @@ pytest.importorskip("moorage.scan.wiring", reason="the scan capability is not in
 
 from tests.clients.harness import Engine, Skopeo, make_client_env  # noqa: E402
 from tests.clients.ocigen import make_image, make_layer, write_layout  # noqa: E402
-from tests.conftest import ADMIN_PASSWORD, moorage_cli, own_auth_server  # noqa: E402
+from tests.conftest import ADMIN_PASSWORD, moorage_cli  # noqa: E402
 
-from .conftest import RECORDS  # noqa: E402
+from .conftest import RECORDS, auth_server  # noqa: E402
 
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n'
 DPKG_STATUS = b"""Package: libc6
@@ -57,7 +57,7 @@ def test_blocked_allowed_blocked_again_with_skopeo_and_podman() -> None:
         pytest.skip("skopeo is not installed")
     root = Path(tempfile.mkdtemp(prefix="moorage-vuln-e2e-"))
     try:
-        with own_auth_server() as srv:
+        with auth_server() as srv:
             creds = f"admin:{ADMIN_PASSWORD}"
             env = make_client_env(root / "clients", srv.host)
             skopeo = Skopeo(skopeo_bin, env)
@@ -126,9 +126,12 @@ def test_blocked_allowed_blocked_again_with_skopeo_and_podman() -> None:
                     p.returncode != 0
                     and "the vulnerability policy of acme blocks this image" in p.stderr.decode()
                 )
-            # by digest, with push rights (a signer, an attester): never blocked
+            # by digest, by a caller whose credentials carry push rights (a signer, an
+            # attester): never blocked. (skopeo inspect asks a pull-only token: refused.)
             digest = image.manifest.digest
-            assert inspect(f"docker://{srv.host}/acme/debian@{digest}").returncode == 0
+            accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+            assert api.get(f"/v2/acme/debian/manifests/{digest}", headers=accept).status_code == 200
+            assert inspect(f"docker://{srv.host}/acme/debian@{digest}").returncode != 0
 
             policy("CVE-2023-4911:2099-12-31")  # the upstream id allows the DEBIAN-CVE record
             _wait("the allow-list entry", lambda: inspect().returncode == 0)

@@ -32,6 +32,13 @@ def cmd_import(args: argparse.Namespace) -> int:
                     await import_source(engine, spec, http_timeout=config.vulndb.http_timeout)
                 )
         finally:
+            if any(r.changed for r in results):
+                # stored scans are matched again by a running node (job vulndb.rematch)
+                from ...db.engine import writer
+                from .rematch import queue_rematch
+
+                async with writer(engine).begin() as conn:
+                    await queue_rematch(conn)
             await engine.dispose()
 
     try:

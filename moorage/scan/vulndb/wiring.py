@@ -1,7 +1,8 @@
 """The ``vulndb`` capability: OSV advisories imported into the database (``moorage vulndb
 import|status``, a scheduled refresh of ``vulndb.sources`` on the shared job queue, GET
 /api/v1/vulndb), vulnerability policies (the rule blocking pulls; ``moorage admin
-set-vulnerability-policy``) and the matcher the scanner uses (``rt.services["scan.matcher"]``:
+set-vulnerability-policy``), the re-match of stored scans when the data changes
+(``vulndb.rematch``) and the matcher the scanner uses (``rt.services["scan.matcher"]``:
 ``await match(inventory) -> list[Finding]``).
 """
 
@@ -24,13 +25,26 @@ NAME = "vulndb"
 
 
 async def _setup(rt: Runtime) -> None:
+    from .rematch import REMATCH_JOB, queue_rematch, rematch
+
     engine = rt.ctx.engine
-    rt.services["scan.matcher"] = Matcher(engine)
+    matcher = Matcher(engine)
+    rt.services["scan.matcher"] = matcher
     config = rt.config.vulndb
     rt.services[NAME] = VulnDB(engine, config, rt.jobs)
 
     async def run_refresh(_payload: dict[str, Any]) -> dict[str, Any]:
-        return await refresh(rt.ctx.write_engine, config)
+        results = await refresh(rt.ctx.write_engine, config)
+        if any(r.get("added") or r.get("updated") for r in results.values()):
+            async with rt.ctx.write_engine.begin() as conn:
+                await queue_rematch(conn)
+            rt.jobs.wake()
+        return results
+
+    async def run_rematch(_payload: dict[str, Any]) -> dict[str, Any]:
+        return await rematch(engine, rt.ctx.write_engine, matcher)
+
+    rt.jobs.register(REMATCH_JOB, run_rematch)
 
     rt.ctx.rules.add(VulnerabilityRule(engine, rt.services, rt.audit))
     rt.jobs.register(REFRESH_JOB, run_refresh)
@@ -59,7 +73,7 @@ def _cli(tree: Any) -> None:
 CAPABILITY = Capability(
     NAME,
     setup=_setup,
-    job_kinds=(REFRESH_JOB,),
+    job_kinds=(REFRESH_JOB, "vulndb.rematch"),
     api_ops=_api_ops,
     ui_pages=_ui_pages,
     cli=_cli,
