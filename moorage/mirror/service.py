@@ -30,12 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..auth import keycrypt
 from ..db.engine import writer
 from ..db.queries import _aware, insert_ignore, now
+from ..db.schema import blobs, manifest_references, manifests, repositories, repository_blobs
 from ..oci.names import namespace_of
 from ..replication.auth import Credentials
 from ..replication.client import RegistryClient
 from ..replication.models import RetryPolicy, Timeouts, TLSOptions, docker_hub_name
 from ..services.context import ServiceContext
-from ..services.errors import Conflict, Invalid
+from ..services.errors import Conflict, Invalid, NotFound
 from .tables import mirror_caches as mc
 from .tables import mirror_pulls as mp
 from .tables import mirror_tags as mtg
@@ -118,6 +119,23 @@ def check_platforms(platforms: list[str] | None) -> list[str] | None:
     return sorted(set(platforms))
 
 
+def check_settings(
+    *,
+    username: str | None = None,
+    staleness_seconds: int | None = None,
+    evict_after_days: int | None = None,
+    max_bytes: int | None = None,
+) -> None:
+    if username is not None and (not username or len(username) > 255 or ":" in username):
+        raise Invalid("username", "the username is 1-255 characters, without ':'")
+    if staleness_seconds is not None and not 0 <= staleness_seconds <= 30 * 86400:
+        raise Invalid("staleness", "the staleness window is 0 to 2592000 seconds")
+    if evict_after_days is not None and not 1 <= evict_after_days <= 36500:
+        raise Invalid("evict_after_days", "evict after 1 to 36500 days")
+    if max_bytes is not None and max_bytes < 1:
+        raise Invalid("max_bytes", "the size cap is a positive number of bytes")
+
+
 class MirrorService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -166,6 +184,10 @@ class MirrorService:
         """From this node's current view, no database read (the content rule's question)."""
         return self._caches.get(namespace)
 
+    def invalidate(self) -> None:
+        """Read the cache organizations again on the next question (after a change here)."""
+        self._loaded_at = float("-inf")
+
     async def caches(self) -> list[Cache]:
         self._loaded_at = float("-inf")
         await self._load()
@@ -206,16 +228,14 @@ class MirrorService:
         """Make organization *namespace* (created by the caller in the same transaction) a
         cache of *url*."""
         url = normalize_url(url)
-        if username is not None and (not username or len(username) > 255 or ":" in username):
-            raise Invalid("username", "the username is 1-255 characters, without ':'")
         if password and username is None:
             raise Invalid("password", "a password needs --upstream-username")
-        if not 0 <= staleness_seconds <= 30 * 86400:
-            raise Invalid("staleness", "the staleness window is 0 to 2592000 seconds")
-        if evict_after_days is not None and not 1 <= evict_after_days <= 36500:
-            raise Invalid("evict_after_days", "evict after 1 to 36500 days")
-        if max_bytes is not None and max_bytes < 1:
-            raise Invalid("max_bytes", "the size cap is a positive number of bytes")
+        check_settings(
+            username=username,
+            staleness_seconds=staleness_seconds,
+            evict_after_days=evict_after_days,
+            max_bytes=max_bytes,
+        )
         secret = self._seal(namespace, password) if password else None
         if (await conn.execute(sa.select(mc.c.id).where(mc.c.namespace == namespace))).first():
             raise Conflict(f"organization {namespace} is already a cache")
@@ -237,6 +257,114 @@ class MirrorService:
         )
         row = (await conn.execute(sa.select(mc).where(mc.c.namespace == namespace))).one()
         return _cache(row)
+
+    async def update_cache(
+        self, namespace: str, changes: dict[str, Any], clear: frozenset[str] = frozenset()
+    ) -> Cache:
+        """Change the settings of cache *namespace*: *changes* holds the new values (``url``,
+        ``username``, ``password``, ``insecure``, ``platforms``, ``staleness_seconds``,
+        ``evict_after_days``, ``max_bytes``), *clear* the optional ones set back to none. A new
+        username without a password drops the stored password."""
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(mc).where(mc.c.namespace == namespace))).first()
+            if row is None:
+                raise NotFound(f"organization {namespace} is not a cache")
+            values: dict[str, Any] = {}
+            if "url" in changes:
+                values["url"] = normalize_url(str(changes["url"]))
+            if "insecure" in changes:
+                values["insecure"] = bool(changes["insecure"])
+            if "platforms" in changes:
+                values["platforms"] = check_platforms(changes["platforms"])
+            elif "platforms" in clear:
+                values["platforms"] = None
+            if "staleness_seconds" in changes:
+                check_settings(staleness_seconds=changes["staleness_seconds"])
+                values["staleness_seconds"] = changes["staleness_seconds"]
+            for key in ("evict_after_days", "max_bytes"):
+                if key in changes:
+                    check_settings(**{key: changes[key]})
+                    values[key] = changes[key]
+                elif key in clear:
+                    values[key] = None
+            if "username" in clear:
+                values["username"] = values["secret"] = None
+            elif "username" in changes:
+                check_settings(username=changes["username"])
+                values["username"] = changes["username"]
+                if changes["username"] != row.username:
+                    values["secret"] = None
+            if changes.get("password"):
+                if values.get("username", row.username) is None:
+                    raise Invalid("password", "a password needs an upstream username")
+                values["secret"] = self._seal(namespace, str(changes["password"]))
+            elif "password" in clear:
+                values["secret"] = None
+            values["updated_at"] = now()
+            await conn.execute(sa.update(mc).where(mc.c.namespace == namespace).values(**values))
+            row = (await conn.execute(sa.select(mc).where(mc.c.namespace == namespace))).one()
+        self._loaded_at = float("-inf")
+        return _cache(row)
+
+    async def delete_cache(self, namespace: str) -> None:
+        """The organization stops being a cache (its content stays, as ordinary repositories
+        that accept pushes again once every node has refreshed its view)."""
+        async with self._tx() as conn:
+            gone = await conn.execute(sa.delete(mc).where(mc.c.namespace == namespace))
+            if not gone.rowcount:
+                raise NotFound(f"organization {namespace} is not a cache")
+            prefix = namespace + "/%"
+            await conn.execute(sa.delete(mtg).where(mtg.c.repository.like(prefix)))
+            await conn.execute(sa.delete(mp).where(mp.c.repository.like(prefix)))
+        self._loaded_at = float("-inf")
+        self._checked = {k: v for k, v in self._checked.items() if namespace_of(k[0]) != namespace}
+
+    async def usage(self, namespace: str) -> dict[str, Any]:
+        """What cache *namespace* holds: bytes (linked blobs and manifests), images (root
+        manifests: tagged or not listed by an index of their repository), repositories, and
+        when an image was last pulled (None: never recorded)."""
+        m, r = manifests, repositories
+        parent = manifests.alias("parent")
+        listed = sa.exists().where(
+            manifest_references.c.manifest_id == parent.c.id,
+            manifest_references.c.kind == "manifest",
+            manifest_references.c.digest == m.c.digest,
+            parent.c.repository_id == m.c.repository_id,
+        )
+        in_ns = r.c.namespace == namespace
+        blob_bytes = (
+            sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0))
+            .select_from(
+                repository_blobs.join(blobs, blobs.c.id == repository_blobs.c.blob_id).join(
+                    r, r.c.id == repository_blobs.c.repository_id
+                )
+            )
+            .where(in_ns)
+        )
+        manifest_bytes = (
+            sa.select(sa.func.coalesce(sa.func.sum(m.c.size), 0))
+            .select_from(m.join(r, r.c.id == m.c.repository_id))
+            .where(in_ns)
+        )
+        images = (
+            sa.select(sa.func.count())
+            .select_from(m.join(r, r.c.id == m.c.repository_id))
+            .where(in_ns, ~listed)
+        )
+        repos = sa.select(sa.func.count()).select_from(r).where(in_ns)
+        last = sa.select(sa.func.max(mp.c.pulled_at)).where(mp.c.repository.like(namespace + "/%"))
+        async with self.ctx.engine.connect() as conn:
+            size = int((await conn.execute(blob_bytes)).scalar() or 0)
+            size += int((await conn.execute(manifest_bytes)).scalar() or 0)
+            count = int((await conn.execute(images)).scalar() or 0)
+            repo_count = int((await conn.execute(repos)).scalar() or 0)
+            last_pull = _aware((await conn.execute(last)).scalar())
+        return {
+            "bytes": size,
+            "images": count,
+            "repositories": repo_count,
+            "last_pull": last_pull,
+        }
 
     # --- upstream clients ---------------------------------------------------------------------
 

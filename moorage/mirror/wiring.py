@@ -25,7 +25,10 @@ from .rule import CacheRule
 from .service import MirrorService
 
 if TYPE_CHECKING:
+    from ..api.routing import Op
     from ..runtime import Runtime
+    from ..ui.app import WebUI
+    from ..ui.pages import PageGroup
 
 
 async def _setup(rt: Runtime) -> None:
@@ -39,12 +42,31 @@ async def _setup(rt: Runtime) -> None:
     evictor = Evictor(service)
     rt.jobs.register(EVICT_JOB, evictor.job)
     rt.jobs.schedule(EVICT_JOB, timedelta(hours=1))
+    if rt.access is not None:
+        from .admin import MirrorAdmin
+
+        rt.services["mirror.admin"] = MirrorAdmin(rt.ctx, rt.access, rt.audit, rt.sessions).bind(
+            service
+        )
 
 
 async def _shutdown(rt: Runtime) -> None:
     service = rt.services.get("mirror")
     if isinstance(service, MirrorService):
         await service.close()
+
+
+def _api_ops(rt: Runtime) -> list[Op]:
+    from .api import api_ops
+
+    admin = rt.services.get("mirror.admin")
+    return api_ops(admin) if admin is not None else []
+
+
+def _ui_pages(rt: Runtime, ui: WebUI) -> PageGroup:
+    from .ui import MirrorPages
+
+    return MirrorPages(ui, rt.services["mirror.admin"])
 
 
 def _cli(tree: Any) -> None:
@@ -57,6 +79,8 @@ MIRROR = Capability(
     "mirror",
     setup=_setup,
     job_kinds=(FILL_JOB, EVICT_JOB),
+    api_ops=_api_ops,
+    ui_pages=_ui_pages,
     cli=_cli,
     shutdown=_shutdown,
 )
