@@ -405,6 +405,30 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 SHARED_GROUPS = {"tests/ha": "ha"}
 
 
+# Groups that take longest (measured: docs/ci.md), handed out first so that no long group starts
+# last and keeps one worker busy after the others are done. Every other module follows in
+# collection order (pyproject.toml's addopts turn off xdist's reordering by test count).
+SLOW_FIRST = [
+    "ha",
+    "tests/auth/test_tokens.py",
+    "tests/hooks/test_delivery.py",
+    "tests/jobs/test_runner.py",
+    "tests/audit/test_chain.py",
+    "tests/test_operation.py",
+    "tests/auth/test_access.py",
+    "tests/registry/test_uploads.py",
+    "tests/api/test_tokens_sessions.py",
+    "tests/auth/test_lockout.py",
+    "tests/auth/test_ldap_e2e.py",
+    "tests/registry/test_hostile.py",
+    "tests/api/test_identities.py",
+    "tests/security/test_throttling.py",
+    "tests/security/test_review_findings.py",
+    "tests/audit/test_query_export.py",
+    "tests/security/test_sessions.py",
+]
+
+
 def _group(item: pytest.Item) -> str:
     path = item.nodeid.split("::", 1)[0]
     for prefix, name in SHARED_GROUPS.items():
@@ -420,6 +444,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     which turns the mark into the unit of scheduling."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    groups = {}
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(_group(item)))
+        mark = item.get_closest_marker("xdist_group")
+        groups[item.nodeid] = str(mark.args[0] if mark and mark.args else "default")
+    # Stable: the same order on every worker (xdist requires identical collections).
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
