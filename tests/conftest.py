@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,17 +31,50 @@ BACKENDS = [b for b in os.environ.get("MOORAGE_TEST_BACKENDS", "sqlite,postgresq
 # Blob stores the `server` fixture runs on: filesystem by default (CI time); add s3 to run the
 # protocol suites on S3 too (moto on loopback): MOORAGE_TEST_STORAGE=filesystem,s3.
 STORAGES = [s for s in os.environ.get("MOORAGE_TEST_STORAGE", "filesystem").split(",") if s]
+# How long a server or tool the tests start may take to answer: a bound, not a measure. Generous,
+# since parallel workers on a busy machine slow every start; a session-scoped server that misses
+# it fails every later test that uses it.
+STARTUP_TIMEOUT = float(os.environ.get("MOORAGE_TEST_STARTUP_TIMEOUT", "120"))
+
+
+# Ports for the servers the tests start come from 20000-29999, below the kernel's ephemeral range
+# (32768 up, where outgoing connections take their source ports), one block of 1000 per pytest
+# process: block 0 for a run without xdist, block N+1 for xdist worker gwN. Two workers of a run
+# never hand out the same port, and a process never hands out a port twice until it has gone
+# round its block (the kernel's bind-to-port-0 may give back the port it just gave another
+# caller that has not bound it yet).
+PORT_BASE = 20000
+PORT_BLOCK = 1000
+_port_cursor: int | None = None
+
+
+def _port_block() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under pytest-xdist
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdecimal() else 0
+    return PORT_BASE + (index % 10) * PORT_BLOCK
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nothing listens on now, not handed out before by this process."""
+    global _port_cursor
+    if _port_cursor is None:  # start anywhere in the block: concurrent runs rarely meet
+        _port_cursor = random.randrange(PORT_BLOCK)
+    base = _port_block()
+    for _ in range(PORT_BLOCK):
+        port = base + _port_cursor % PORT_BLOCK
+        _port_cursor += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:  # no SO_REUSEADDR: a port still in TIME_WAIT is skipped too
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {base}-{base + PORT_BLOCK - 1}")
 
 
-def _psql(sql: str) -> None:
+def _psql(sql: str, admin_url: str = PG_ADMIN_URL) -> None:
     subprocess.run(
-        ["psql", PG_ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
+        ["psql", admin_url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
         check=True,
         capture_output=True,
         timeout=60,
@@ -48,15 +82,16 @@ def _psql(sql: str) -> None:
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test session; dropped afterwards."""
+def postgres_database(admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test session (on the shared server, or the server of
+    *admin_url*); dropped afterwards. Random names: parallel workers never share one."""
     name = f"moorage_test_{uuid.uuid4().hex[:12]}"
-    _psql(f'CREATE DATABASE "{name}"')
+    _psql(f'CREATE DATABASE "{name}"', admin_url)
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
     finally:
         with contextlib.suppress(Exception):
-            _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url)
 
 
 def stop_process(
@@ -72,6 +107,10 @@ def stop_process(
             proc.kill()
             proc.wait(10)
     return int(proc.returncode)
+
+
+class PortTaken(RuntimeError):
+    """A server could not listen on its port: something else took it first."""
 
 
 @dataclass
@@ -109,8 +148,19 @@ class MoorageServer:
             *self.extra_args,
         ]
 
-    def start(self, timeout: float = 30) -> MoorageServer:
-        self.port = self.port or free_port()
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> MoorageServer:
+        if self.port:
+            return self._start(timeout)
+        for attempt in range(3):  # a port chosen for us may be taken by another run meanwhile
+            self.port = free_port()
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> MoorageServer:
         env = dict(os.environ)
         env.update(self.env)
         if self.database_url:
@@ -128,7 +178,11 @@ class MoorageServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"moorage exited early:\n{self.log()}")
+                self.proc = None
+                log = self.log()
+                if "address already in use" in log.lower():
+                    raise PortTaken(f"port {self.port} taken:\n{log}")
+                raise RuntimeError(f"moorage exited early:\n{log}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return self
@@ -330,3 +384,72 @@ def admin_cli(server: MoorageServer, *args: str, stdin: str | None = None) -> st
     r = moorage_cli(server, "admin", *args, stdin=stdin)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+# --- parallel runs (pytest-xdist, `--dist loadgroup`; see docs/ci.md) ------------------------
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto`` (the default, from pyproject.toml's addopts): twice the cores, at
+    most 8 (the port blocks above), or MOORAGE_TEST_WORKERS. Most of a test's time is spent
+    waiting on the servers and clients it drives, so even 2 cores keep 4 workers busy."""
+    wanted = os.environ.get("MOORAGE_TEST_WORKERS", "")
+    if wanted.isdecimal():
+        return int(wanted)
+    return max(1, min(8, 2 * len(os.sched_getaffinity(0))))
+
+
+# Directories whose modules all share one worker: tests/ha starts a cluster (three nodes,
+# HAProxy, S3, a PostgreSQL server of its own) per storage variant for the session, used by every
+# module there; one worker starts it once instead of each worker starting its own.
+SHARED_GROUPS = {"tests/ha": "ha"}
+
+
+# Groups that take longest (measured: docs/ci.md), handed out first so that no long group starts
+# last and keeps one worker busy after the others are done. Every other module follows in
+# collection order (pyproject.toml's addopts turn off xdist's reordering by test count).
+SLOW_FIRST = [
+    "ha",
+    "tests/auth/test_tokens.py",
+    "tests/hooks/test_delivery.py",
+    "tests/jobs/test_runner.py",
+    "tests/audit/test_chain.py",
+    "tests/test_operation.py",
+    "tests/auth/test_access.py",
+    "tests/registry/test_uploads.py",
+    "tests/api/test_tokens_sessions.py",
+    "tests/auth/test_lockout.py",
+    "tests/auth/test_ldap_e2e.py",
+    "tests/registry/test_hostile.py",
+    "tests/api/test_identities.py",
+    "tests/security/test_throttling.py",
+    "tests/security/test_review_findings.py",
+    "tests/audit/test_query_export.py",
+    "tests/security/test_sessions.py",
+]
+
+
+def _group(item: pytest.Item) -> str:
+    path = item.nodeid.split("::", 1)[0]
+    for prefix, name in SHARED_GROUPS.items():
+        if path.startswith(prefix + "/"):
+            return name
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, every test of a module goes to the same worker (its module-scoped servers
+    start once), like `--dist loadscope`, with the groups above. Runs before xdist's own hook,
+    which turns the mark into the unit of scheduling."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    groups = {}
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
+        mark = item.get_closest_marker("xdist_group")
+        groups[item.nodeid] = str(mark.args[0] if mark and mark.args else "default")
+    # Stable: the same order on every worker (xdist requires identical collections).
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port, stop_process
+from tests.conftest import STARTUP_TIMEOUT, free_port, stop_process
 
 ACCESS_KEY = "moorage-test-key"
 SECRET_KEY = "moorage-test-secret"
@@ -128,7 +128,7 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> MotoServer:
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> MotoServer:
         env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
         log: Any = subprocess.DEVNULL
         if self._log_dir is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from moorage.config import config_keys, env_name, load_config
-from tests.conftest import MoorageServer, sha256
+from tests.conftest import MoorageServer, free_port, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +95,7 @@ def test_tls_workers_and_json_logs(tmp_path: Path) -> None:
         env={"MOORAGE_LOG_FORMAT": "json"},
     )
     # The fixture probes readiness over plain HTTP; this server speaks TLS only.
-    srv.port = _free()
+    srv.port = free_port()
     proc = _start_raw(srv)
     try:
         deadline = time.monotonic() + 30
@@ -138,12 +137,6 @@ def test_tls_workers_and_json_logs(tmp_path: Path) -> None:
     access = [entry for entry in lines if entry.get("logger") == "moorage.access"]
     assert access and all({"request_id", "method", "path", "status"} <= e.keys() for e in access)
     assert any(e["request_id"] == "abc123" and e["status"] == 200 for e in access)
-
-
-def _free() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_raw(srv: MoorageServer) -> subprocess.Popen[bytes]:

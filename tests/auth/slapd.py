@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -50,7 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.conftest import stop_process
+from tests.conftest import STARTUP_TIMEOUT, free_port, stop_process
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 MODULE_DIR = Path("/usr/lib/ldap")
@@ -70,12 +69,6 @@ def missing_tools() -> str | None:
     if not (MODULE_DIR / "back_mdb.so").exists() and not (MODULE_DIR / "back_mdb.la").exists():
         return f"back_mdb module not found in {MODULE_DIR}"
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- LDIF and passwords -----------------------------------------------------------------------
@@ -244,7 +237,7 @@ class Slapd:
 
     # --- lifecycle ---
 
-    def start(self, timeout: float = 20) -> Slapd:
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> Slapd:
         if self.proc is not None:
             raise RuntimeError("slapd already started")
         self.workdir.mkdir(parents=True, exist_ok=True)

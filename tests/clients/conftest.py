@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,22 +45,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import stop_process
+from tests.conftest import free_port, stop_process
 
 from .harness import BearerAuth, ClientEnv, Engine, Registry, Skopeo, make_client_env
 
 REGISTRY_KIND = os.environ.get("MOORAGE_TEST_REGISTRY", "moorage").strip().lower()
-STARTUP_TIMEOUT = float(os.environ.get("MOORAGE_TEST_STARTUP_TIMEOUT", "60"))
+STARTUP_TIMEOUT = float(os.environ.get("MOORAGE_TEST_STARTUP_TIMEOUT", "120"))
 KEEP_TMP = os.environ.get("MOORAGE_TEST_KEEP_TMP", "") not in ("", "0")
 
 # The registry process currently running (for attaching its log to failed test reports).
 _current_registry: Registry | None = None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _distribution_config(path: Path, storage: Path, port: int) -> None:
@@ -103,7 +96,7 @@ def _moorage_command() -> list[str]:
 
 
 def _start_registry(base: Path, database_url: str | None = None) -> Registry:
-    port = _free_port()
+    port = free_port()
     data_dir = base / "registry-data"
     data_dir.mkdir()
     log_path = base / "registry.log"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from .harness import STORAGES, Cluster
+from .postgres import PrivatePostgres, postgres_bin
 
 _current: Cluster | None = None
 
@@ -30,12 +31,29 @@ def ha_tmp() -> Iterator[Path]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def ha_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of tests/ha's own, which test_database_restart stops and starts
+    (restarting the shared one would fail the tests other workers run on it meanwhile)."""
+    if postgres_bin() is None:
+        pytest.skip("needs the PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
+    with PrivatePostgres() as pg:
+        yield pg
+
+
 @pytest.fixture(scope="session", params=STORAGES)
-def cluster(ha_tmp: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Three ``--no-auth`` nodes over S3 (moto), then over a shared directory; tests that stop a
-    node start it again. MOORAGE_TEST_HA_STORAGE=s3 (or filesystem) runs one variant."""
+def cluster(
+    ha_tmp: Path, ha_postgres: PrivatePostgres, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """Three ``--no-auth`` nodes over S3 (moto), then over a shared directory, their database on
+    ``ha_postgres``; tests that stop a node start it again. MOORAGE_TEST_HA_STORAGE=s3 (or
+    filesystem) runs one variant."""
     global _current
-    with Cluster(ha_tmp / f"cluster-{request.param}", storage=request.param) as c:
+    with Cluster(
+        ha_tmp / f"cluster-{request.param}",
+        storage=request.param,
+        pg_admin_url=ha_postgres.admin_url,
+    ) as c:
         _current = c
         try:
             yield c

@@ -25,7 +25,14 @@ from typing import Any
 
 import httpx
 
-from ..conftest import MoorageServer, free_port, postgres_database, stop_process
+from ..conftest import (
+    PG_ADMIN_URL,
+    STARTUP_TIMEOUT,
+    MoorageServer,
+    free_port,
+    postgres_database,
+    stop_process,
+)
 from ..s3server import MotoServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +99,7 @@ class _Balancer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        wait_for(f"{self.name} to listen", self._listening, timeout=20)
+        wait_for(f"{self.name} to listen", self._listening, timeout=STARTUP_TIMEOUT)
 
     def _listening(self) -> bool:
         assert self.proc is not None
@@ -201,8 +208,10 @@ class Cluster:
         storage: str = "s3",
         balancer: str = "haproxy",
         env: dict[str, str] | None = None,
+        pg_admin_url: str | None = None,
     ) -> None:
         self.work = work
+        self.pg_admin_url = pg_admin_url  # None: the shared server (tests/conftest.py)
         self.n_nodes = nodes
         self.auth = auth
         self.migrate = migrate
@@ -220,7 +229,9 @@ class Cluster:
 
     def __enter__(self) -> Cluster:
         try:
-            self.database_url = self._stack.enter_context(postgres_database())
+            self.database_url = self._stack.enter_context(
+                postgres_database(self.pg_admin_url or PG_ADMIN_URL)
+            )
             self.storage_root.mkdir(parents=True, exist_ok=True)
             if self.storage == "s3":
                 self.s3 = self._stack.enter_context(MotoServer(log_dir=self.work))
@@ -230,7 +241,7 @@ class Cluster:
             self.nodes = [self._node(i) for i in range(self.n_nodes)]
             self._stack.callback(self._stop_nodes)
             with ThreadPoolExecutor(self.n_nodes) as pool:  # all at the same moment
-                list(pool.map(lambda n: n.start(timeout=90), self.nodes))
+                list(pool.map(lambda n: n.start(timeout=STARTUP_TIMEOUT), self.nodes))
             balancer = HAProxy if self.balancer == "haproxy" else Nginx
             self.lb = balancer(self.work, [n.host for n in self.nodes]).start()
             self._stack.callback(self.lb.stop)
@@ -323,7 +334,7 @@ class Cluster:
 
     def restart(self, node: int) -> None:
         """Start a stopped node again on its port and wait until the LB sends it traffic."""
-        self.nodes[node].start(timeout=90)
+        self.nodes[node].start(timeout=STARTUP_TIMEOUT)
         self.wait_lb({f"node{node + 1}": "UP"})
 
     def wait_lb(self, expected: dict[str, str], timeout: float = 60) -> None:

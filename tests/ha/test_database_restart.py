@@ -1,15 +1,13 @@
 """PostgreSQL restarted under traffic: the nodes notice (/readyz 503, HAProxy takes them out),
 recover by themselves once it is back, and nothing that was acknowledged is lost.
 
-This restarts the machine's shared PostgreSQL server (127.0.0.1:5432) once per run; the outage
-lasts as long as it takes every node to report it (about a second).
+This restarts tests/ha's own PostgreSQL server (tests/ha/postgres.py: the nodes' database is
+there, not on the shared server that other tests use meanwhile) once per run; the outage lasts as
+long as it takes every node to report it (about a second).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import threading
 import uuid
 from collections import Counter as Tally
@@ -21,21 +19,9 @@ import pytest
 from ..clients.ocigen import Image, make_image
 from .client import Counters, Refused, pull_image, push_image
 from .harness import STORAGES, Cluster, readyz, wait_for
+from .postgres import PrivatePostgres
 
 pytestmark = pytest.mark.ha
-
-# The local cluster the tests' server (127.0.0.1:5432) runs as, like .ci/run finds it.
-PG_VERSIONS = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-PG_CLUSTER = [PG_VERSIONS[-1] if PG_VERSIONS else "15", "main"]
-
-
-def pg_ctl(action: str) -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *PG_CLUSTER, action],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 @dataclass
@@ -77,12 +63,12 @@ class Traffic:
                     self.note(type(exc).__name__)
 
 
-@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None, reason="needs pg_ctlcluster")
 def test_postgresql_restart_under_traffic(
-    cluster: Cluster, record_property: pytest.RecordProperty
+    cluster: Cluster, ha_postgres: PrivatePostgres, record_property: pytest.RecordProperty
 ) -> None:
     if cluster.storage != STORAGES[0]:
-        pytest.skip("the shared PostgreSQL server is restarted once per run (first storage)")
+        pytest.skip("PostgreSQL is restarted once per run (first storage)")
+    assert cluster.pg_admin_url == ha_postgres.admin_url, "the nodes must use the private server"
     known = []
     with cluster.client() as http:
         for n in range(6):
@@ -98,12 +84,12 @@ def test_postgresql_restart_under_traffic(
     try:
         wait_for("traffic", lambda: sum(traffic.outcomes.values()) >= 8)
         traffic.phase = "outage"
-        pg_ctl("stop")
+        ha_postgres.stop()
         try:
             for node in cluster.nodes:
                 wait_for(f"{node.host} /readyz 503", lambda n=node: readyz(n.url) == 503)
         finally:
-            pg_ctl("start")
+            ha_postgres.start()
         traffic.phase = "recovery"
         for node in cluster.nodes:  # the same processes: no node was restarted
             wait_for(f"{node.host} /readyz 200", lambda n=node: readyz(n.url) == 200)

@@ -21,7 +21,7 @@ import pytest
 
 from moorage.hooks import payloads as p
 
-from ..conftest import free_port, stop_process
+from ..conftest import STARTUP_TIMEOUT, free_port, stop_process
 from .receiver import WebhookReceiver
 
 pytestmark = pytest.mark.skipif(
@@ -105,7 +105,7 @@ def test_envelope_matches_what_distribution_sends() -> None:
             )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + STARTUP_TIMEOUT
             while True:
                 try:
                     if httpx.get(f"{url}/v2/").status_code == 200:

@@ -18,12 +18,12 @@ from moorage.jobs.config import JobsConfig
 from moorage.jobs.runner import JobRunner
 
 
-async def main(url: str, out: str, name: str, hang: bool) -> None:
+async def main(url: str, out: str, name: str, hang: bool, stale: float) -> None:
     engine = create_engine(url, 4)
     config = JobsConfig(
         poll_seconds=0.05,
         heartbeat_seconds=0.2,
-        stale_seconds=1.5,
+        stale_seconds=stale,
         concurrency=4,
         retry_base_seconds=0.05,
     )
@@ -53,4 +53,8 @@ async def main(url: str, out: str, name: str, hang: bool) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], "--hang" in sys.argv[4:]))
+    flags = sys.argv[4:]
+    # --stale=SECONDS: how long a silent node keeps its jobs (default 1.5 s: dead nodes' jobs
+    # move on quickly).
+    stale = [float(f.split("=", 1)[1]) for f in flags if f.startswith("--stale=")]
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], "--hang" in flags, *stale or [1.5]))

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from moorage.api.app import ManagementAPI
 
-from ..conftest import free_port, postgres_database, stop_process
+from ..conftest import STARTUP_TIMEOUT, free_port, postgres_database, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -75,7 +75,7 @@ class MeteredServer:
         env.update(self.env)
         return env
 
-    def start(self, timeout: float = 60) -> MeteredServer:
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> MeteredServer:
         self.port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = self._env()

@@ -20,7 +20,7 @@ import pytest
 
 from tests.ui.conftest import skopeo, skopeo_env  # noqa: F401 - fixtures of the SSO test
 
-from ..conftest import free_port, stop_process
+from ..conftest import STARTUP_TIMEOUT, free_port, stop_process
 
 PROVIDER_DIR = Path(__file__).resolve().parent / "provider"
 CLIENT_ID = "moorage-test"
@@ -99,7 +99,7 @@ def openid_provider(
         )
     op = OpenIDProvider(f"http://127.0.0.1:{port}", redirect_uri, proc, log_path)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"the OpenID provider exited:\n{op.log()}")

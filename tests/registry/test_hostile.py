@@ -617,6 +617,9 @@ class TestChunkRanges:
         assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
 
 
+UNKNOWN_UPLOAD = uuid.UUID("5c0ffee5-0000-4000-8000-00000000b10b")
+
+
 class TestUnknownUploads:
     """distribution-spec: an upload id the registry does not know in *this* repository is
     BLOB_UPLOAD_UNKNOWN (404) — including the id of another repository's session, which must not
@@ -624,9 +627,9 @@ class TestUnknownUploads:
 
     @pytest.mark.parametrize(
         "upload_id",
-        [
-            str(uuid.uuid4()),
-            uuid.uuid4().hex,
+        [  # fixed ids (never handed out): parallel workers must collect the same test ids
+            str(UNKNOWN_UPLOAD),
+            UNKNOWN_UPLOAD.hex,
             "x",
             "a" * 64,
             "a" * 65,
@@ -1177,7 +1180,7 @@ class TestMethods:
             ("DELETE", "/v2/{repo}/blobs/uploads/", {"POST"}),
             (
                 "POST",
-                "/v2/{repo}/blobs/uploads/" + str(uuid.uuid4()),
+                "/v2/{repo}/blobs/uploads/" + str(UNKNOWN_UPLOAD),
                 {"GET", "PATCH", "PUT", "DELETE"},
             ),
             ("DELETE", "/v2/{repo}/tags/list", {"GET"}),

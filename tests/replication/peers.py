@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, stop_process
+from tests.conftest import STARTUP_TIMEOUT, free_port, stop_process
 
 _CONFIG = """\
 version: 0.1
@@ -81,7 +81,7 @@ def distribution(tls: tuple[Path, Path] | None = None) -> Iterator[Distribution]
             )
         peer = Distribution(port, root, proc, log_path, tls is not None)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + STARTUP_TIMEOUT
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"docker-registry exited:\n{peer.log()}")

@@ -22,13 +22,14 @@ from tests.conftest import (
     ADMIN_PASSWORD,
     MoorageServer,
     admin_cli,
+    free_port,
     image_manifest,
     own_auth_server,
     put_manifest,
     sha256,
     stop_process,
 )
-from tests.test_operation import _free, _self_signed, _start_raw
+from tests.test_operation import _self_signed, _start_raw
 
 from .conftest import csrf_from, login_http
 
@@ -363,7 +364,7 @@ def test_the_session_cookie_is_secure_over_tls(tmp_path: Path) -> None:
         extra_args=["--tls-cert", str(cert), "--tls-key", str(key)],
         env={"MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
     )
-    srv.port = _free()
+    srv.port = free_port()
     proc = _start_raw(srv)
     try:
         tls = ssl.create_default_context(cafile=str(cert))
