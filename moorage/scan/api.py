@@ -165,6 +165,34 @@ def findings_csv(report: VulnerabilityReport) -> str:
     return out.getvalue()
 
 
+def sbom_response(
+    service: ScanService, name: str, digest: str, result: Result, fmt: str
+) -> Response:
+    """The SBOM of an image manifest scanned to the end (*result* holds its inventory) in
+    *fmt*: ``spdx-json`` or ``cyclonedx-json``."""
+    inventory = result.inventory or {}
+    if fmt == "spdx-json":
+        base = service.config.http.base_url or ""
+        doc, media = (
+            spdx(inventory, name, digest, result.scanned_at, base),
+            "application/spdx+json",
+        )
+    else:
+        doc, media = (
+            cyclonedx(inventory, name, digest, result.scanned_at),
+            "application/vnd.cyclonedx+json",
+        )
+    return Response(json.dumps(doc, indent=1), media_type=media)
+
+
+def csv_response(report: VulnerabilityReport) -> Response:
+    return Response(
+        findings_csv(report),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{export_name(report.digest)}.csv"'},
+    )
+
+
 def export_name(digest: str) -> str:
     return "vulnerabilities-" + digest.replace(":", "-")[:19]
 
@@ -192,13 +220,7 @@ def ops(service: ScanService) -> list[Op]:
         if body is None:
             raise APIError(404, "NOT_FOUND", f"{digest} has not been scanned (POST .../scan)")
         if c.query.format == "csv":
-            return Response(
-                findings_csv(body),
-                media_type="text/csv; charset=utf-8",
-                headers={
-                    "content-disposition": f'attachment; filename="{export_name(digest)}.csv"'
-                },
-            )
+            return csv_response(body)
         return body
 
     async def sbom(c: Call) -> Any:
@@ -208,19 +230,7 @@ def ops(service: ScanService) -> list[Op]:
             raise APIError(404, "NOT_FOUND", f"no inventory of {digest} yet (POST .../scan)")
         if "children" in result.inventory:
             raise APIError(400, "UNSUPPORTED", "an index has no SBOM of its own: ask a child")
-        fmt = c.query.format
-        base = service.config.http.base_url or ""
-        if fmt == "spdx-json":
-            doc, media = (
-                spdx(result.inventory, name, digest, result.scanned_at, base),
-                "application/spdx+json",
-            )
-        else:
-            doc, media = (
-                cyclonedx(result.inventory, name, digest, result.scanned_at),
-                "application/vnd.cyclonedx+json",
-            )
-        return Response(json.dumps(doc, indent=1), media_type=media)
+        return sbom_response(service, name, digest, result, c.query.format)
 
     async def org_admin(c: Call, org: str) -> None:
         if not (2 <= len(org) <= 64 and _ORG_RE.match(org)):

@@ -16,9 +16,16 @@ from starlette.routing import Route
 
 from ..auth.scopes import PUSH
 from ..services.errors import Denied
-from ..ui.pages import Cell, PageGroup, Panel, TagColumn, Visit, quote_path
+from ..ui.pages import Cell, PageGroup, Panel, TagColumn, Visit, not_found, quote_path
 from ..ui.web import see_other
-from .api import VulnerabilityReport, build_report, resolve_reference
+from .api import (
+    VulnerabilityReport,
+    build_report,
+    csv_response,
+    export_name,
+    resolve_reference,
+    sbom_response,
+)
 from .findings import RANK
 from .service import SEVERITIES, Result, ScanService, summarize
 
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
     from ..ui.app import WebUI
 
 SEVERITY_BADGE = {"critical": "danger", "high": "danger", "medium": "warn", "low": "warn"}
+EXPORTS = ("json", "csv", "spdx-json", "cyclonedx-json")
 STATUS_BADGE = {"done": "ok", "failed": "danger", "pending": "", "running": "", "unsupported": ""}
 
 
@@ -58,6 +66,11 @@ class ScanPages(PageGroup):
         base = "/ui/repositories/{name:path}/-/vulnerabilities/{reference}"
         return [
             Route(base + "/scan", self.page(self.scan_now), methods=["POST"]),
+            Route(
+                base + "/export/{what}",
+                self.page(self.export, public=True),
+                methods=["GET", "HEAD"],
+            ),
             Route(base, self.page(self.findings, public=True), methods=["GET", "HEAD"]),
         ]
 
@@ -138,10 +151,46 @@ class ScanPages(PageGroup):
             severity_badge=SEVERITY_BADGE,
             status_badge=STATUS_BADGE,
             can_scan=await self._may_push(visit, name),
-            api=f"/api/v1/repositories/{quote_path(name)}/-/manifests/{digest}",
+            export=self._link(name, digest) + "/export/",
             scan_action=self._link(name, reference) + "/scan",
             sbom=_has_sbom(report),
         )
+
+    async def export(self, visit: Visit) -> Response:
+        """Downloads for a signed-in browser (the API takes credentials, not the session):
+        ``json`` and ``csv`` findings, ``spdx-json`` and ``cyclonedx-json`` SBOMs."""
+        name = visit.request.path_params["name"]
+        reference = visit.request.path_params["reference"]
+        what = visit.request.path_params["what"]
+        if what not in EXPORTS:
+            raise not_found()
+        digest = await self._service(
+            resolve_reference(self.service, visit.principal, name, reference)
+        )
+        report = await build_report(self.service, digest)
+        if report is None:
+            raise not_found(f"{digest} has not been scanned yet.")
+        if what == "csv":
+            return csv_response(report)
+        if what == "json":
+            return Response(
+                report.model_dump_json(indent=1),
+                media_type="application/json",
+                headers={
+                    "content-disposition": f'attachment; filename="{export_name(digest)}.json"'
+                },
+            )
+        result = await self.service.result(digest)
+        if result is None or not _has_sbom(report) or not result.inventory:
+            raise not_found(
+                "No SBOM: the image has not been scanned to the end (an index has none of its own)."
+            )
+        response = sbom_response(self.service, name, digest, result, what)
+        kind = "spdx" if what == "spdx-json" else "cdx"
+        response.headers["content-disposition"] = (
+            f'attachment; filename="sbom-{digest.replace(":", "-")[:19]}.{kind}.json"'
+        )
+        return response
 
     async def scan_now(self, visit: Visit) -> Response:
         name = visit.request.path_params["name"]

@@ -124,14 +124,26 @@ def test_findings_page_column_panel_and_export(
             "2.36-9+deb12u2",
             "2.36-9+deb12u3",
         ], got
-        api = f"/api/v1/repositories/{repo}/-/manifests/{digest}"
-        for link in (
-            "/sbom?format=spdx-json",
-            "/sbom?format=cyclonedx-json",
-            "/vulnerabilities",
-            "/vulnerabilities?format=csv",
-        ):
-            assert f'href="{api}{link}"' in html.unescape(text), link
+        export = f"/ui/repositories/{repo}/-/vulnerabilities/{digest}/export/"
+        for what in ("spdx-json", "cyclonedx-json", "json", "csv"):
+            assert f'href="{export}{what}"' in text, what
+        # the downloads with the browser's session (the API would want credentials)
+        spdx = ui.get(export + "spdx-json")
+        assert spdx.status_code == 200 and spdx.headers["content-type"].startswith(
+            "application/spdx+json"
+        )
+        assert spdx.json()["spdxVersion"] == "SPDX-2.3"
+        names = {p["name"] for p in spdx.json()["packages"]}
+        assert {"libc6", "zlib1g"} <= names, names
+        cdx = ui.get(export + "cyclonedx-json")
+        assert cdx.status_code == 200 and cdx.json()["bomFormat"] == "CycloneDX"
+        assert "attachment" in cdx.headers["content-disposition"]
+        assert ui.get(export + "json").json() == report
+        api_csv = admin.get(
+            f"/api/v1/repositories/{repo}/-/manifests/12/vulnerabilities", params={"format": "csv"}
+        )
+        assert ui.get(export + "csv").text == api_csv.text
+        assert ui.get(export + "xml").status_code == 404
         assert 'id="scan-now"' in text  # the admin may push
         # the same page by digest
         by_digest = ui.get(f"/ui/repositories/{repo}/-/vulnerabilities/{digest}")
@@ -217,6 +229,9 @@ def test_scan_now_queues_and_needs_push(admin: httpx.Client, imported: MoorageSe
             data={"csrf_token": csrf_from(home.text)},
         )
         assert r.status_code == core, r.text
+        for what in ("csv", "json", "spdx-json"):
+            r = ui.get(f"/ui/repositories/{repo}/-/vulnerabilities/v1/export/{what}")
+            assert r.status_code == core and "libc6" not in r.text, what
     with httpx.Client(base_url=imported.url, timeout=30) as anon:
         r = anon.get(f"/ui/repositories/{repo}/-/vulnerabilities/v1")
         assert r.status_code in (303, 404), r.text
