@@ -91,7 +91,7 @@ def test_findings_page_column_panel_and_export(
     repo = f"scanui{uuid.uuid4().hex[:8]}/debian"
     base = layer({"etc/os-release": OS_RELEASE, "var/lib/dpkg/status": DPKG_STATUS})
     digest = push_image(admin, repo, "12", [base])
-    report = wait_report(admin, repo, "12")
+    report = wait_report(admin, repo, "12", timeout=180)
     assert report["status"] == "done" and report["database_updated_at"], report
     ids = sorted(f["id"] for f in report["findings"])
     assert ids == ["DEBIAN-CVE-2023-4911", "DSA-5514-1"], report
@@ -185,7 +185,7 @@ def test_scan_now_queues_and_needs_push(admin: httpx.Client, imported: MoorageSe
     repo = f"scanui{uuid.uuid4().hex[:8]}/now"
     base = layer({"etc/os-release": OS_RELEASE, "var/lib/dpkg/status": DPKG_STATUS})
     digest = push_image(admin, repo, "v1", [base])
-    first = wait_report(admin, repo, "v1")["scanned_at"]
+    first = wait_report(admin, repo, "v1", timeout=180)["scanned_at"]
 
     with login_http(imported) as ui:
         page = ui.get(f"/ui/repositories/{repo}/-/vulnerabilities/v1")
@@ -195,9 +195,9 @@ def test_scan_now_queues_and_needs_push(admin: httpx.Client, imported: MoorageSe
         r = ui.post(action, data={"csrf_token": csrf_from(page.text)})
         assert r.status_code == 303 and r.headers["location"].endswith("?done=scan-queued")
     # a new scan ran: the result's scanned_at moves on (polling; no timing asserted)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
-        body = wait_report(admin, repo, digest)
+        body = wait_report(admin, repo, digest, timeout=180)
         if body["scanned_at"] != first:
             break
         assert time.monotonic() < deadline, "the queued scan did not run"
