@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import re
 import time
 import uuid
@@ -17,7 +18,7 @@ import uuid
 import httpx
 import pytest
 
-from ..conftest import MoorageServer, moorage_cli
+from ..conftest import MoorageServer, moorage_cli, put_manifest, sha256
 from ..ui.conftest import csrf_from, login_http
 from ..vulndb.conftest import RECORDS
 from .conftest import wait_report
@@ -241,3 +242,57 @@ def test_scan_now_queues_and_needs_push(admin: httpx.Client, imported: MoorageSe
         for bad in ("-bad", "sha256:zz", "a" * 200):
             r = ui.get(f"/ui/repositories/{repo}/-/vulnerabilities/{bad}")
             assert r.status_code == 404, (bad, r.status_code)
+
+
+def test_index_shows_its_children(admin: httpx.Client, imported: MoorageServer) -> None:
+    """An index's column cell and findings page combine its children's results, each finding
+    naming the platform manifest it came from."""
+    repo = f"scanui{uuid.uuid4().hex[:8]}/multi"
+    vulnerable = push_image(
+        admin,
+        repo,
+        "amd64",
+        [layer({"etc/os-release": OS_RELEASE, "var/lib/dpkg/status": DPKG_STATUS})],
+    )
+    clean = push_image(admin, repo, "arm64", [layer({"etc/os-release": OS_RELEASE})])
+    sizes = {
+        d: len(
+            admin.get(
+                f"/v2/{repo}/manifests/{d}",
+                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+            ).content
+        )
+        for d in (vulnerable, clean)
+    }
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": d,
+                    "size": sizes[d],
+                }
+                for d in (vulnerable, clean)
+            ],
+        }
+    ).encode()
+    r = put_manifest(admin, repo, "multi", index, "application/vnd.oci.image.index.v1+json")
+    assert r.status_code == 201, r.text
+    body = wait_report(admin, repo, "multi", timeout=180)
+    assert body["status"] == "done" and body["children"] == [vulnerable, clean], body
+    wait_report(admin, repo, "arm64", timeout=180)
+    index_digest = sha256(index)
+    with login_http(imported) as ui:
+        listing = ui.get(f"/ui/repositories/{repo}")
+        assert listing.status_code == 200
+        link = f'href="/ui/repositories/{repo}/-/vulnerabilities/'
+        assert f'{link}{index_digest}" class="badge danger"' in listing.text
+        assert f'{link}{vulnerable}" class="badge danger"' in listing.text
+        assert f'{link}{clean}" class="badge ok"' in listing.text
+        page = ui.get(f"/ui/repositories/{repo}/-/vulnerabilities/multi")
+        assert page.status_code == 200 and "<th>Platform manifest</th>" in page.text
+        got = rows(page.text)
+        assert len(got) == 2 and all(r[-1] == vulnerable[:19] for r in got), got
+        assert 'id="scan-downloads"' in page.text and "export/spdx-json" not in page.text
