@@ -7,6 +7,8 @@ combined (each finding then names its ``manifest``)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from datetime import datetime
@@ -64,6 +66,137 @@ class ScanningBody(Model):
     on_push: bool | None
 
 
+class ReportQuery(Model):
+    format: Literal["json", "csv"] = Field(
+        "json", description="csv: the findings as comma-separated values, one row per finding."
+    )
+
+
+CSV_COLUMNS = (
+    "id", "aliases", "severity", "cvss_score", "ecosystem", "package", "version",
+    "fixed_version", "layer_digest", "manifest",
+)  # fmt: skip
+
+
+async def resolve_reference(service: ScanService, principal: Any, name: str, ref: str) -> str:
+    """The digest *ref* (a tag or a digest) names in repository *name*, after the pull check
+    (Missing when it does not exist or may not be read)."""
+    if not (valid_tag(ref) or is_digest(ref)):
+        raise Invalid("reference", "reference is a tag or a digest (sha256:<64 hex>)")
+    await service.catalog.readable(principal, name)
+    async with service.ctx.engine.connect() as conn:
+        row = (
+            await core_q.manifest_by_digest(conn, name, ref)
+            if ":" in ref
+            else await core_q.manifest_by_tag(conn, name, ref)
+        )
+    if row is None:
+        raise Missing(f"no manifest {ref} in {name}")
+    return str(row.digest)
+
+
+async def build_report(service: ScanService, digest: str) -> VulnerabilityReport | None:
+    """The manifest's scan result as the API answers it (an index: its children's combined,
+    each finding then naming its ``manifest``); None when it was never scanned."""
+    result = await service.result(digest)
+    if result is None:
+        return None
+    children = (result.inventory or {}).get("children")
+    if isinstance(children, list):
+        return await _combined(service, result, [str(d) for d in children])
+    return VulnerabilityReport(
+        digest=digest,
+        status=result.status,
+        scanned_at=result.scanned_at,
+        database_updated_at=result.database_updated_at,
+        summary=result.summary or dict.fromkeys(SEVERITIES, 0),
+        findings=result.findings,
+        error=result.error,
+    )
+
+
+async def _combined(
+    service: ScanService, index: Result, children: list[str]
+) -> VulnerabilityReport:
+    results = await service.results(children)
+    findings: list[dict[str, Any]] = []
+    statuses = set()
+    for child in children:
+        r = results.get(child)
+        statuses.add(r.status if r is not None else "pending")
+        for f in r.findings if r is not None else []:
+            findings.append({**f, "manifest": child})
+    status = next(
+        (s for s in ("running", "pending", "failed", "done") if s in statuses), "unsupported"
+    )
+    stamps = [r.scanned_at for r in results.values() if r.scanned_at is not None]
+    dbs = [r.database_updated_at for r in results.values() if r.database_updated_at]
+    return VulnerabilityReport(
+        digest=index.digest,
+        status=status,
+        scanned_at=max(stamps) if stamps else index.scanned_at,
+        database_updated_at=min(dbs) if dbs else None,
+        summary=summarize(findings),
+        findings=findings,
+        children=children,
+    )
+
+
+def _csv_cell(value: Any) -> str:
+    """A cell a spreadsheet shows as text: lists joined by spaces, and a leading = + - @ (a
+    formula to Excel or LibreOffice) neutralized with a quote, since advisory data is foreign."""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        value = " ".join(str(v) for v in value)
+    text = str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        text = "'" + text
+    return text
+
+
+def findings_csv(report: VulnerabilityReport) -> str:
+    """The findings as CSV (RFC 4180: a header row, CRLF line ends)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for f in report.findings:
+        writer.writerow([_csv_cell(f.get(c)) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def sbom_response(
+    service: ScanService, name: str, digest: str, result: Result, fmt: str
+) -> Response:
+    """The SBOM of an image manifest scanned to the end (*result* holds its inventory) in
+    *fmt*: ``spdx-json`` or ``cyclonedx-json``."""
+    inventory = result.inventory or {}
+    if fmt == "spdx-json":
+        base = service.config.http.base_url or ""
+        doc, media = (
+            spdx(inventory, name, digest, result.scanned_at, base),
+            "application/spdx+json",
+        )
+    else:
+        doc, media = (
+            cyclonedx(inventory, name, digest, result.scanned_at),
+            "application/vnd.cyclonedx+json",
+        )
+    return Response(json.dumps(doc, indent=1), media_type=media)
+
+
+def csv_response(report: VulnerabilityReport) -> Response:
+    return Response(
+        findings_csv(report),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{export_name(report.digest)}.csv"'},
+    )
+
+
+def export_name(digest: str) -> str:
+    return "vulnerabilities-" + digest.replace(":", "-")[:19]
+
+
 def ops(service: ScanService) -> list[Op]:
     """The routes; *service* carries the catalog and access services (set when access control
     is on, the only case in which the API is served)."""
@@ -72,18 +205,7 @@ def ops(service: ScanService) -> list[Op]:
     async def resolve(c: Call) -> tuple[str, str]:
         """(repository, digest) after the pull check."""
         name, ref = c.path["repository"], c.path["reference"]
-        if not (valid_tag(ref) or is_digest(ref)):
-            raise Invalid("reference", "reference is a tag or a digest (sha256:<64 hex>)")
-        await service.catalog.readable(c.principal, name)
-        async with service.ctx.engine.connect() as conn:
-            row = (
-                await core_q.manifest_by_digest(conn, name, ref)
-                if ":" in ref
-                else await core_q.manifest_by_tag(conn, name, ref)
-            )
-        if row is None:
-            raise Missing(f"no manifest {ref} in {name}")
-        return name, row.digest
+        return name, await resolve_reference(service, c.principal, name, ref)
 
     async def scan(c: Call) -> Any:
         name, digest = await resolve(c)
@@ -94,45 +216,12 @@ def ops(service: ScanService) -> list[Op]:
 
     async def report(c: Call) -> Any:
         _, digest = await resolve(c)
-        result = await service.result(digest)
-        if result is None:
+        body = await build_report(service, digest)
+        if body is None:
             raise APIError(404, "NOT_FOUND", f"{digest} has not been scanned (POST .../scan)")
-        children = (result.inventory or {}).get("children")
-        if isinstance(children, list):
-            return await combined(result, [str(d) for d in children])
-        return VulnerabilityReport(
-            digest=digest,
-            status=result.status,
-            scanned_at=result.scanned_at,
-            database_updated_at=result.database_updated_at,
-            summary=result.summary or dict.fromkeys(SEVERITIES, 0),
-            findings=result.findings,
-            error=result.error,
-        )
-
-    async def combined(index: Result, children: list[str]) -> VulnerabilityReport:
-        results = await service.results(children)
-        findings: list[dict[str, Any]] = []
-        statuses = set()
-        for child in children:
-            r = results.get(child)
-            statuses.add(r.status if r is not None else "pending")
-            for f in r.findings if r is not None else []:
-                findings.append({**f, "manifest": child})
-        status = next(
-            (s for s in ("running", "pending", "failed", "done") if s in statuses), "unsupported"
-        )
-        stamps = [r.scanned_at for r in results.values() if r.scanned_at is not None]
-        dbs = [r.database_updated_at for r in results.values() if r.database_updated_at]
-        return VulnerabilityReport(
-            digest=index.digest,
-            status=status,
-            scanned_at=max(stamps) if stamps else index.scanned_at,
-            database_updated_at=min(dbs) if dbs else None,
-            summary=summarize(findings),
-            findings=findings,
-            children=children,
-        )
+        if c.query.format == "csv":
+            return csv_response(body)
+        return body
 
     async def sbom(c: Call) -> Any:
         name, digest = await resolve(c)
@@ -141,19 +230,7 @@ def ops(service: ScanService) -> list[Op]:
             raise APIError(404, "NOT_FOUND", f"no inventory of {digest} yet (POST .../scan)")
         if "children" in result.inventory:
             raise APIError(400, "UNSUPPORTED", "an index has no SBOM of its own: ask a child")
-        fmt = c.query.format
-        base = service.config.http.base_url or ""
-        if fmt == "spdx-json":
-            doc, media = (
-                spdx(result.inventory, name, digest, result.scanned_at, base),
-                "application/spdx+json",
-            )
-        else:
-            doc, media = (
-                cyclonedx(result.inventory, name, digest, result.scanned_at),
-                "application/vnd.cyclonedx+json",
-            )
-        return Response(json.dumps(doc, indent=1), media_type=media)
+        return sbom_response(service, name, digest, result, c.query.format)
 
     async def org_admin(c: Call, org: str) -> None:
         if not (2 <= len(org) <= 64 and _ORG_RE.match(org)):
@@ -196,7 +273,7 @@ def ops(service: ScanService) -> list[Op]:
     P: Literal["public"] = "public"
     return [
         Op("POST", manifest + "/scan", scan, "Queue a scan of a manifest (by tag or digest); an index queues its children", "scanning", "write", response=Queued, status=202),
-        Op("GET", manifest + "/vulnerabilities", report, "A manifest's scan result: status, counts by severity, findings (an index: its children's)", "scanning", P, response=VulnerabilityReport),
+        Op("GET", manifest + "/vulnerabilities", report, "A manifest's scan result: status, counts by severity, findings (an index: its children's); ?format=csv exports the findings", "scanning", P, query=ReportQuery, response=VulnerabilityReport),
         Op("GET", manifest + "/sbom", sbom, "The manifest's software bill of materials (SPDX 2.3 or CycloneDX 1.5 JSON)", "scanning", P, query=SbomQuery, response=None, media_type="application/json"),
         Op("GET", "/organizations/{organization}/scanning", get_settings, "Whether the organization's pushes are scanned (its admins)", "scanning", "read", response=ScanningSettings),
         Op("PUT", "/organizations/{organization}/scanning", put_settings, "Turn scan on push on or off for an organization (null: the server default)", "scanning", "write", body=ScanningBody, response=ScanningSettings, errors=(400, 401, 403, 404, 422)),

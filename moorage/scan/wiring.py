@@ -38,10 +38,23 @@ def _api_ops(rt: Runtime) -> list[Op]:
     return ops(service) if service is not None and service.access is not None else []
 
 
+def _ui_pages(rt: Runtime, ui: Any) -> Any:
+    from .ui import ScanPages
+
+    return ScanPages(ui, rt.services[NAME])
+
+
 def _cli(tree: Any) -> None:
     from .cli import register
 
     register(tree)
 
 
-SCAN = Capability(NAME, setup=_setup, job_kinds=(SCAN_JOB,), api_ops=_api_ops, cli=_cli)
+SCAN = Capability(
+    NAME,
+    setup=_setup,
+    job_kinds=(SCAN_JOB,),
+    api_ops=_api_ops,
+    ui_pages=_ui_pages,
+    cli=_cli,
+)
