@@ -20,7 +20,7 @@ scan_layers = sa.Table(
     "scan_layers",
     metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
-    sa.Column("digest", sa.String(128), nullable=False, unique=True),
+    sa.Column("digest", sa.String(200), nullable=False, unique=True),
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("record", sa.Text(), nullable=False),
     sa.Column("analyzed_at", Timestamp, nullable=False),
@@ -30,7 +30,7 @@ scan_results = sa.Table(
     "scan_results",
     metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
-    sa.Column("digest", sa.String(128), nullable=False, unique=True),
+    sa.Column("digest", sa.String(200), nullable=False, unique=True),
     # pending | running | done | failed | unsupported
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("repository", sa.String(255), nullable=False),  # where it was last queued from

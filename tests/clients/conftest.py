@@ -196,8 +196,9 @@ def registry(clients_tmp: Path, backend: tuple[str, str | None]) -> Iterator[Reg
     global _current_registry
     if REGISTRY_KIND == "distribution" and backend[0] != "sqlite":
         pytest.skip("CNCF Distribution has no metadata database")
-    base = clients_tmp / f"server-{backend[0]}"
-    base.mkdir()
+    # A directory per start: with xdist, modules sharing this worker may alternate backends,
+    # and pytest then tears the session fixture down and starts it again for the same backend.
+    base = Path(tempfile.mkdtemp(prefix=f"server-{backend[0]}-", dir=clients_tmp))
     reg = _start_registry(base, backend[1])
     _current_registry = reg
     try:

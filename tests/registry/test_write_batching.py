@@ -112,7 +112,8 @@ def test_invariants_hold_when_killed_mid_batch(own_server: MoorageServer) -> Non
         deadline = time.monotonic() + 120
         while sum(len(v) for v in acked.values()) < 300 and time.monotonic() < deadline:
             time.sleep(0.1)
-        writes = httpx.get(f"{own_server.url}/readyz").json()["diagnostics"]["writes"]
+        # Under 32 pushers on a busy 2-core machine /readyz can take longer than httpx's 5 s.
+        writes = httpx.get(f"{own_server.url}/readyz", timeout=60).json()["diagnostics"]["writes"]
         own_server.stop(signal.SIGKILL)  # under load: writers queued, a batch in flight
     finally:
         stop.set()

@@ -28,7 +28,7 @@ def upgrade() -> None:
     op.create_table(
         "scan_layers",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("digest", sa.String(128), nullable=False),
+        sa.Column("digest", sa.String(200), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("record", sa.Text(), nullable=False),
         sa.Column("analyzed_at", Timestamp, nullable=False),
@@ -37,7 +37,7 @@ def upgrade() -> None:
     op.create_table(
         "scan_results",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("digest", sa.String(128), nullable=False),
+        sa.Column("digest", sa.String(200), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("repository", sa.String(255), nullable=False),
         sa.Column("queued_at", Timestamp, nullable=False),
