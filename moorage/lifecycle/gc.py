@@ -198,11 +198,25 @@ class PassReport:
         }
 
 
+# Asked, inside the deciding transaction, whether an untagged manifest of a repository (by
+# name) stays anyway: another capability's content with its own lifecycle (a pull-through
+# cache's manifests go by its eviction, not by the untagged delay). Registered by capabilities
+# in ``rt.services["gc.keep_untagged"]`` (a list) before or after this one's setup.
+Keeper = Callable[[AsyncConnection, str], Awaitable[bool]]
+
+
 class Collector:
-    def __init__(self, engine: AsyncEngine, storage: StorageDriver, config: GCConfig) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        storage: StorageDriver,
+        config: GCConfig,
+        keepers: Sequence[Keeper] = (),
+    ) -> None:
         self.engine = engine  # a writer engine (SQLite: BEGIN IMMEDIATE)
         self.storage = storage
         self.config = config
+        self.keepers = keepers  # the shared list: capabilities set up later still count
 
     async def run_pass(
         self,
@@ -405,6 +419,13 @@ class Collector:
             )
             if subject is not None:
                 return True
+        if self.keepers:
+            name = await conn.scalar(
+                sa.select(repositories.c.name).where(repositories.c.id == repository_id)
+            )
+            for keep in self.keepers:
+                if name is not None and await keep(conn, str(name)):
+                    return True
         return False
 
     # --- phase 2: blobs -----------------------------------------------------------------------

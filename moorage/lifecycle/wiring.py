@@ -51,7 +51,8 @@ class Lifecycle:
 
 async def _setup(rt: Any) -> None:
     cfg = rt.config.gc
-    collector = Collector(rt.ctx.write_engine, rt.ctx.storage, cfg)
+    keepers = rt.services.setdefault("gc.keep_untagged", [])
+    collector = Collector(rt.ctx.write_engine, rt.ctx.storage, cfg, keepers)
     service = Lifecycle(collector, rt.audit)
     rt.services[NAME] = service
     queues = Queues(cfg)

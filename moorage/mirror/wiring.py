@@ -17,6 +17,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from ..capability import Capability
 from . import tables as tables  # noqa: F401 - the tables join the shared metadata
 from .evict import EVICT_JOB, Evictor
@@ -42,12 +45,25 @@ async def _setup(rt: Runtime) -> None:
     evictor = Evictor(service)
     rt.jobs.register(EVICT_JOB, evictor.job)
     rt.jobs.schedule(EVICT_JOB, timedelta(hours=1))
+    # Untagged manifests of a cache (pulled by digest) go by the cache's eviction, not by GC's
+    # untagged delay (issue 14: cache content has its own eviction that GC respects).
+    rt.services.setdefault("gc.keep_untagged", []).append(_in_a_cache)
     if rt.access is not None:
         from .admin import MirrorAdmin
 
         rt.services["mirror.admin"] = MirrorAdmin(rt.ctx, rt.access, rt.audit, rt.sessions).bind(
             service
         )
+
+
+async def _in_a_cache(conn: AsyncConnection, repository: str) -> bool:
+    namespace = repository.split("/", 1)[0]
+    found = await conn.scalar(
+        sa.select(tables.mirror_caches.c.id)
+        .where(tables.mirror_caches.c.namespace == namespace)
+        .limit(1)
+    )
+    return found is not None
 
 
 async def _shutdown(rt: Runtime) -> None:

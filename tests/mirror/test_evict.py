@@ -106,3 +106,38 @@ def test_size_cap_evicts_least_recently_pulled(
     _evict(mirror, name, repo, gone="a", kept="b")
     assert _blobs(b) <= _linked(mirror, repo)
     assert not (_blobs(a) - _blobs(b)) & _linked(mirror, repo)
+
+
+def test_gc_leaves_untagged_cache_content_to_the_eviction(
+    mirror: MoorageServer, upstream: Distribution, uid: str, monkeypatch: Any
+) -> None:
+    """An image pulled through a cache by digest is an untagged manifest there: GC's untagged
+    delay must not remove it (the cache's eviction decides), while an untagged manifest pushed
+    into an ordinary repository of the same server goes."""
+    from tests.conftest import image_manifest, put_manifest, sha256
+
+    digest = _push_image(upstream.url, f"team/g{uid}", "v1")
+    name = f"g{uid}"
+    create_cache(mirror, name, upstream.url)
+    cached = f"{name}/team/g{uid}"
+    r = httpx.get(
+        f"{mirror.url}/v2/{cached}/manifests/{digest}", headers={"Accept": ACCEPT}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    plain = f"plain{uid}/app"
+    with httpx.Client(base_url=mirror.url, timeout=30) as c:
+        payload = image_manifest(c, plain)
+        assert put_manifest(c, plain, sha256(payload), payload).status_code == 201
+    query = (
+        "SELECT m.digest FROM manifests m JOIN repositories r ON r.id = m.repository_id "
+        "WHERE r.name = :repo"
+    )
+    deadline = time.monotonic() + 60
+    while digest not in {row[0] for row in sql(mirror, query, repo=cached)}:
+        assert time.monotonic() < deadline, mirror.log()
+        time.sleep(0.2)
+    monkeypatch.setenv("MOORAGE_GC_UNTAGGED_SECONDS", "0")
+    out = moorage_cli(mirror, "gc", "run", "--grace", "0")
+    assert out.returncode == 0, out.stderr
+    assert sha256(payload) not in {row[0] for row in sql(mirror, query, repo=plain)}, out.stdout
+    assert digest in {row[0] for row in sql(mirror, query, repo=cached)}, out.stdout
