@@ -31,7 +31,7 @@ from .capability import Capability
 from .config import Config
 from .db.engine import create_engine, writer
 from .db.hotpath import hot_reads_for
-from .db.writepath import write_path_for
+from .db.writers import write_path_for
 from .jobs.runner import JobRunner
 from .jobs.tasks import register_standard_jobs
 from .services.catalog import CatalogService

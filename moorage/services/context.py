@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Config
 from ..db.hotpath import HotReads
-from ..db.writepath import WritePath
+from ..db.writers import WritePath
 from ..storage.base import StorageDriver
 from .events import EventBus
 from .pullthrough import PullThrough

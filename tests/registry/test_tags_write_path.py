@@ -13,7 +13,7 @@ from pathlib import Path
 from moorage.config import load_config
 from moorage.db.engine import create_engine, upgrade, writer
 from moorage.db.hotpath import hot_reads_for
-from moorage.db.writepath import write_path_for
+from moorage.db.writers import write_path_for
 from moorage.oci.digest import Digest
 from moorage.services.context import ServiceContext
 from moorage.services.events import ManifestPushed

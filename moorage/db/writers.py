@@ -1,0 +1,380 @@
+"""The executors of the push path's writes (moorage/db/writepath.py holds the operations and
+says why): on SQLite one writer thread per process that runs every queued unit in one
+``BEGIN IMMEDIATE … COMMIT`` (a group commit, each unit in its own SAVEPOINT); on PostgreSQL a
+transaction per unit on the hot reads' asyncpg pool. ``write_path_for`` picks one by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.engine import make_url
+
+from .hotpath import HotReads, PostgresHotReads
+from .writepath import DatabaseUnavailable, Unit
+
+log = logging.getLogger("moorage.db")
+
+T = TypeVar("T")
+# Units one SQLite transaction takes at most (a bound on how long the write lock is held).
+MAX_BATCH = 256
+
+
+class WritePath(Protocol):
+    batches: int  # transactions committed
+    units: int  # operations in them
+
+    async def run(self, unit: Unit[T]) -> T: ...
+    async def close(self) -> None: ...
+
+
+def _qmark(sql: str) -> str:
+    # $1 → ?1: SQLite's numbered parameters (a parameter may be used twice).
+    return sql.replace("$", "?")
+
+
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores in SQLite (naive UTC)
+
+
+class _SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        return self.conn.execute(_qmark(sql), params).fetchone()
+
+    async def all(self, sql: str, *params: Any) -> list[Any]:
+        return self.conn.execute(_qmark(sql), params).fetchall()
+
+    async def run(self, sql: str, *params: Any) -> int:
+        return self.conn.execute(_qmark(sql), params).rowcount
+
+    def ts(self, value: datetime) -> Any:
+        return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_TS)
+
+    def read_ts(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
+        marks = ", ".join(f"${first + i}" for i in range(len(values)))
+        return f"IN ({marks})", list(values)
+
+
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (its awaits are synchronous underneath)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a write unit suspended on the SQLite writer thread")
+
+
+@dataclass(slots=True)
+class _Job:
+    unit: Unit[Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class SQLiteWritePath:
+    """The writer thread (started on first use, stopped by :meth:`close`)."""
+
+    def __init__(self, path: str, busy_timeout_ms: int = 10000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # Counters for benchmarks and tests (transactions, units).
+        self.batches = 0
+        self.units = 0
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._main, name="moorage-sqlite-writer", daemon=True
+                )
+                self._thread.start()
+
+    async def run(self, unit: Unit[T]) -> T:
+        if self._thread is None:
+            self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(unit, loop, future))
+        return await future
+
+    async def close(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(thread.join, 30)
+            self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            jobs = [first]
+            while len(jobs) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            try:
+                if conn is None:
+                    conn = self._connect()
+                outcomes = self._batch(conn, jobs)
+            except Exception as exc:  # noqa: BLE001 - every caller of the batch is told
+                # BEGIN or COMMIT failed (locked too long, disk full, I/O error), or a unit
+                # failed in a way that ended the transaction: nothing of this batch is written.
+                log.warning("database write failed (%d operations not written): %s", len(jobs), exc)
+                err = _wrap(exc)
+                outcomes = [(False, err)] * len(jobs)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except sqlite3.Error:
+                        pass
+                    conn = None
+            for job, (ok, value) in zip(jobs, outcomes, strict=True):
+                try:
+                    job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+                except RuntimeError:
+                    pass  # the caller's event loop is closed (shutting down)
+        if conn is not None:
+            conn.close()
+
+    def _batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        """One transaction for *jobs*, a savepoint each. A sqlite3 error that escapes (BEGIN,
+        COMMIT, or one that ended the whole transaction) fails every job of the batch."""
+        tx = _SQLiteTx(conn)
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job in jobs:
+                if job.future.cancelled():
+                    outcomes.append((False, asyncio.CancelledError()))
+                    continue
+                conn.execute("SAVEPOINT unit")
+                try:
+                    value = _drive(job.unit(tx))
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (disk full, I/O error):
+                        # the units before this one are undone too.
+                        raise
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    outcomes.append((False, _wrap(exc)))
+                    continue
+                conn.execute("RELEASE unit")
+                outcomes.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        self.batches += 1
+        self.units += len(jobs)
+        return outcomes
+
+
+def _wrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        return DatabaseUnavailable(f"sqlite: {exc}")
+    return exc
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        return await self.conn.fetchrow(sql, *params)
+
+    async def all(self, sql: str, *params: Any) -> list[Any]:
+        return list(await self.conn.fetch(sql, *params))
+
+    async def run(self, sql: str, *params: Any) -> int:
+        if " RETURNING " in sql:
+            return len(await self.conn.fetch(sql, *params))
+        status = await self.conn.execute(sql, *params)
+        try:
+            return int(str(status).rsplit(" ", 1)[-1])
+        except ValueError:
+            return 0
+
+    def ts(self, value: datetime) -> Any:
+        return value
+
+    def read_ts(self, value: Any) -> datetime | None:
+        return value  # type: ignore[no-any-return]
+
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
+        return f"= ANY(${first}::text[])", [list(values)]
+
+
+def _pg_faults() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (
+        OSError,
+        asyncio.TimeoutError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.SerializationError,
+        asyncpg.exceptions.DeadlockDetectedError,
+        asyncpg.exceptions.InsufficientResourcesError,
+    )
+
+
+class PostgresWritePath:
+    """Group commit on the hot reads' asyncpg pool: ``lanes`` tasks each take every operation
+    queued at that moment and run them in one transaction, a savepoint each (one WAL flush for
+    the batch instead of one per operation). A batch that fails as a whole (a deadlock with
+    another lane's batch, a lost connection) is retried one operation per transaction, so no
+    operation fails for its neighbours' sake."""
+
+    def __init__(self, hot: PostgresHotReads, lanes: int = 3) -> None:
+        self.hot = hot
+        self.lanes = lanes
+        self.batches = 0
+        self.units = 0
+        self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def run(self, unit: Unit[T]) -> T:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._tasks = [asyncio.create_task(self._lane(self._queue)) for _ in range(self.lanes)]
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((unit, future))
+        return await future
+
+    async def _lane(self, q: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]]]) -> None:
+        faults = _pg_faults()
+        while True:
+            jobs = [await q.get()]
+            while len(jobs) < MAX_BATCH and not q.empty():
+                jobs.append(q.get_nowait())
+            jobs = [(u, f) for u, f in jobs if not f.cancelled()]
+            if not jobs:
+                continue
+            try:
+                outcomes = await self._batch(jobs)
+            except asyncio.CancelledError:
+                for _, future in jobs:
+                    _settle(future, False, DatabaseUnavailable("shutting down"))
+                raise
+            except faults as exc:
+                if len(jobs) == 1:
+                    outcomes = [(False, _pg_unavailable(exc))]
+                else:
+                    outcomes = []
+                    for job in jobs:  # alone, so that one conflict fails no other
+                        try:
+                            outcomes += await self._batch([job])
+                        except faults as one:
+                            outcomes.append((False, _pg_unavailable(one)))
+            except Exception as exc:  # noqa: BLE001 - e.g. no pool: every caller is told
+                outcomes = [(False, exc)] * len(jobs)
+            for (_, future), (ok, value) in zip(jobs, outcomes, strict=True):
+                _settle(future, ok, value)
+
+    async def _batch(
+        self, jobs: list[tuple[Unit[Any], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        faults = _pg_faults()
+        outcomes: list[tuple[bool, Any]] = []
+        pool = await self.hot._get_pool()
+        if len(jobs) == 1:  # alone: no savepoint (two round trips fewer)
+            unit = jobs[0][0]
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    value = await unit(_PgTx(conn))
+            except faults:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to its caller
+                return [(False, exc)]
+            self.batches += 1
+            self.units += 1
+            return [(True, value)]
+        async with pool.acquire() as conn, conn.transaction():
+            tx = _PgTx(conn)
+            for unit, _ in jobs:
+                try:
+                    async with conn.transaction():  # a savepoint
+                        value = await unit(tx)
+                except faults:
+                    raise  # the batch's transaction is gone
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    outcomes.append((False, exc))
+                    continue
+                outcomes.append((True, value))
+        self.batches += 1
+        self.units += len(jobs)
+        return outcomes
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._queue = None  # the pool belongs to the hot reads
+
+
+def _pg_unavailable(exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"postgresql: {type(exc).__name__}: {exc}")
+
+
+def write_path_for(url: str, hot: HotReads) -> WritePath:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise ValueError("the SQLite database must be a file")
+        return SQLiteWritePath(u.database)
+    assert isinstance(hot, PostgresHotReads)
+    return PostgresWritePath(hot)
