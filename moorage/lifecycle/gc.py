@@ -31,10 +31,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..db.queries import _insert
 from ..db.schema import (
     blobs,
     manifest_references,
@@ -69,10 +69,6 @@ def aware(ts: datetime | None) -> datetime | None:
 def digest_path(digest: str) -> str:
     algorithm, _, hex_ = digest.partition(":")
     return blob_path(algorithm, hex_)
-
-
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def _retryable(exc: DBAPIError) -> bool:

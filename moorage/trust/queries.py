@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.queries import _insert
 from ..db.schema import blobs, manifest_references, manifests, repositories, repository_blobs, tags
 from .tables import (
     trust_artifacts,
@@ -36,15 +37,6 @@ def _at(value: datetime) -> datetime:
     return _aware(value) or value
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    """An INSERT that can say ON CONFLICT on either backend."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
 
 
 # --- the verdict-cache generation -----------------------------------------------------------
