@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..auth import keycrypt
 from ..db.engine import writer
+from ..db.inline import NotInline, running_inline
 from ..db.queries import _aware, insert_ignore, now
 from ..db.schema import blobs, manifest_references, manifests, repositories, repository_blobs
 from ..oci.names import namespace_of
@@ -164,7 +165,12 @@ class MirrorService:
     async def cache_of(self, repo: str) -> Cache | None:
         """The cache organization *repo* belongs to (a view at most REFRESH_SECONDS old)."""
         if time.monotonic() - self._loaded_at >= REFRESH_SECONDS:
-            await self._load()
+            if not running_inline():
+                await self._load()
+            elif self._loaded_at == float("-inf"):
+                raise NotInline("the cache organizations are not loaded yet")
+            # else: inline on the SQLite writer thread (a push's rules), the view is used as
+            # it is; the /v2 handler refreshed it moments before (_refuse_cache_push).
         ns = namespace_of(repo)
         return self._caches.get(ns) if ns else None
 
