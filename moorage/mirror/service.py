@@ -153,24 +153,30 @@ class MirrorService:
 
     # --- cache organizations ------------------------------------------------------------------
 
-    async def _load(self) -> None:
+    async def _load(self, conn: AsyncConnection | None = None) -> None:
         async with self._load_lock:
             if time.monotonic() - self._loaded_at < REFRESH_SECONDS:
                 return
-            async with self.ctx.engine.connect() as conn:
+            if conn is not None:
                 rows = (await conn.execute(sa.select(mc))).all()
+            else:
+                async with self.ctx.engine.connect() as own:
+                    rows = (await own.execute(sa.select(mc))).all()
             self._caches = {r.namespace: _cache(r) for r in rows}
             self._loaded_at = time.monotonic()
 
-    async def cache_of(self, repo: str) -> Cache | None:
-        """The cache organization *repo* belongs to (a view at most REFRESH_SECONDS old)."""
+    async def cache_of(self, repo: str, conn: AsyncConnection | None = None) -> Cache | None:
+        """The cache organization *repo* belongs to (a view at most REFRESH_SECONDS old).
+
+        Inside a transaction, pass its *conn*: a refresh then reads through it. Opening a
+        second connection from inside a transaction deadlocks the pool once every pooled
+        connection is held by a transaction waiting for this refresh (seen with 200
+        concurrent pushes on PostgreSQL: QueuePool timeouts, 503)."""
         if time.monotonic() - self._loaded_at >= REFRESH_SECONDS:
-            if not running_inline():
-                await self._load()
-            elif self._loaded_at == float("-inf"):
-                raise NotInline("the cache organizations are not loaded yet")
-            # else: inline on the SQLite writer thread (a push's rules), the view is used as
-            # it is; the /v2 handler refreshed it moments before (_refuse_cache_push).
+            if running_inline() and conn is None:
+                # Inline on the SQLite writer thread nothing may open a connection.
+                raise NotInline("the cache organizations need a refresh")
+            await self._load(conn)  # inline with conn: reads without suspending
         ns = namespace_of(repo)
         return self._caches.get(ns) if ns else None
 
