@@ -104,7 +104,7 @@ class LifecyclePages(PageGroup):
     # --- pages -----------------------------------------------------------------------------
 
     async def index(self, visit: Visit) -> Response:
-        page = await self._service(self.management.list_organizations(visit.caller, limit=500))
+        page = await self._service(self.management.list_organizations(visit.caller, limit=200))
         names = [o.name for o in page.items]
         return self.render(
             visit,
