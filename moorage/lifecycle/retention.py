@@ -424,6 +424,20 @@ async def pull_sink(conn: AsyncConnection, batch: Sequence[AuditEvent]) -> None:
         await conn.execute(stmt)
 
 
+async def prune_pulls(conn: AsyncConnection) -> int:
+    """Pull times of manifests deleted since (their repository's deletion cascades)."""
+    present = (
+        sa.select(manifests.c.id)
+        .where(
+            manifests.c.repository_id == pulls.c.repository_id,
+            manifests.c.digest == pulls.c.digest,
+        )
+        .exists()
+    )
+    res = await conn.execute(sa.delete(pulls).where(~present))
+    return int(res.rowcount or 0)
+
+
 # --- running -----------------------------------------------------------------------------------
 
 
@@ -560,11 +574,14 @@ class Retention:
         return report
 
     async def run_all(self, trigger: str = "job") -> list[RunReport]:
-        """Every policy, namespaces first (a scheduled run)."""
+        """Every policy, namespaces first (a scheduled run); then forget the pull times of
+        manifests no longer there."""
         out = []
         for stored in sorted(await self.policies(), key=lambda s: (s.scope != "namespace", s.target)):
             if stored.policy.rules():
                 out.append(await self.run(stored.scope, stored.target, trigger=trigger))
+        async with self.ctx.write_engine.begin() as conn:
+            await prune_pulls(conn)
         return out
 
     async def _remove(self, item: Removal, who: Requester) -> str | None:

@@ -214,6 +214,13 @@ def test_tag_history_and_restore(ui_lc: MoorageServer, org: str, registry: httpx
         r = ui.post(hist + "/restore", data={"csrf_token": token, "digest": sha256(second)})
         assert r.status_code == 403
         assert registry.get(f"/v2/{repo}/manifests/app").content == first
+    # The API answers the same way: history for readers, restore for pushers.
+    api = f"/api/v1/repositories/{repo}/-/tags/app"
+    with httpx.Client(base_url=ui_lc.url, auth=(reader, PASSWORD), timeout=60) as c:
+        h = c.get(api + "/history")
+        assert h.status_code == 200 and h.json()["items"][0]["digest"] == sha256(first)
+        assert c.post(api + "/restore", json={"digest": sha256(second)}).status_code == 403
+        assert c.get(f"/api/v1/repositories/{org}/nothing/-/tags/app/history").status_code == 404
 
 
 def test_the_lifecycle_page_in_a_browser(ui_lc: MoorageServer, org: str, registry: httpx.Client) -> None:
