@@ -351,3 +351,43 @@ def test_the_scheduled_job_applies_every_policy(backend: tuple[str, str | None])
         assert "last run" in shown, shown
         jobs = ok(cli(srv, "jobs", "list"))
         assert "retention.run" in jobs
+
+
+# --- a plan is re-checked item by item ---------------------------------------------------------
+
+
+def test_a_tag_pushed_again_after_the_plan_is_skipped(
+    auth_gc: MoorageServer, admin: httpx.Client, org: str
+) -> None:
+    """The run carries out its plan item by item, each re-checked in its own transaction: a tag
+    moved (or pushed again) between the plan and its removal stays; one gone is reported."""
+    from moorage.config import load_config
+    from moorage.runtime import runtime
+    from moorage.services.rules import Requester
+
+    repo = f"{org}/race"
+    push_tags(admin, repo, "moved", "gone", "plain", "newest")
+    ok(cli(auth_gc, "retention", "set", repo, "keep-last=1"))
+    environ = {**auth_gc.env}
+    if auth_gc.database_url:
+        environ["MOORAGE_DATABASE_URL"] = auth_gc.database_url
+    config = load_config(overrides={"data_dir": str(auth_gc.data_dir)}, environ=environ)
+
+    async def make() -> ret.Plan:
+        async with runtime(config) as rt:
+            return await rt.services[ret.SERVICE].plan("repository", repo)
+
+    async def carry_out(plan: ret.Plan) -> list[str | None]:
+        async with runtime(config) as rt:
+            service: ret.Retention = rt.services[ret.SERVICE]
+            who = Requester.system("test")
+            return [await service._remove(item, who) for item in plan.removals]
+
+    plan = asyncio.run(make())
+    assert [r.tag for r in plan.removals] == ["gone", "moved", "plain"]
+    # Meanwhile: "moved" points elsewhere, "gone" is deleted by someone else.
+    assert put_manifest(admin, repo, "moved", image_manifest(admin, repo)).status_code == 201
+    assert admin.delete(f"/v2/{repo}/manifests/gone").status_code == 202
+    outcome = asyncio.run(carry_out(plan))
+    assert outcome == ["tag gone", "tag pushed again since the plan", None]
+    assert tags_of(admin, repo) == {"moved", "newest"}
