@@ -328,25 +328,35 @@ async def _plan_repository(
                 )
     if policy.untagged_after is not None:
         since = now - timedelta(seconds=policy.untagged_after)
-        for digest, created in await untagged_roots(conn, repo_id):
-            untagged = await conn.scalar(
-                sa.select(sa.func.max(tag_history.c.replaced_at)).where(
-                    tag_history.c.repository_id == repo_id,
-                    tag_history.c.manifest_digest == digest,
+        roots = await untagged_roots(conn, repo_id)
+        untagged_at: dict[str, datetime | None] = {}
+        if roots:
+            untagged_at = {
+                r.manifest_digest: aware(r.at)
+                for r in await conn.execute(
+                    sa.select(
+                        tag_history.c.manifest_digest,
+                        sa.func.max(tag_history.c.replaced_at).label("at"),
+                    )
+                    .where(tag_history.c.repository_id == repo_id)
+                    .group_by(tag_history.c.manifest_digest)
                 )
-            )
-            touched = max(
-                t for t in (aware(created), aware(untagged), last_pull.get(digest)) if t is not None
-            )
+            }
+        for digest, created in roots:
+            times = (aware(created), untagged_at.get(digest), last_pull.get(digest))
+            touched = max(t for t in times if t is not None)
             if touched <= since:
                 plan.removals.append(
                     Removal(repo, None, digest, f"untagged since {touched.isoformat()}", None)
                 )
 
 
-async def untagged_roots(conn: AsyncConnection, repo_id: int) -> list[tuple[str, datetime]]:
+async def untagged_roots(
+    conn: AsyncConnection, repo_id: int, digest: str | None = None
+) -> list[tuple[str, datetime]]:
     """(digest, pushed at) of the repository's manifests no tag points to, no manifest of the
-    repository lists (an index's children) and that refer to no present manifest."""
+    repository lists (an index's children) and that refer to no present manifest (only
+    *digest*, when given)."""
     m, child, parent = manifests, manifest_references, manifests.alias("parent")
     subject = manifests.alias("subject")
     listed = (
@@ -359,7 +369,7 @@ async def untagged_roots(conn: AsyncConnection, repo_id: int) -> list[tuple[str,
         .where(subject.c.repository_id == repo_id, subject.c.digest == m.c.subject_digest)
         .exists()
     )
-    rows = await conn.execute(
+    stmt = (
         sa.select(m.c.digest, m.c.created_at)
         .where(
             m.c.repository_id == repo_id,
@@ -369,6 +379,9 @@ async def untagged_roots(conn: AsyncConnection, repo_id: int) -> list[tuple[str,
         )
         .order_by(m.c.digest)
     )
+    if digest is not None:
+        stmt = stmt.where(m.c.digest == digest)
+    rows = await conn.execute(stmt)
     return [(r.digest, r.created_at) for r in rows]
 
 
@@ -613,7 +626,7 @@ class Retention:
                 )
                 if mid is None:
                     return "manifest gone"
-                if item.digest not in {d for d, _ in await untagged_roots(conn, repo_id)}:
+                if not await untagged_roots(conn, repo_id, item.digest):
                     return "manifest tagged or listed again since the plan"
             try:
                 await rules.reference_delete(
