@@ -20,6 +20,7 @@ from .auth.config import AuthConfig
 from .hooks.config import WebhooksConfig
 from .jobs.config import JobsConfig
 from .lifecycle.config import GCConfig
+from .lifecycle.retention_config import RetentionConfig
 from .scan.config import ScanningConfig
 from .scan.vulndb.config import VulnDBConfig
 
@@ -281,6 +282,7 @@ class Config(_Section):
     scanning: ScanningConfig = Field(default_factory=ScanningConfig)
     vulndb: VulnDBConfig = Field(default_factory=VulnDBConfig)
     gc: GCConfig = Field(default_factory=GCConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @property
     def database_url(self) -> str:

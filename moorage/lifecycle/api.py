@@ -1,7 +1,9 @@
 """/api/v1 for lifecycle: a GC pass, tag immutability rules, a tag's history and its restore.
 
-For system administrators only in this release (organization admins manage immutability and
-restores through their system administrator; finer delegation is a later step)."""
+GC and immutability rules are for system administrators only in this release (organization
+admins manage immutability through their system administrator; finer delegation is a later
+step); a tag's history is for those who may pull the repository, a restore for those who may
+push to it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import Any
 from pydantic import Field
 
 from ..api.routing import Call, Op
-from ..services.errors import Denied, Missing
+from ..auth.scopes import PULL, PUSH
+from ..services.errors import Denied, Missing, NameUnknown
 from ..services.manifests import ManifestService
 from ..services.models import Model
 from ..services.rules import Requester
@@ -69,6 +72,17 @@ def _admin(c: Call) -> None:
 
 
 def ops(rt: Any, service: Any) -> list[Op]:
+    async def _may(c: Call, repo: str, action: str) -> None:
+        """A tag's history for those who may pull the repository, a restore for those who may
+        push to it (as in the web UI; an immutable tag moves for a system administrator only)."""
+        if getattr(c.principal, "kind", "") == "user" and getattr(c.principal, "is_admin", False):
+            return
+        actions = await rt.access.allowed_actions(c.principal, repo) if rt.access else frozenset()
+        if PULL not in actions:
+            raise NameUnknown(f"repository {repo} is not known")
+        if action not in actions:
+            raise Denied(f"{action} rights on {repo} are needed")
+
     async def gc_run(c: Call) -> Any:
         _admin(c)
         b: GCRunRequest = c.body
@@ -119,8 +133,8 @@ def ops(rt: Any, service: Any) -> list[Op]:
         return None
 
     async def tag_history(c: Call) -> Any:
-        _admin(c)
         repo, tag = c.path["repository"], c.path["tag"]
+        await _may(c, repo, PULL)  # what the caller could pull anyway
         async with rt.ctx.engine.connect() as conn:
             entries = await hist.history(conn, repo, tag, rt.config.gc.history_days)
         return TagHistory(
@@ -131,12 +145,16 @@ def ops(rt: Any, service: Any) -> list[Op]:
         )
 
     async def restore(c: Call) -> Any:
-        _admin(c)
         b: RestoreRequest = c.body
         repo, tag = hist.parse_reference(f"{c.path['repository']}:{c.path['tag']}")
-        who = Requester(
-            getattr(c.principal, "name", "admin"), "user", True, Requester.system().may
-        )
+        await _may(c, repo, PUSH)  # a push of a manifest already in the repository
+        p = c.principal
+
+        async def may(action: str) -> bool:
+            return action in await rt.access.allowed_actions(p, repo)
+
+        admin = p.kind == "user" and bool(p.is_admin)
+        who = Requester(getattr(p, "name", "admin"), p.kind, admin, may)
         await hist.restore(ManifestService(rt.ctx), repo, tag, b.digest, who)
         return None
 

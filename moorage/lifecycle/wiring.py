@@ -10,9 +10,11 @@ from typing import Any
 from ..audit import AuditEvent
 from ..capability import Capability
 from ..services.events import ManifestPushed, RepositoryDeleted, TagDeleted
+from . import retention
 from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
 from .gc import GC_PASS, Collector, PassReport
 from .immutable import ImmutabilityRule
+from .retention import RUN_JOB as RETENTION_RUN
 from .subscribers import Queues, ReferenceLocks
 
 NAME = "lifecycle"
@@ -76,17 +78,35 @@ async def _setup(rt: Any) -> None:
     if cfg.enabled:
         rt.jobs.schedule(GC_PASS, timedelta(seconds=cfg.interval_seconds))
 
+    retention.setup(rt)  # policies, the pull clock, the retention.run job
+
 
 def _api_ops(rt: Any) -> list[Any]:
     from .api import ops
+    from .retention_api import ops as retention_ops
 
-    return ops(rt, rt.services[NAME])
+    return ops(rt, rt.services[NAME]) + retention_ops(rt)
+
+
+def _ui_pages(rt: Any, ui: Any) -> Any:
+    from .ui import LifecyclePages
+
+    return LifecyclePages(ui, rt)
 
 
 def _cli(tree: Any) -> None:
     from .cli import register
+    from .retention_cli import register as register_retention
 
     register(tree)
+    register_retention(tree)
 
 
-CAPABILITY = Capability(NAME, setup=_setup, job_kinds=(GC_PASS,), api_ops=_api_ops, cli=_cli)
+CAPABILITY = Capability(
+    NAME,
+    setup=_setup,
+    job_kinds=(GC_PASS, RETENTION_RUN),
+    api_ops=_api_ops,
+    ui_pages=_ui_pages,
+    cli=_cli,
+)
