@@ -122,6 +122,18 @@ class ScanPages(PageGroup):
             context["verdict"] = verdict(report.status, report.summary)
         return [Panel("Vulnerabilities", "scan_panel.html", context)]
 
+    async def org_panels(self, visit: Visit, organization: str) -> list[Panel]:
+        """Which scanner the organization's images go through (its admins see it)."""
+        from ..auth.scopes import ADMIN
+
+        p = visit.principal
+        if not (p.kind == "user" and p.is_admin) and ADMIN not in (
+            await self.access.organization_actions(p, organization)
+        ):
+            return []
+        setting = await self.service.external.setting(organization, fresh=True)
+        return [Panel("Scanner", "scan_org_panel.html", {"setting": setting})]
+
     # --- pages ---------------------------------------------------------------------------------
 
     async def _may_push(self, visit: Visit, repository: str) -> bool:
@@ -154,7 +166,23 @@ class ScanPages(PageGroup):
             export=self._link(name, digest) + "/export/",
             scan_action=self._link(name, reference) + "/scan",
             sbom=_has_sbom(report),
+            policy=await self._policy_link(visit, name),
         )
+
+    async def _policy_link(self, visit: Visit, repository: str) -> tuple[str, str, bool] | None:
+        """(target, link) of the vulnerability policy that applies to *repository* — its own,
+        else its organization's, else (none yet) the organization's to set — when the visitor
+        manages it; None otherwise or without the vulnerability-data capability."""
+        vulndb = self.service.services.get("vulndb")
+        if vulndb is None or not hasattr(vulndb, "may_manage") or visit.principal.kind != "user":
+            return None
+        org = repository.split("/", 1)[0]
+        targets = [repository, org] if "/" in repository else [repository]
+        have = {p.target for p in await vulndb.policies()}
+        target = next((t for t in targets if t in have), org)
+        if not await vulndb.may_manage(visit.principal, target, write=False):
+            return None
+        return target, "/ui/vulnerability-policies/" + quote_path(target), target in have
 
     async def export(self, visit: Visit) -> Response:
         """Downloads for a signed-in browser (the API takes credentials, not the session):
