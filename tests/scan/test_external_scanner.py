@@ -188,6 +188,19 @@ def test_scan_through_the_adapter_findings_and_policy(
         headers={"Authorization": auth, "Accept": "application/vnd.oci.image.manifest.v1+json"},
     )
     assert r.status_code == 200
+    # and nothing else of the API: no account behind it, no management
+    with httpx.Client(base_url=ext_server.url, headers={"Authorization": auth}, timeout=30) as tok:
+        assert tok.get("/api/v1/users").status_code == 403
+        assert (
+            tok.put(
+                f"/api/v1/vulnerability-policies/{org}", json={"block_severity": "none"}
+            ).status_code
+            == 403
+        )
+        assert tok.get(f"/api/v1/organizations/{org}/scanner").status_code == 403
+        assert tok.post(f"/api/v1/repositories/{repo}/-/manifests/1/scan").status_code == 403
+        for path in ("/api/v1/repositories", "/api/v1/organizations", "/api/v1/dashboard"):
+            assert tok.get(path).status_code < 500, path
 
     # CSV export and the policy work on the adapter's findings as on the built-in scanner's
     csv = admin.get(f"/api/v1/repositories/{repo}/-/manifests/1/vulnerabilities?format=csv")
