@@ -317,4 +317,10 @@ class ExternalScanners:
                         )
                     await asyncio.sleep(got.retry_after)
                     continue
+                artifact = got.get("artifact")
+                other = artifact.get("digest") if isinstance(artifact, dict) else None
+                if isinstance(other, str) and other and other != digest:
+                    raise AdapterError(
+                        f"the adapter's report is for {other[:80]}, not for {digest}"
+                    )
                 return findings_from_report(got), meta.label, meta.database_updated_at
