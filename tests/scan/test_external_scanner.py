@@ -349,3 +349,63 @@ def test_who_may_configure_and_what_is_refused(
         assert r.status_code == 422 and r.json()["error"]["field"] == where, (doc, r.text)
     r = admin.put("/api/v1/organizations/nosuchorg99/scanner", json=body)
     assert r.status_code == 404
+
+
+def test_system_admin_sets_the_scanner_in_the_ui(
+    admin: httpx.Client, ext_server: MoorageServer, adapter: AdapterServer
+) -> None:
+    from tests.ui.conftest import csrf_from, login_http
+
+    org = new_org(admin, "uis")
+    with login_http(ext_server) as ui:
+        page = ui.get(f"/ui/organizations/{org}")
+        assert 'id="scanner-form"' in page.text and "built-in scanner" in page.text
+        form = {
+            "adapter_url": adapter.url,
+            "auth_header": "X-ScannerAdapter-API-Key",
+            "credential": API_KEY,
+            "check": "1",
+        }
+        r = ui.post(f"/ui/organizations/{org}/scanner", data={**form, "csrf_token": "forged"})
+        assert r.status_code == 403
+        assert admin.get(f"/api/v1/organizations/{org}/scanner").json()["scanner"] == "builtin"
+        r = ui.post(
+            f"/ui/organizations/{org}/scanner", data={**form, "csrf_token": csrf_from(page.text)}
+        )
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=scanner-set"), r.text
+        view = admin.get(f"/api/v1/organizations/{org}/scanner").json()
+        assert (view["scanner"], view["adapter_url"], view["has_credential"]) == (
+            "external",
+            adapter.url,
+            True,
+        )
+        page = ui.get(f"/ui/organizations/{org}?done=scanner-set")
+        assert f"<code>{adapter.url}</code>" in page.text and API_KEY not in page.text
+        # a wrong key: the adapter's 401 is the form's error
+        r = ui.post(
+            f"/ui/organizations/{org}/scanner",
+            data={**form, "credential": "wrong", "csrf_token": csrf_from(page.text)},
+        )
+        assert r.status_code == 400 and "answered /metadata with 401" in r.text, r.text
+        r = ui.post(
+            f"/ui/organizations/{org}/scanner",
+            data={"builtin": "1", "csrf_token": csrf_from(page.text)},
+        )
+        assert r.status_code == 303
+        assert admin.get(f"/api/v1/organizations/{org}/scanner").json()["scanner"] == "builtin"
+    # an organization admin sees the scanner, without the form, and may not post it
+    user, password = f"u{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex
+    assert (
+        admin.post("/api/v1/users", json={"username": user, "password": password}).status_code
+        == 201
+    )
+    r = admin.put(f"/api/v1/organizations/{org}/permissions/users/{user}", json={"role": "admin"})
+    assert r.status_code == 204
+    with login_http(ext_server, user, password) as ui:
+        page = ui.get(f"/ui/organizations/{org}")
+        assert 'id="scanner-panel"' in page.text and 'id="scanner-form"' not in page.text
+        r = ui.post(
+            f"/ui/organizations/{org}/scanner",
+            data={"adapter_url": adapter.url, "csrf_token": csrf_from(page.text)},
+        )
+        assert r.status_code == 403
