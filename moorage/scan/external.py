@@ -161,6 +161,32 @@ class ExternalScanners:
         self.tokens = tokens
         self.secret: str | None = config.auth.token.key_encryption_secret
         self._cache: dict[str, tuple[float, ScannerSetting | None]] = {}
+        self.audit: Any = None  # the AuditLog (the wiring sets it)
+
+    async def record(self, caller: Any, org: str, setting: ScannerSetting | None) -> None:
+        """Audit a change of *org*'s scanner by *caller* (the API's or the UI's Caller)."""
+        if self.audit is None:
+            return
+        from ..audit import AuditEvent
+
+        p = caller.principal
+        details: dict[str, Any] = {"organization": org, "scanner": "builtin"}
+        if setting is not None:
+            details.update(
+                scanner="external",
+                adapter_url=setting.adapter_url,
+                auth_header=setting.auth_header,
+            )
+        await self.audit.record_now(
+            AuditEvent(
+                "scan.scanner.set",
+                actor=p.name,
+                actor_type=p.kind,
+                client_addr=getattr(caller, "client_addr", None),
+                user_agent=getattr(caller, "user_agent", None),
+                details=details,
+            )
+        )
 
     # --- settings -------------------------------------------------------------------------
 

@@ -113,12 +113,14 @@ def scanner_ops(external: ExternalScanners, access: Any) -> list[Op]:
         setting, meta = await external.configure(
             org, b.adapter_url, b.auth_header, b.credential, c.principal.name, check=b.check
         )
+        await external.record(c.caller, org, setting)
         return view(org, setting, meta)
 
     async def delete_scanner(c: Call) -> Any:
         org = c.path["organization"]
         sysadmin(c)
         await external.configure(org, None, None, None, c.principal.name)
+        await external.record(c.caller, org, None)
         return view(org, None)
 
     return [

@@ -170,11 +170,12 @@ class ScanPages(PageGroup):
             )
         header = f.get("auth_header", "").strip() or None if url else None
         credential = f.get("credential", "") or None if url else None
-        await self._change(
+        setting, _ = await self._change(
             self.service.external.configure(
                 org, url, header, credential, p.name, check=bool(f.get("check"))
             )
         )
+        await self.service.external.record(visit.caller, org, setting)
         return see_other(f"/ui/organizations/{quote_path(org)}?done=scanner-set")
 
     # --- pages ---------------------------------------------------------------------------------

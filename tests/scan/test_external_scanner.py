@@ -319,6 +319,15 @@ def test_failures_are_reported_not_raised(
     # back to the built-in scanner
     r = admin.delete(f"/api/v1/organizations/{org}/scanner")
     assert r.status_code == 200 and r.json()["scanner"] == "builtin"
+    events = admin.get("/api/v1/audit", params={"action": "scan.scanner.set"}).json()["events"]
+    mine = [e["details"] for e in events if e["details"].get("organization") == org]
+    assert mine[0] == {"organization": org, "scanner": "builtin"}  # newest first
+    assert {
+        "organization": org,
+        "scanner": "external",
+        "adapter_url": dead,
+        "auth_header": None,
+    } in mine
 
 
 def test_who_may_configure_and_what_is_refused(

@@ -97,5 +97,10 @@ def test_org_and_repository_admins_manage_their_own_policies(srv: MoorageServer)
     assert org_admin.delete(f"{vp}/{org}/lib").status_code == 404
     assert org_admin.delete(f"{vp}/{other}").status_code == 403
     assert org_admin.get(f"{vp}/{org}/lib").status_code == 404
+    # every change is audited, with who made it
+    events = admin.get("/api/v1/audit", params={"actor": name_of(org_admin)}).json()["events"]
+    actions = [(e["action"], e["details"].get("target")) for e in events]
+    assert ("vulnerability.policy.set", org) in actions
+    assert ("vulnerability.policy.remove", f"{org}/lib") in actions
     # malformed targets
     assert admin.get(f"{vp}/Bad..Name").status_code in (400, 422)

@@ -56,12 +56,15 @@ def ops(vulndb: VulnDB) -> list[Op]:
 
     async def set_vulnerability_policy(c: Call) -> Any:
         target = await manage(c, write=True)
-        return await vulndb.set_policy(target, c.body, c.principal.name)
+        saved = await vulndb.set_policy(target, c.body, c.principal.name)
+        await vulndb.record(c.caller, "vulnerability.policy.set", **saved.model_dump(mode="json"))
+        return saved
 
     async def delete_vulnerability_policy(c: Call) -> Any:
         target = await manage(c, write=True)
         if not await vulndb.delete_policy(target):
             raise NotFound(f"no vulnerability policy for {target}")
+        await vulndb.record(c.caller, "vulnerability.policy.remove", target=target)
 
     vp = "/vulnerability-policies/{target}"
     return [

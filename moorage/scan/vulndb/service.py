@@ -106,6 +106,25 @@ class VulnDB:
     def __init__(self, engine: AsyncEngine, config: VulnDBConfig, jobs: Any) -> None:
         self.engine, self.config, self.jobs = engine, config, jobs
         self.access: Any = None  # the AccessService (access control on): who manages policies
+        self.audit: Any = None  # the AuditLog: changes through the API and the UI are recorded
+
+    async def record(self, caller: Any, action: str, **details: Any) -> None:
+        """Audit a change made by *caller* (the API's or the UI's Caller)."""
+        if self.audit is None or caller is None:
+            return
+        from ...audit import AuditEvent
+
+        p = caller.principal
+        await self.audit.record_now(
+            AuditEvent(
+                action,
+                actor=p.name,
+                actor_type=p.kind,
+                client_addr=getattr(caller, "client_addr", None),
+                user_agent=getattr(caller, "user_agent", None),
+                details=details,
+            )
+        )
 
     async def status(self) -> VulnDBStatus:
         return await status(self.engine, self.config)

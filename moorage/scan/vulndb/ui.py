@@ -169,7 +169,7 @@ class VulnDBPages(PageGroup):
                 block_unscanned=bool(f.get("block_unscanned")),
                 allow=allow,
             )
-            await self.vulndb.set_policy(target, body, visit.principal.name)
+            saved = await self.vulndb.set_policy(target, body, visit.principal.name)
         except (Invalid, ValueError) as exc:
             # the form again, as sent, with what to fix
             message = getattr(exc, "message", None) or str(exc)
@@ -185,12 +185,16 @@ class VulnDBPages(PageGroup):
                 allow=raw_rows(f),
             )
             return self._form_page(visit, target, current, str(message), 400, shown=shown)
+        await self.vulndb.record(
+            visit.caller, "vulnerability.policy.set", **saved.model_dump(mode="json")
+        )
         return see_other(policy_link(target) + "?done=policy-saved")
 
     async def delete(self, visit: Visit) -> Response:
         target = await self._target(visit, write=True)
         if not await self.vulndb.delete_policy(target):
             raise PageError(404, "Not found", f"{target} has no vulnerability policy.")
+        await self.vulndb.record(visit.caller, "vulnerability.policy.remove", target=target)
         return see_other(policy_link(target) + "?done=policy-removed")
 
     async def goto(self, visit: Visit) -> Response:

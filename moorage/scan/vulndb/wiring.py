@@ -32,7 +32,7 @@ async def _setup(rt: Runtime) -> None:
     rt.services["scan.matcher"] = matcher
     config = rt.config.vulndb
     vulndb = rt.services[NAME] = VulnDB(engine, config, rt.jobs)
-    vulndb.access = rt.access
+    vulndb.access, vulndb.audit = rt.access, rt.audit
 
     async def run_refresh(_payload: dict[str, Any]) -> dict[str, Any]:
         results = await refresh(rt.ctx.write_engine, config)
