@@ -169,10 +169,18 @@ def cmd_set_scanner(args: argparse.Namespace) -> int:
                 check=not args.no_check,
             )
 
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..auth.keycrypt import KeyDecryptionError
+
     try:
         setting, meta = asyncio.run(go())
     except ServiceError as exc:
         return fail(str(getattr(exc, "message", exc)))
+    except KeyDecryptionError as exc:
+        return fail(str(exc))
+    except SQLAlchemyError as exc:
+        return fail(f"database error (is it migrated? moorage db upgrade): {type(exc).__name__}", 2)
     if setting is None:
         audit_cli(config, "scan.scanner.set", organization=args.organization, scanner="builtin")
         print(f"{args.organization}: the built-in scanner")

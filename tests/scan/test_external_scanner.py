@@ -331,7 +331,10 @@ def test_failures_are_reported_not_raised(
 
 
 def test_who_may_configure_and_what_is_refused(
-    admin: httpx.Client, ext_server: MoorageServer, adapter: AdapterServer
+    admin: httpx.Client,
+    ext_server: MoorageServer,
+    adapter: AdapterServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     org = new_org(admin, "who")
     user = f"u{uuid.uuid4().hex[:8]}"
@@ -358,6 +361,13 @@ def test_who_may_configure_and_what_is_refused(
         assert r.status_code == 422 and r.json()["error"]["field"] == where, (doc, r.text)
     r = admin.put("/api/v1/organizations/nosuchorg99/scanner", json=body)
     assert r.status_code == 404
+    r = moorage_cli(ext_server, "admin", "set-scanner", "nosuchorg99", "--builtin")
+    assert r.returncode == 1 and "encrypted" in r.stderr  # this node lacks the key secret
+    monkeypatch.setenv("MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET", SECRET)
+    r = moorage_cli(ext_server, "admin", "set-scanner", "nosuchorg99", "--builtin")
+    assert r.returncode == 1 and "no organization nosuchorg99" in r.stderr, r.stderr
+    r = moorage_cli(ext_server, "admin", "set-scanner", org, "--adapter", "ftp://x", "--no-check")
+    assert r.returncode == 1 and "adapter_url is an http://" in r.stderr, r.stderr
 
 
 def test_system_admin_sets_the_scanner_in_the_ui(
