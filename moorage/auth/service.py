@@ -34,7 +34,7 @@ ALL_ACTIONS = frozenset({PULL, PUSH, DELETE, ADMIN})
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: str  # anonymous | user | robot
+    kind: str  # anonymous | user | robot | system (a scanner adapter's token)
     name: str
     id: int | None = None
     is_admin: bool = False
@@ -198,6 +198,10 @@ class AccessService:
         """Re-read the account behind a token: revocations and disabling apply at once."""
         if kind == "anonymous":
             return ANONYMOUS
+        if kind == "system" and name.startswith("scanner:"):
+            # minted by the registry itself for an external scanner adapter (moorage/scan/
+            # external.py): no account behind it, only the token's own scopes
+            return Principal("system", name)
         if pid is None:
             return None
         async with self.engine.connect() as conn:

@@ -48,6 +48,9 @@ class VulnerabilityReport(Model):
     findings: list[dict[str, Any]]
     error: str | None = None
     children: list[str] | None = Field(None, description="An index's child manifests.")
+    scanner: str | None = Field(
+        None, description="The external scanner adapter that produced it; null: built in"
+    )
 
 
 class SbomQuery(Model):
@@ -112,6 +115,7 @@ async def build_report(service: ScanService, digest: str) -> VulnerabilityReport
         summary=result.summary or dict.fromkeys(SEVERITIES, 0),
         findings=result.findings,
         error=result.error,
+        scanner=result.scanner,
     )
 
 
@@ -270,8 +274,10 @@ def ops(service: ScanService) -> list[Op]:
             await set_on_push(conn, org, c.body.on_push)
         return await settings(org)
 
+    from .scanner_api import scanner_ops
+
     P: Literal["public"] = "public"
-    return [
+    return scanner_ops(service.external, service.access) + [
         Op("POST", manifest + "/scan", scan, "Queue a scan of a manifest (by tag or digest); an index queues its children", "scanning", "write", response=Queued, status=202),
         Op("GET", manifest + "/vulnerabilities", report, "A manifest's scan result: status, counts by severity, findings (an index: its children's); ?format=csv exports the findings", "scanning", P, query=ReportQuery, response=VulnerabilityReport),
         Op("GET", manifest + "/sbom", sbom, "The manifest's software bill of materials (SPDX 2.3 or CycloneDX 1.5 JSON)", "scanning", P, query=SbomQuery, response=None, media_type="application/json"),

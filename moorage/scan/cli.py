@@ -13,7 +13,7 @@ import asyncio
 import json
 from typing import Any
 
-from ..cli.common import CommandTree, add_common, fail, load
+from ..cli.common import CommandTree, add_common, audit_cli, cli_actor, fail, load
 from ..oci.digest import is_digest
 from ..oci.names import valid_name, valid_tag
 from .service import SEVERITIES, Result
@@ -115,3 +115,84 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--wait", action="store_true", help="scan now and print the result")
     p.add_argument("--format", choices=("json", "table"), default="table")
     p.set_defaults(func=cmd_scan)
+    sp = tree.admin.add_parser(
+        "set-scanner",
+        help="scan an organization's images with an external Harbor pluggable scanner adapter "
+        "(API v1.2) or with the built-in scanner",
+    )
+    add_common(sp)
+    sp.add_argument("organization", metavar="ORG")
+    which = sp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--adapter", metavar="URL", help="the adapter's base URL ({URL}/api/v1/...)")
+    which.add_argument("--builtin", action="store_true", help="the built-in scanner again")
+    sp.add_argument(
+        "--auth-header",
+        metavar="NAME",
+        help="header the adapter authenticates (default Authorization when a credential is given)",
+    )
+    sp.add_argument(
+        "--credential-stdin",
+        action="store_true",
+        help="read the header's value (e.g. 'Bearer ...') from stdin; stored encrypted",
+    )
+    sp.add_argument(
+        "--no-check", action="store_true", help="do not read the adapter's metadata first"
+    )
+    sp.set_defaults(func=cmd_set_scanner)
+
+
+def cmd_set_scanner(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..services.errors import ServiceError
+
+    credential = None
+    if args.credential_stdin:
+        if args.builtin:
+            return fail("--credential-stdin goes with --adapter")
+        credential = sys.stdin.readline().rstrip("\r\n")
+    elif args.auth_header:
+        return fail("--auth-header needs --credential-stdin (the header's value)")
+    config = load(args)
+
+    async def go() -> Any:
+        from ..runtime import runtime
+
+        async with runtime(config) as rt:
+            external = rt.services["scan"].external
+            return await external.configure(
+                args.organization,
+                None if args.builtin else args.adapter,
+                args.auth_header,
+                credential,
+                cli_actor(),
+                check=not args.no_check,
+            )
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..auth.keycrypt import KeyDecryptionError
+
+    try:
+        setting, meta = asyncio.run(go())
+    except ServiceError as exc:
+        return fail(str(getattr(exc, "message", exc)))
+    except KeyDecryptionError as exc:
+        return fail(str(exc))
+    except SQLAlchemyError as exc:
+        return fail(f"database error (is it migrated? moorage db upgrade): {type(exc).__name__}", 2)
+    if setting is None:
+        audit_cli(config, "scan.scanner.set", organization=args.organization, scanner="builtin")
+        print(f"{args.organization}: the built-in scanner")
+        return 0
+    audit_cli(
+        config,
+        "scan.scanner.set",
+        organization=args.organization,
+        scanner="external",
+        adapter_url=setting.adapter_url,
+        auth_header=setting.auth_header,
+    )
+    what = f" ({meta.label})" if meta is not None else ""
+    print(f"{args.organization}: external scanner adapter {setting.adapter_url}{what}")
+    return 0

@@ -32,6 +32,7 @@ from ..oci import mediatypes as mt
 from ..services.context import ServiceContext
 from ..services.events import ManifestPushed
 from ..storage.base import PathNotFound, StorageError, blob_path
+from .external import ExternalScanners, ScannerSetting
 from .inventory import RECORD_VERSION, LayerRecord, analyze_layer, inventory_json, merge
 from .model import Inventory
 from .tables import scan_layers, scan_results, scan_settings
@@ -64,6 +65,7 @@ class Result:
     findings: list[dict[str, Any]]
     summary: dict[str, int]
     error: str | None
+    scanner: str | None = None  # the external adapter that produced it; None: built in
 
 
 def _loads(text: str | None, default: Any) -> Any:
@@ -87,6 +89,7 @@ def _row_result(r: Any) -> Result:
         findings=_loads(r.findings, []),
         summary=_loads(r.summary, {}),
         error=r.error,
+        scanner=r.scanner,
     )
 
 
@@ -190,6 +193,8 @@ class ScanService:
             max_member=sc.max_file_mib << 20, max_layer_bytes=sc.max_layer_gib << 30
         )
         self.layers_analyzed = 0  # layers read from storage by this process (cache misses)
+        # organizations scanned by an external adapter (the wiring gives it the token service)
+        self.external = ExternalScanners(ctx, config, None)
 
     # --- queueing ---------------------------------------------------------------------------
 
@@ -266,6 +271,9 @@ class ScanService:
         ):
             await self._finish(digest, repository, "unsupported")
             return "unsupported", 0
+        setting = await self.external.setting(namespace_of(repository))
+        if setting is not None:
+            return await self._external(setting, repository, digest, media_type), 0
         try:
             before = self.layers_analyzed
             inventory = await self.inventory([str(d.get("digest", "")) for d in layers])
@@ -310,6 +318,42 @@ class ScanService:
                 log.exception("attaching the SBOMs of %s to %s failed", digest, repository)
         return "done", analyzed
 
+    async def _external(
+        self, setting: ScannerSetting, repository: str, digest: str, media_type: str
+    ) -> str:
+        """Scan through the organization's external adapter (moorage/scan/external.py); the
+        adapter's request id is the job's checkpoint, so a resumed job polls it again."""
+        from ..jobs.runner import checkpoint, report_progress
+        from .adapter import AdapterError
+
+        async def progress(point: dict[str, Any]) -> None:
+            await report_progress(0, 1, "submitted to the scanner adapter", checkpoint=point)
+
+        try:
+            found, label, db_updated = await self.external.scan(
+                setting, repository, digest, media_type, resume=checkpoint(), progress=progress
+            )
+        except AdapterError as exc:
+            await self._finish(digest, repository, "failed", error=exc.message)
+            if exc.transient:
+                raise  # the job queue retries (the checkpoint keeps the adapter's request)
+            return "failed"
+        except Exception as e:  # noqa: BLE001 - an adapter's answer fails its scan, not the node
+            log.exception("external scan of %s failed", digest)
+            await self._finish(
+                digest, repository, "failed", error=f"{type(e).__name__}: {e}"[:1000]
+            )
+            return "failed"
+        await self._finish(
+            digest,
+            repository,
+            "done",
+            findings=[f.to_dict() for f in found],
+            database_updated_at=db_updated,
+            scanner=label,
+        )
+        return "done"
+
     async def _finish(
         self,
         digest: str,
@@ -320,6 +364,7 @@ class ScanService:
         findings: list[dict[str, Any]] | None = None,
         database_updated_at: datetime | None = None,
         error: str | None = None,
+        scanner: str | None = None,
     ) -> None:
         found = findings or []
         await self._set(
@@ -332,6 +377,7 @@ class ScanService:
             findings=json.dumps(found),
             summary=json.dumps(summarize(found)),
             error=error,
+            scanner=scanner,
         )
 
     async def inventory(self, layer_digests: list[str]) -> Inventory:

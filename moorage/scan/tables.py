@@ -8,6 +8,11 @@
   summary as JSON.
 - ``scan_settings``: per organization (namespace), whether pushes are scanned (NULL: the
   server's ``scanning.on_push``).
+- ``scan_scanners`` (migration scanext_0001): per organization, an external scanner (a Harbor
+  pluggable scanner adapter, API v1.2) used instead of the built-in matcher: its URL, the
+  header it authenticates with and that header's value, encrypted (moorage/auth/keycrypt.py).
+  No row: the built-in scanner. ``scan_results.scanner`` names what produced a result (NULL:
+  the built-in scanner).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ scan_results = sa.Table(
     sa.Column("findings", sa.Text(), nullable=True),
     sa.Column("summary", sa.Text(), nullable=True),
     sa.Column("error", sa.String(1024), nullable=True),
+    # "<name> <version> (<vendor>)" of the external adapter that produced the result; NULL:
+    # the built-in scanner (migration scanext_0001)
+    sa.Column("scanner", sa.String(255), nullable=True),
 )
 
 scan_settings = sa.Table(
@@ -49,4 +57,15 @@ scan_settings = sa.Table(
     sa.Column("namespace", sa.String(64), primary_key=True),
     sa.Column("on_push", sa.Boolean(), nullable=True),
     sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+scan_scanners = sa.Table(
+    "scan_scanners",
+    metadata,
+    sa.Column("namespace", sa.String(64), primary_key=True),
+    sa.Column("adapter_url", sa.String(2048), nullable=False),
+    sa.Column("auth_header", sa.String(128), nullable=True),
+    sa.Column("credential", sa.Text(), nullable=True),  # keycrypt-sealed header value
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=False, server_default=""),
 )

@@ -16,7 +16,17 @@ from starlette.routing import Route
 
 from ..auth.scopes import PUSH
 from ..services.errors import Denied
-from ..ui.pages import Cell, PageGroup, Panel, TagColumn, Visit, not_found, quote_path
+from ..ui.pages import (
+    Cell,
+    PageError,
+    PageGroup,
+    Panel,
+    TagColumn,
+    Visit,
+    denied,
+    not_found,
+    quote_path,
+)
 from ..ui.web import see_other
 from .api import (
     VulnerabilityReport,
@@ -56,7 +66,10 @@ def counts_title(summary: dict[str, int]) -> str:
 
 class ScanPages(PageGroup):
     template_dir = Path(__file__).parent / "templates"
-    done = {"scan-queued": "Scan queued: this page shows the result once it has run."}
+    done = {
+        "scan-queued": "Scan queued: this page shows the result once it has run.",
+        "scanner-set": "Scanner saved: the organization's next scans use it.",
+    }
 
     def __init__(self, ui: WebUI, service: ScanService) -> None:
         super().__init__(ui)
@@ -72,6 +85,7 @@ class ScanPages(PageGroup):
                 methods=["GET", "HEAD"],
             ),
             Route(base, self.page(self.findings, public=True), methods=["GET", "HEAD"]),
+            Route("/ui/organizations/{org}/scanner", self.page(self.set_scanner), methods=["POST"]),
         ]
 
     def _link(self, repository: str, reference: str) -> str:
@@ -122,6 +136,48 @@ class ScanPages(PageGroup):
             context["verdict"] = verdict(report.status, report.summary)
         return [Panel("Vulnerabilities", "scan_panel.html", context)]
 
+    async def org_panels(self, visit: Visit, organization: str) -> list[Panel]:
+        """Which scanner the organization's images go through (its admins see it)."""
+        from ..auth.scopes import ADMIN
+
+        p = visit.principal
+        if not (p.kind == "user" and p.is_admin) and ADMIN not in (
+            await self.access.organization_actions(p, organization)
+        ):
+            return []
+        setting = await self.service.external.setting(organization, fresh=True)
+        sysadmin = p.kind == "user" and p.is_admin
+        return [
+            Panel(
+                "Scanner",
+                "scan_org_panel.html",
+                {"setting": setting, "org": organization, "can_set": sysadmin},
+            )
+        ]
+
+    async def set_scanner(self, visit: Visit) -> Response:
+        """A system administrator's form on the organization page: an external adapter (its
+        metadata checked first unless unticked), or the built-in scanner again."""
+        org = str(visit.request.path_params["org"])
+        p = visit.principal
+        if not (p.kind == "user" and p.is_admin):
+            raise denied("Choosing an external scanner is for system administrators.")
+        f = visit.form
+        url = None if f.get("builtin") else (f.get("adapter_url", "").strip() or None)
+        if url is None and not f.get("builtin"):
+            raise PageError(
+                400, "Not saved", "Give the adapter's URL, or choose the built-in scanner."
+            )
+        header = f.get("auth_header", "").strip() or None if url else None
+        credential = f.get("credential", "") or None if url else None
+        setting, _ = await self._change(
+            self.service.external.configure(
+                org, url, header, credential, p.name, check=bool(f.get("check"))
+            )
+        )
+        await self.service.external.record(visit.caller, org, setting)
+        return see_other(f"/ui/organizations/{quote_path(org)}?done=scanner-set")
+
     # --- pages ---------------------------------------------------------------------------------
 
     async def _may_push(self, visit: Visit, repository: str) -> bool:
@@ -154,7 +210,23 @@ class ScanPages(PageGroup):
             export=self._link(name, digest) + "/export/",
             scan_action=self._link(name, reference) + "/scan",
             sbom=_has_sbom(report),
+            policy=await self._policy_link(visit, name),
         )
+
+    async def _policy_link(self, visit: Visit, repository: str) -> tuple[str, str, bool] | None:
+        """(target, link) of the vulnerability policy that applies to *repository* — its own,
+        else its organization's, else (none yet) the organization's to set — when the visitor
+        manages it; None otherwise or without the vulnerability-data capability."""
+        vulndb = self.service.services.get("vulndb")
+        if vulndb is None or not hasattr(vulndb, "may_manage") or visit.principal.kind != "user":
+            return None
+        org = repository.split("/", 1)[0]
+        targets = [repository, org] if "/" in repository else [repository]
+        have = {p.target for p in await vulndb.policies()}
+        target = next((t for t in targets if t in have), org)
+        if not await vulndb.may_manage(visit.principal, target, write=False):
+            return None
+        return target, "/ui/vulnerability-policies/" + quote_path(target), target in have
 
     async def export(self, visit: Visit) -> Response:
         """Downloads for a signed-in browser (the API takes credentials, not the session):

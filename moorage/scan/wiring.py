@@ -26,6 +26,8 @@ NAME = "scan"
 async def _setup(rt: Runtime) -> None:
     service = ScanService(rt.ctx, rt.config, rt.services)
     service.catalog, service.access = rt.catalog, rt.access
+    service.external.tokens = rt.access.tokens if rt.access is not None else None
+    service.external.audit = rt.audit
     rt.services[NAME] = service
     rt.ctx.events.on(ManifestPushed, service.on_push)
     rt.jobs.register(SCAN_JOB, service.run_job, concurrency=1)

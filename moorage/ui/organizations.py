@@ -107,6 +107,7 @@ class OrganizationPages(PageGroup):
             grants=perms,
             can_admin=can_admin,
             error="",
+            panels=[p for g in self.ui.groups for p in await g.org_panels(visit, name)],
         )
 
     async def create_team(self, visit: Visit) -> Response:

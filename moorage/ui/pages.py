@@ -162,6 +162,10 @@ class PageGroup:
         """Sections this group adds to the image page (e.g. its signatures)."""
         return []
 
+    async def org_panels(self, visit: Visit, organization: str) -> list[Panel]:
+        """Sections this group adds to an organization's page (e.g. its vulnerability policy)."""
+        return []
+
     def page(
         self, handler: Handler, public: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:

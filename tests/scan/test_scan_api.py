@@ -100,6 +100,7 @@ def test_scan_on_push_report_and_sboms(admin: httpx.Client, scan_server: Moorage
         "findings": [],
         "error": None,
         "children": None,
+        "scanner": None,  # the built-in scanner
     }
     assert body["scanned_at"]
     # the same by digest

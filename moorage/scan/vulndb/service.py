@@ -105,26 +105,68 @@ class VulnDB:
 
     def __init__(self, engine: AsyncEngine, config: VulnDBConfig, jobs: Any) -> None:
         self.engine, self.config, self.jobs = engine, config, jobs
+        self.access: Any = None  # the AccessService (access control on): who manages policies
+        self.audit: Any = None  # the AuditLog: changes through the API and the UI are recorded
+
+    async def record(self, caller: Any, action: str, **details: Any) -> None:
+        """Audit a change made by *caller* (the API's or the UI's Caller)."""
+        if self.audit is None or caller is None:
+            return
+        from ...audit import AuditEvent
+
+        p = caller.principal
+        await self.audit.record_now(
+            AuditEvent(
+                action,
+                actor=p.name,
+                actor_type=p.kind,
+                client_addr=getattr(caller, "client_addr", None),
+                user_agent=getattr(caller, "user_agent", None),
+                details=details,
+            )
+        )
 
     async def status(self) -> VulnDBStatus:
         return await status(self.engine, self.config)
 
-    async def policies(self) -> list[PolicyModel]:
-        from .policy import allow_from_json
+    async def may_manage(self, principal: Any, target: str, write: bool) -> bool:
+        """Whether *principal* may read (or, *write*, change) the policy of *target*: system
+        administrators any; a user the policy of an organization they hold the admin role on
+        (or their personal namespace), and of a repository they hold the admin role on
+        (directly, by team or through its organization). Robots and bearer tokens: none —
+        a policy is a person's decision. A personal access token needs api:read / api:write."""
+        from ...auth.scopes import ADMIN
 
+        p = principal
+        if p is None or p.kind != "user" or p.token_scopes is not None:
+            return False
+        if not p.may_use_api(write=write):
+            return False
+        if p.is_admin:
+            return True
+        if self.access is None:
+            return False
+        if "/" in target:
+            return ADMIN in await self.access.allowed_actions(p, target)
+        if target == p.name:
+            return True
+        return ADMIN in await self.access.organization_actions(p, target)
+
+    async def policies(self, principal: Any = None) -> list[PolicyModel]:
+        """Every policy, or with *principal* those it may manage."""
         async with self.engine.connect() as conn:
             rows = await store.policies(conn)
-        return [
-            PolicyModel(
-                scope=r.scope,
-                target=r.target,
-                block_severity=r.block_severity,
-                fixable_only=bool(r.fixable_only),
-                block_unscanned=bool(r.block_unscanned),
-                allow=[AllowModel(**a.as_dict()) for a in allow_from_json(r.allow)],
-            )
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            if principal is None or await self.may_manage(principal, r.target, write=False):
+                out.append(_policy_model(r))
+        return out
+
+    async def policy(self, target: str) -> PolicyModel | None:
+        for p in await self.policies():
+            if p.target == target:
+                return p
+        return None
 
     async def set_policy(self, target: str, body: PolicyBody, actor: str) -> PolicyModel:
         from ...db.engine import writer
@@ -189,6 +231,19 @@ class PolicyBody(Model):
 
 class PolicyList(Model):
     items: list[PolicyModel]
+
+
+def _policy_model(r: Any) -> PolicyModel:
+    from .policy import allow_from_json
+
+    return PolicyModel(
+        scope=r.scope,
+        target=r.target,
+        block_severity=r.block_severity,
+        fixable_only=bool(r.fixable_only),
+        block_unscanned=bool(r.block_unscanned),
+        allow=[AllowModel(**a.as_dict()) for a in allow_from_json(r.allow)],
+    )
 
 
 def _allow_entry(a: AllowModel) -> Any:

@@ -31,7 +31,8 @@ async def _setup(rt: Runtime) -> None:
     matcher = Matcher(engine)
     rt.services["scan.matcher"] = matcher
     config = rt.config.vulndb
-    rt.services[NAME] = VulnDB(engine, config, rt.jobs)
+    vulndb = rt.services[NAME] = VulnDB(engine, config, rt.jobs)
+    vulndb.access, vulndb.audit = rt.access, rt.audit
 
     async def run_refresh(_payload: dict[str, Any]) -> dict[str, Any]:
         results = await refresh(rt.ctx.write_engine, config)
