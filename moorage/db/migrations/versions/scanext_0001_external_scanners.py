@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "scanext_0001"
-down_revision: str | None = "lifecycle_0001"
+down_revision: str | None = "retention_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
