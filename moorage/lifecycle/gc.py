@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,9 @@ from ..db.schema import (
     tag_history,
     tags,
 )
+from ..metrics.definitions import METRICS, MoorageMetrics
 from ..storage.base import StorageDriver, blob_path
+from . import pins
 from .config import GCConfig
 from .tables import gc_blob_review, gc_blob_tombstones, gc_manifest_review, gc_runs
 
@@ -208,11 +211,13 @@ class Collector:
         storage: StorageDriver,
         config: GCConfig,
         keepers: Sequence[Keeper] = (),
+        metrics: MoorageMetrics = METRICS,
     ) -> None:
         self.engine = engine  # a writer engine (SQLite: BEGIN IMMEDIATE)
         self.storage = storage
         self.config = config
         self.keepers = keepers  # the shared list: capabilities set up later still count
+        self.metrics = metrics
 
     async def run_pass(
         self,
@@ -232,25 +237,71 @@ class Collector:
         due_before = now + timedelta(seconds=cfg.grace_seconds) - g
         report = PassReport(dry_run)
         started = utcnow()
-        if dry_run:
-            async with self.engine.connect() as conn:
-                trans = await conn.begin()
-                try:
-                    while await self._manifest_batch(conn, now, due_before, g, report):
-                        pass
-                    while await self._blob_batch(conn, now, due_before, g, report):
-                        pass
-                finally:
-                    await trans.rollback()
-        else:
-            while await self._in_tx(self._manifest_batch, now, due_before, g, report):
-                pass
-            while await self._in_tx(self._blob_batch, now, due_before, g, report):
-                pass
-            await self.delete_bytes(report)
+        clock = time.perf_counter()
+        try:
+            if dry_run:
+                async with self.engine.connect() as conn:
+                    trans = await conn.begin()
+                    try:
+                        while await self._manifest_batch(conn, now, due_before, g, report):
+                            pass
+                        while await self._blob_batch(conn, now, due_before, g, report):
+                            pass
+                    finally:
+                        await trans.rollback()
+            else:
+                while await self._in_tx(self._manifest_batch, now, due_before, g, report):
+                    pass
+                while await self._in_tx(self._blob_batch, now, due_before, g, report):
+                    pass
+                await self.delete_bytes(report)
+                async with self.engine.begin() as conn:
+                    await pins.prune(conn, now, cfg.pin_pulled_within_seconds)
+        except Exception as exc:
+            if not dry_run:
+                self._measure(report, "failure", clock)
+                await self._record_failure(report, trigger, actor, started, exc)
+            raise
+        if not dry_run:
+            self._measure(report, "success", clock)
         if dry_run or trigger != "job" or report.manifests or report.blobs or report.links:
             await self._record(report, trigger, actor, started)
+        await self.queue_depth()
         return report
+
+    def _measure(self, report: PassReport, outcome: str, clock: float) -> None:
+        """A real pass's figures (dry runs remove nothing and are not counted). What a failed
+        pass committed before it failed counts as removed."""
+        m = self.metrics
+        m.gc_runs.labels(outcome).inc()
+        m.gc_run_duration.observe(time.perf_counter() - clock)
+        m.gc_deleted.labels("manifest").inc(len(report.manifests))
+        m.gc_deleted.labels("blob").inc(len(report.blobs))
+        m.gc_bytes_freed.inc(report.bytes)
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Rows in the review queues (due or not), published as
+        ``moorage_gc_review_queue_depth``: two counts, once per pass."""
+        try:
+            async with self.engine.connect() as conn:
+                depth = {
+                    "blob": int(
+                        await conn.scalar(sa.select(sa.func.count()).select_from(gc_blob_review))
+                        or 0
+                    ),
+                    "manifest": int(
+                        await conn.scalar(
+                            sa.select(sa.func.count()).select_from(gc_manifest_review)
+                        )
+                        or 0
+                    ),
+                }
+        except DBAPIError as exc:  # a figure, never the pass's failure
+            log.warning("gc: cannot count the review queues: %s", exc.orig)
+            return {}
+        for queue, n in depth.items():
+            self.metrics.gc_review_queue_depth.labels(queue).set(n)
+        return depth
 
     async def _in_tx(
         self,
@@ -280,8 +331,27 @@ class Collector:
             return n
         return 0
 
+    async def _record_failure(
+        self,
+        report: PassReport,
+        trigger: str,
+        actor: str | None,
+        started: datetime,
+        exc: BaseException,
+    ) -> None:
+        """A ``gc_runs`` row with the error (what the pass committed before it failed)."""
+        try:
+            await self._record(report, trigger, actor, started, f"{type(exc).__name__}: {exc}")
+        except Exception as again:  # noqa: BLE001 - the database is likely what failed
+            log.warning("gc: cannot record the failed pass: %s", again)
+
     async def _record(
-        self, report: PassReport, trigger: str, actor: str | None, started: datetime
+        self,
+        report: PassReport,
+        trigger: str,
+        actor: str | None,
+        started: datetime,
+        error: str | None = None,
     ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -294,6 +364,7 @@ class Collector:
                     manifests=len(report.manifests),
                     blobs=len(report.blobs),
                     bytes=report.bytes,
+                    error=error[:2000] if error else None,
                 )
             )
 
@@ -364,6 +435,9 @@ class Collector:
                 untagged_at + timedelta(seconds=cfg.untagged_seconds),
                 untagged_at + timedelta(days=cfg.history_days),
             )
+        pinned = await pins.pinned_until(conn, repository_id, digest, cfg.pin_pulled_within_seconds)
+        if pinned is not None:
+            protect = max(protect, pinned)  # pulled by digest lately: re-reviewed when it ends
         if protect > now:
             await conn.execute(sa.update(r).where(r.c.id.in_(ids)).values(review_after=protect))
             report.deferred += 1
@@ -375,6 +449,12 @@ class Collector:
             sa.delete(manifest_references).where(manifest_references.c.manifest_id == m.id)
         )
         await conn.execute(sa.delete(manifests).where(manifests.c.id == m.id))
+        await conn.execute(
+            sa.delete(pins.gc_manifest_pulls).where(
+                pins.gc_manifest_pulls.c.repository_id == repository_id,
+                pins.gc_manifest_pulls.c.digest == digest,
+            )
+        )
         await conn.execute(done)
         after = now + timedelta(seconds=cfg.grace_seconds)
         await queue_blobs(conn, blob_refs, after, "manifest_deleted")
