@@ -112,22 +112,24 @@ class PullPins:
             self._written[key] = t
 
 
-async def pinned_until(
-    conn: AsyncConnection, repository_id: int, digest: str, window_seconds: float
-) -> datetime | None:
-    """When the pin of a manifest ends (None: never pulled by digest, or pins are off)."""
-    if window_seconds <= 0:
-        return None
-    at = await conn.scalar(
-        sa.select(gc_manifest_pulls.c.pulled_at).where(
-            gc_manifest_pulls.c.repository_id == repository_id,
-            gc_manifest_pulls.c.digest == digest,
+async def pinned_until_many(
+    conn: AsyncConnection, pairs: Sequence[tuple[int, str]], window_seconds: float
+) -> dict[tuple[int, str], datetime]:
+    """When the pins of manifests (repository id, digest) end; those never pulled by digest
+    (or all, when pins are off) are absent. One primary-key lookup per pair, in one statement."""
+    if window_seconds <= 0 or not pairs:
+        return {}
+    t = gc_manifest_pulls
+    out: dict[tuple[int, str], datetime] = {}
+    for row in await conn.execute(
+        sa.select(t.c.repository_id, t.c.digest, t.c.pulled_at).where(
+            sa.tuple_(t.c.repository_id, t.c.digest).in_(list(pairs))
         )
-    )
-    if at is None:
-        return None
-    pulled: datetime = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return pulled + timedelta(seconds=window_seconds)
+    ):
+        at: datetime = row.pulled_at
+        at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        out[(int(row.repository_id), str(row.digest))] = at + timedelta(seconds=window_seconds)
+    return out
 
 
 async def prune(conn: AsyncConnection, now: datetime, window_seconds: float) -> None:
