@@ -47,6 +47,7 @@ from ..db.schema import (
 )
 from ..metrics.definitions import METRICS, MoorageMetrics
 from ..storage.base import StorageDriver, blob_path
+from . import gc_indexes as _gc_indexes  # noqa: F401 - the indexes join the metadata
 from . import pins
 from .config import GCConfig
 from .tables import gc_blob_review, gc_blob_tombstones, gc_manifest_review, gc_runs

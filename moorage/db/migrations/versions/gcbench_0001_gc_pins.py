@@ -1,7 +1,9 @@
-"""gcbench: pull-by-digest pins of untagged manifests (moorage/lifecycle/pins.py)
+"""gcbench: pull-by-digest pins of untagged manifests (moorage/lifecycle/pins.py), and two
+indexes for the collector's queries (moorage/lifecycle/gc_indexes.py)
 
-Expand only (a new table): nodes of the previous release never read or write it; their passes
-simply do not spare manifests pulled by digest.
+Expand only (a new table, new indexes): nodes of the previous release never read or write the
+table (their passes simply do not spare manifests pulled by digest); the indexes only speed up
+what they already run.
 
 Revision ID: gcbench_0001
 Revises: lifecycle_0001
@@ -38,7 +40,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("repository_id", "digest", name=op.f("pk_gc_manifest_pulls")),
     )
     op.create_index("ix_gc_manifest_pulls_pulled_at", "gc_manifest_pulls", ["pulled_at"])
+    pending = sa.text("bytes_deleted_at IS NULL")
+    op.create_index(
+        "ix_gc_blob_tombstones_pending",
+        "gc_blob_tombstones",
+        ["deleted_at"],
+        sqlite_where=pending,
+        postgresql_where=pending,
+    )
+    op.create_index(
+        "ix_tag_history_repository_id_manifest_digest",
+        "tag_history",
+        ["repository_id", "manifest_digest"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tag_history_repository_id_manifest_digest", table_name="tag_history")
+    op.drop_index("ix_gc_blob_tombstones_pending", table_name="gc_blob_tombstones")
     op.drop_table("gc_manifest_pulls")
