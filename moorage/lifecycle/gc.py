@@ -689,16 +689,9 @@ class Collector:
             stale.append({"rid": int(link.repository_id), "bid": int(link.blob_id)})
             if link.digest in referenced:
                 report.links += 1
-        if stale:  # one executemany, not a statement per link
-            await conn.execute(
-                sa.delete(repository_blobs).where(
-                    repository_blobs.c.repository_id == sa.bindparam("rid"),
-                    repository_blobs.c.blob_id == sa.bindparam("bid"),
-                ),
-                stale,
-            )
         gone: list[Any] = []
         done: list[str] = []
+        later: list[dict[str, Any]] = []
         for digest in digests:
             b = rows.get(digest)
             if b is None:
@@ -709,21 +702,34 @@ class Collector:
             if digest in referenced and digest not in fresh:
                 done.append(digest)
             elif digest in referenced or young > cutoff:
-                await conn.execute(
-                    sa.update(r)
-                    .where(r.c.id.in_(claimed[digest]))
-                    .values(review_after=young + grace)
-                )
+                later.extend({"rid": i, "after": young + grace} for i in claimed[digest])
                 report.deferred += 1
             else:
                 gone.append(b)
                 done.append(digest)
-        if gone:
-            gone_ids = [b.id for b in gone]
+        if later:
             await conn.execute(
-                sa.delete(repository_blobs).where(repository_blobs.c.blob_id.in_(gone_ids))
+                sa.update(r)
+                .where(r.c.id == sa.bindparam("rid"))
+                .values(review_after=sa.bindparam("after")),
+                later,
             )
-            await conn.execute(sa.delete(blobs).where(blobs.c.id.in_(gone_ids)))
+        # Stale links of blobs that stay (the links of those that go, go with them below).
+        gone_ids = {int(b.id) for b in gone}
+        stale = [link for link in stale if link["bid"] not in gone_ids]
+        if stale:  # one executemany, not a statement per link
+            await conn.execute(
+                sa.delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == sa.bindparam("rid"),
+                    repository_blobs.c.blob_id == sa.bindparam("bid"),
+                ),
+                stale,
+            )
+        if gone:
+            await conn.execute(
+                sa.delete(repository_blobs).where(repository_blobs.c.blob_id.in_(sorted(gone_ids)))
+            )
+            await conn.execute(sa.delete(blobs).where(blobs.c.id.in_(sorted(gone_ids))))
             stmt = _insert(conn, gc_blob_tombstones)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["digest"],

@@ -184,7 +184,7 @@ class FilesystemDriver(StorageDriver):
         await asyncio.to_thread(rm)
 
     async def delete_many(self, paths: Sequence[str], concurrency: int = 16) -> None:
-        """Unlinks in a few threads, 256 paths each (one thread hop per file would cost more
+        """Unlinks in a few threads, many paths each (one thread hop per file would cost more
         than the unlink). Each directory is resolved once (``realpath`` per file cost more than
         the unlink: bench/gc.py); unlinking a name inside a resolved directory cannot escape
         the root (a symlink there is removed, not followed)."""
@@ -208,8 +208,12 @@ class FilesystemDriver(StorageDriver):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(full_of(path))
 
-        chunks = [paths[i : i + 256] for i in range(0, len(paths), 256)]
-        sem = asyncio.Semaphore(max(1, min(concurrency, 4)))
+        # Up to *concurrency* (at most 8) threads, at least 32 paths each: unlinks wait on the
+        # disk's metadata journal, so several in flight overlap those waits.
+        workers = max(1, min(concurrency, 8, -(-len(paths) // 32)))
+        size = max(1, -(-len(paths) // workers))
+        chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+        sem = asyncio.Semaphore(workers)
 
         async def one(chunk: Sequence[str]) -> None:
             async with sem:
