@@ -32,6 +32,12 @@ class GCConfig(BaseModel):
         description="Time machine: a manifest a tag pointed to before it moved or was deleted "
         "stays restorable this many days (GC keeps it).",
     )
+    pin_pulled_within_seconds: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="An untagged manifest pulled by digest less than this ago is kept (the "
+        "pull is recorded from the audit log's batches, never on the pull's path; 0: no pins).",
+    )
     batch_size: int = Field(
         500, ge=1, le=10000, description="Review rows one transaction claims and decides."
     )

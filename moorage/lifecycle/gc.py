@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,10 @@ from ..db.schema import (
     tag_history,
     tags,
 )
+from ..metrics.definitions import METRICS, MoorageMetrics
 from ..storage.base import StorageDriver, blob_path
+from . import gc_indexes as _gc_indexes  # noqa: F401 - the indexes join the metadata
+from . import pins
 from .config import GCConfig
 from .tables import gc_blob_review, gc_blob_tombstones, gc_manifest_review, gc_runs
 
@@ -177,6 +181,7 @@ class PassReport:
     links: int = 0  # repository links dropped (blob still referenced elsewhere)
     deferred: int = 0  # reviews re-queued for later (something still too recent)
     bytes_deleted: int = 0  # storage objects deleted (this pass, maybe earlier passes' rows)
+    seconds: dict[str, float] = field(default_factory=dict)  # phase → wall time (manifests, ...)
 
     @property
     def bytes(self) -> int:
@@ -208,11 +213,13 @@ class Collector:
         storage: StorageDriver,
         config: GCConfig,
         keepers: Sequence[Keeper] = (),
+        metrics: MoorageMetrics = METRICS,
     ) -> None:
         self.engine = engine  # a writer engine (SQLite: BEGIN IMMEDIATE)
         self.storage = storage
         self.config = config
         self.keepers = keepers  # the shared list: capabilities set up later still count
+        self.metrics = metrics
 
     async def run_pass(
         self,
@@ -232,29 +239,83 @@ class Collector:
         due_before = now + timedelta(seconds=cfg.grace_seconds) - g
         report = PassReport(dry_run)
         started = utcnow()
-        if dry_run:
-            async with self.engine.connect() as conn:
-                trans = await conn.begin()
-                try:
-                    while await self._manifest_batch(conn, now, due_before, g, report):
-                        pass
-                    while await self._blob_batch(conn, now, due_before, g, report):
-                        pass
-                finally:
-                    await trans.rollback()
-        else:
-            while await self._in_tx(self._manifest_batch, now, due_before, g, report):
-                pass
-            while await self._in_tx(self._blob_batch, now, due_before, g, report):
-                pass
-            await self.delete_bytes(report)
+        clock = time.perf_counter()
+        try:
+            if dry_run:
+                async with self.engine.connect() as conn:
+                    trans = await conn.begin()
+                    try:
+                        while await self._manifest_batch(conn, now, due_before, g, report):
+                            pass
+                        while await self._blob_batch(conn, now, due_before, g, report):
+                            pass
+                    finally:
+                        await trans.rollback()
+            else:
+                t = time.perf_counter()
+                while await self._in_tx(self._manifest_batch, now, due_before, g, report):
+                    pass
+                report.seconds["manifests"] = time.perf_counter() - t
+                t = time.perf_counter()
+                while await self._in_tx(self._blob_batch, now, due_before, g, report):
+                    pass
+                report.seconds["blobs"] = time.perf_counter() - t
+                t = time.perf_counter()
+                await self.delete_bytes(report)
+                report.seconds["bytes"] = time.perf_counter() - t
+                async with self.engine.begin() as conn:
+                    await pins.prune(conn, now, cfg.pin_pulled_within_seconds)
+        except Exception as exc:
+            if not dry_run:
+                self._measure(report, "failure", clock)
+                await self._record_failure(report, trigger, actor, started, exc)
+            raise
+        if not dry_run:
+            self._measure(report, "success", clock)
         if dry_run or trigger != "job" or report.manifests or report.blobs or report.links:
             await self._record(report, trigger, actor, started)
+        await self.queue_depth()
         return report
+
+    def _measure(self, report: PassReport, outcome: str, clock: float) -> None:
+        """A real pass's figures (dry runs remove nothing and are not counted). What a failed
+        pass committed before it failed counts as removed."""
+        m = self.metrics
+        m.gc_runs.labels(outcome).inc()
+        m.gc_run_duration.observe(time.perf_counter() - clock)
+        m.gc_deleted.labels("manifest").inc(len(report.manifests))
+        m.gc_deleted.labels("blob").inc(len(report.blobs))
+        m.gc_bytes_freed.inc(report.bytes)
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Rows in the review queues (due or not), published as
+        ``moorage_gc_review_queue_depth``: two counts, once per pass."""
+        try:
+            async with self.engine.connect() as conn:
+                depth = {
+                    "blob": int(
+                        await conn.scalar(sa.select(sa.func.count()).select_from(gc_blob_review))
+                        or 0
+                    ),
+                    "manifest": int(
+                        await conn.scalar(
+                            sa.select(sa.func.count()).select_from(gc_manifest_review)
+                        )
+                        or 0
+                    ),
+                }
+        except DBAPIError as exc:  # a figure, never the pass's failure
+            log.warning("gc: cannot count the review queues: %s", exc.orig)
+            return {}
+        for queue, n in depth.items():
+            self.metrics.gc_review_queue_depth.labels(queue).set(n)
+        return depth
 
     async def _in_tx(
         self,
-        step: Callable[[AsyncConnection, datetime, datetime, timedelta, PassReport], Awaitable[int]],
+        step: Callable[
+            [AsyncConnection, datetime, datetime, timedelta, PassReport], Awaitable[int]
+        ],
         now: datetime,
         due_before: datetime,
         grace: timedelta,
@@ -280,8 +341,27 @@ class Collector:
             return n
         return 0
 
+    async def _record_failure(
+        self,
+        report: PassReport,
+        trigger: str,
+        actor: str | None,
+        started: datetime,
+        exc: BaseException,
+    ) -> None:
+        """A ``gc_runs`` row with the error (what the pass committed before it failed)."""
+        try:
+            await self._record(report, trigger, actor, started, f"{type(exc).__name__}: {exc}")
+        except Exception as again:  # noqa: BLE001 - the database is likely what failed
+            log.warning("gc: cannot record the failed pass: %s", again)
+
     async def _record(
-        self, report: PassReport, trigger: str, actor: str | None, started: datetime
+        self,
+        report: PassReport,
+        trigger: str,
+        actor: str | None,
+        started: datetime,
+        error: str | None = None,
     ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -294,6 +374,7 @@ class Collector:
                     manifests=len(report.manifests),
                     blobs=len(report.blobs),
                     bytes=report.bytes,
+                    error=error[:2000] if error else None,
                 )
             )
 
@@ -307,6 +388,11 @@ class Collector:
         grace: timedelta,
         report: PassReport,
     ) -> int:
+        """Claim up to ``batch_size`` due manifest reviews and decide them together: a fixed
+        number of statements per batch, not per manifest (each reason to keep is one query over
+        the batch). Every manifest of the batch is decided on the rows as they were before any
+        of the batch's deletions, so an index and its child (or a subject and its referrer)
+        reviewed together keep the child — which the index's removal queues again."""
         r = gc_manifest_review
         due = (
             sa.select(r.c.id, r.c.repository_id, r.c.digest)
@@ -317,112 +403,200 @@ class Collector:
         if _pg(conn):
             due = due.with_for_update(skip_locked=True)
         rows = (await conn.execute(due)).all()
+        if not rows:
+            return 0
         claimed: dict[tuple[int, str], list[int]] = {}
         for row in rows:
             claimed.setdefault((int(row.repository_id), str(row.digest)), []).append(row.id)
-        # Lock manifests in (repository, digest) order, the order a push locks them in.
-        for (repo_id, digest), ids in sorted(claimed.items()):
-            await self._review_manifest(conn, repo_id, digest, ids, now, report)
+        await self._review_manifests(conn, claimed, now, report)
         return len(rows)
 
-    async def _review_manifest(
+    async def _review_manifests(
         self,
         conn: AsyncConnection,
-        repository_id: int,
-        digest: str,
-        ids: list[int],
+        claimed: dict[tuple[int, str], list[int]],
         now: datetime,
         report: PassReport,
     ) -> None:
         r = gc_manifest_review
         cfg = self.config
-        m = (
-            await conn.execute(
-                sa.select(manifests.c.id, manifests.c.created_at, manifests.c.subject_digest)
-                .where(manifests.c.repository_id == repository_id)
-                .where(manifests.c.digest == digest)
+        pairs = sorted(claimed)
+        # Lock the manifests in (repository, digest) order, the order a push locks them in.
+        found = {
+            (int(m.repository_id), str(m.digest)): m
+            for m in await conn.execute(
+                sa.select(
+                    manifests.c.id,
+                    manifests.c.repository_id,
+                    manifests.c.digest,
+                    manifests.c.created_at,
+                    manifests.c.subject_digest,
+                )
+                .where(sa.tuple_(manifests.c.repository_id, manifests.c.digest).in_(pairs))
+                .order_by(manifests.c.repository_id, manifests.c.digest)
                 .with_for_update()
             )
-        ).first()
-        done = sa.delete(r).where(r.c.id.in_(ids))
-        if m is None or await self._manifest_kept(conn, repository_id, digest, m):
-            await conn.execute(done)
-            return
-        created = aware(m.created_at) or now
-        protect = created + timedelta(seconds=cfg.untagged_seconds)
-        untagged_at = aware(
-            await conn.scalar(
-                sa.select(sa.func.max(tag_history.c.replaced_at)).where(
-                    tag_history.c.repository_id == repository_id,
-                    tag_history.c.manifest_digest == digest,
+        }
+        kept = await self._kept(conn, found)
+        live = [p for p in pairs if p in found and p not in kept]
+        untagged_at: dict[tuple[int, str], datetime] = {}
+        pulled: dict[tuple[int, str], datetime] = {}
+        if live:
+            th = tag_history
+            for h in await conn.execute(
+                sa.select(th.c.repository_id, th.c.manifest_digest, sa.func.max(th.c.replaced_at))
+                .where(sa.tuple_(th.c.repository_id, th.c.manifest_digest).in_(live))
+                .group_by(th.c.repository_id, th.c.manifest_digest)
+            ):
+                at = aware(h[2])
+                if at is not None:
+                    untagged_at[(int(h[0]), str(h[1]))] = at
+            pulled = await pins.pinned_until_many(conn, live, cfg.pin_pulled_within_seconds)
+        done: list[int] = []
+        deferred: list[dict[str, Any]] = []
+        going: list[tuple[int, str]] = []
+        for p in pairs:
+            if p not in live:
+                done.extend(claimed[p])  # gone already, or kept (its next change queues it)
+                continue
+            m = found[p]
+            protect = (aware(m.created_at) or now) + timedelta(seconds=cfg.untagged_seconds)
+            if p in untagged_at:
+                t = untagged_at[p]
+                protect = max(
+                    protect,
+                    t + timedelta(seconds=cfg.untagged_seconds),
+                    t + timedelta(days=cfg.history_days),
                 )
+            if p in pulled:
+                protect = max(protect, pulled[p])  # pulled by digest lately: the pin's end
+            if protect > now:
+                deferred.extend({"rid": i, "after": protect} for i in claimed[p])
+                report.deferred += 1
+                continue
+            going.append(p)
+            done.extend(claimed[p])
+        if deferred:
+            await conn.execute(
+                sa.update(r)
+                .where(r.c.id == sa.bindparam("rid"))
+                .values(review_after=sa.bindparam("after")),
+                deferred,
             )
-        )
-        if untagged_at is not None:
-            protect = max(
-                protect,
-                untagged_at + timedelta(seconds=cfg.untagged_seconds),
-                untagged_at + timedelta(days=cfg.history_days),
-            )
-        if protect > now:
-            await conn.execute(sa.update(r).where(r.c.id.in_(ids)).values(review_after=protect))
-            report.deferred += 1
-            return
-        blob_refs, dependents = await manifest_dependents(
-            conn, repository_id, m.id, digest
-        )
-        await conn.execute(
-            sa.delete(manifest_references).where(manifest_references.c.manifest_id == m.id)
-        )
-        await conn.execute(sa.delete(manifests).where(manifests.c.id == m.id))
-        await conn.execute(done)
-        after = now + timedelta(seconds=cfg.grace_seconds)
-        await queue_blobs(conn, blob_refs, after, "manifest_deleted")
-        await queue_manifests(conn, repository_id, dependents, after, "parent_deleted")
-        name = await conn.scalar(
-            sa.select(repositories.c.name).where(repositories.c.id == repository_id)
-        )
-        report.manifests.append((str(name), digest))
+        if going:
+            await self._delete_manifests(conn, [found[p] for p in going], now, report)
+        if done:
+            await conn.execute(sa.delete(r).where(r.c.id.in_(done)))
 
-    async def _manifest_kept(
-        self, conn: AsyncConnection, repository_id: int, digest: str, m: Any
-    ) -> bool:
-        """Tagged, listed by an index of its repository, or a referrer of a manifest there:
-        kept, and no longer queued (the change that ends this queues it again)."""
-        if await conn.scalar(sa.select(tags.c.id).where(tags.c.manifest_id == m.id).limit(1)):
-            return True
+    async def _kept(
+        self, conn: AsyncConnection, found: dict[tuple[int, str], Any]
+    ) -> set[tuple[int, str]]:
+        """Of the locked manifests: tagged, listed by an index of their repository, referrers of
+        a manifest there, or kept by another capability's keeper — kept, and no longer queued
+        (the change that ends this queues them again)."""
+        if not found:
+            return set()
+        kept: set[tuple[int, str]] = set()
+        by_id = {int(m.id): p for p, m in found.items()}
+        for mid in (
+            await conn.execute(
+                sa.select(tags.c.manifest_id).where(tags.c.manifest_id.in_(list(by_id))).distinct()
+            )
+        ).scalars():
+            kept.add(by_id[int(mid)])
         parent = manifests.alias("parent")
-        listed = await conn.scalar(
-            sa.select(sa.literal(1))
-            .select_from(
-                manifest_references.join(parent, parent.c.id == manifest_references.c.manifest_id)
-            )
-            .where(
-                parent.c.repository_id == repository_id,
-                manifest_references.c.digest == digest,
-                manifest_references.c.kind == "manifest",
-            )
-            .limit(1)
-        )
-        if listed:
-            return True
-        if m.subject_digest:
-            subject = await conn.scalar(
-                sa.select(manifests.c.id).where(
-                    manifests.c.repository_id == repository_id,
-                    manifests.c.digest == m.subject_digest,
+        mr = manifest_references
+        for row in await conn.execute(
+            sa.select(parent.c.repository_id, mr.c.digest)
+            .select_from(mr.join(parent, parent.c.id == mr.c.manifest_id))
+            .where(mr.c.digest.in_(sorted({d for _, d in found})), mr.c.kind == "manifest")
+            .distinct()
+        ):
+            kept.add((int(row.repository_id), str(row.digest)))
+        subjects = {(p[0], str(m.subject_digest)): p for p, m in found.items() if m.subject_digest}
+        if subjects:
+            for row in await conn.execute(
+                sa.select(manifests.c.repository_id, manifests.c.digest).where(
+                    sa.tuple_(manifests.c.repository_id, manifests.c.digest).in_(sorted(subjects))
+                )
+            ):
+                kept.add(subjects[(int(row.repository_id), str(row.digest))])
+        rest = [p for p in found if p not in kept]
+        if self.keepers and rest:
+            names = await self._names(conn, {repo for repo, _ in rest})
+            verdict: dict[int, bool] = {}
+            for repo_id in sorted({repo for repo, _ in rest}):
+                name = names.get(repo_id)
+                keep = False
+                if name is not None:
+                    for keeper in self.keepers:
+                        if await keeper(conn, name):
+                            keep = True
+                            break
+                verdict[repo_id] = keep
+            kept.update(p for p in rest if verdict[p[0]])
+        return kept & set(found)
+
+    async def _names(self, conn: AsyncConnection, repo_ids: set[int]) -> dict[int, str]:
+        return {
+            int(row.id): str(row.name)
+            for row in await conn.execute(
+                sa.select(repositories.c.id, repositories.c.name).where(
+                    repositories.c.id.in_(sorted(repo_ids))
                 )
             )
-            if subject is not None:
-                return True
-        if self.keepers:
-            name = await conn.scalar(
-                sa.select(repositories.c.name).where(repositories.c.id == repository_id)
+        }
+
+    async def _delete_manifests(
+        self, conn: AsyncConnection, going: list[Any], now: datetime, report: PassReport
+    ) -> None:
+        """Delete the (locked) manifests *going*; queue their blobs, children and referrers."""
+        ids = [int(m.id) for m in going]
+        pairs = [(int(m.repository_id), str(m.digest)) for m in going]
+        repo_of = {int(m.id): int(m.repository_id) for m in going}
+        mr = manifest_references
+        blob_refs: set[str] = set()
+        children: set[tuple[int, str]] = set()
+        for ref in await conn.execute(
+            sa.select(mr.c.manifest_id, mr.c.digest, mr.c.kind).where(mr.c.manifest_id.in_(ids))
+        ):
+            if ref.kind == "blob":
+                blob_refs.add(str(ref.digest))
+            elif ref.kind == "manifest":
+                children.add((repo_of[int(ref.manifest_id)], str(ref.digest)))
+        for row in await conn.execute(
+            sa.select(manifests.c.repository_id, manifests.c.digest).where(
+                sa.tuple_(manifests.c.repository_id, manifests.c.subject_digest).in_(pairs)
             )
-            for keep in self.keepers:
-                if name is not None and await keep(conn, str(name)):
-                    return True
-        return False
+        ):
+            children.add((int(row.repository_id), str(row.digest)))  # referrers
+        await conn.execute(sa.delete(mr).where(mr.c.manifest_id.in_(ids)))
+        await conn.execute(sa.delete(manifests).where(manifests.c.id.in_(ids)))
+        pulls = pins.gc_manifest_pulls
+        await conn.execute(
+            sa.delete(pulls).where(sa.tuple_(pulls.c.repository_id, pulls.c.digest).in_(pairs))
+        )
+        after = now + timedelta(seconds=self.config.grace_seconds)
+        await queue_blobs(conn, sorted(blob_refs), after, "manifest_deleted")
+        gone = set(pairs)
+        children -= gone  # removed in this batch already
+        if children:
+            ts = utcnow()
+            await conn.execute(
+                sa.insert(gc_manifest_review),
+                [
+                    {
+                        "repository_id": repo,
+                        "digest": d,
+                        "review_after": after,
+                        "reason": "parent_deleted",
+                        "created_at": ts,
+                    }
+                    for repo, d in sorted(children)
+                ],
+            )
+        names = await self._names(conn, {repo for repo, _ in pairs})
+        report.manifests.extend((names.get(repo, str(repo)), d) for repo, d in pairs)
 
     # --- phase 2: blobs -----------------------------------------------------------------------
 
@@ -506,21 +680,18 @@ class Collector:
             else []
         )
         fresh: dict[str, datetime] = {}
+        stale: list[dict[str, int]] = []
         for link in dangling:
             linked_at = aware(link.created_at) or now
             if linked_at > cutoff:
                 fresh[link.digest] = max(fresh.get(link.digest, linked_at), linked_at)
                 continue
-            await conn.execute(
-                sa.delete(repository_blobs).where(
-                    repository_blobs.c.repository_id == link.repository_id,
-                    repository_blobs.c.blob_id == link.blob_id,
-                )
-            )
+            stale.append({"rid": int(link.repository_id), "bid": int(link.blob_id)})
             if link.digest in referenced:
                 report.links += 1
         gone: list[Any] = []
         done: list[str] = []
+        later: list[dict[str, Any]] = []
         for digest in digests:
             b = rows.get(digest)
             if b is None:
@@ -531,21 +702,34 @@ class Collector:
             if digest in referenced and digest not in fresh:
                 done.append(digest)
             elif digest in referenced or young > cutoff:
-                await conn.execute(
-                    sa.update(r)
-                    .where(r.c.id.in_(claimed[digest]))
-                    .values(review_after=young + grace)
-                )
+                later.extend({"rid": i, "after": young + grace} for i in claimed[digest])
                 report.deferred += 1
             else:
                 gone.append(b)
                 done.append(digest)
-        if gone:
-            gone_ids = [b.id for b in gone]
+        if later:
             await conn.execute(
-                sa.delete(repository_blobs).where(repository_blobs.c.blob_id.in_(gone_ids))
+                sa.update(r)
+                .where(r.c.id == sa.bindparam("rid"))
+                .values(review_after=sa.bindparam("after")),
+                later,
             )
-            await conn.execute(sa.delete(blobs).where(blobs.c.id.in_(gone_ids)))
+        # Stale links of blobs that stay (the links of those that go, go with them below).
+        gone_ids = {int(b.id) for b in gone}
+        stale = [link for link in stale if link["bid"] not in gone_ids]
+        if stale:  # one executemany, not a statement per link
+            await conn.execute(
+                sa.delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == sa.bindparam("rid"),
+                    repository_blobs.c.blob_id == sa.bindparam("bid"),
+                ),
+                stale,
+            )
+        if gone:
+            await conn.execute(
+                sa.delete(repository_blobs).where(repository_blobs.c.blob_id.in_(sorted(gone_ids)))
+            )
+            await conn.execute(sa.delete(blobs).where(blobs.c.id.in_(sorted(gone_ids))))
             stmt = _insert(conn, gc_blob_tombstones)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["digest"],
@@ -553,10 +737,7 @@ class Collector:
             )
             await conn.execute(
                 stmt,
-                [
-                    {"digest": b.digest, "size": int(b.size), "deleted_at": now}
-                    for b in gone
-                ],
+                [{"digest": b.digest, "size": int(b.size), "deleted_at": now} for b in gone],
             )
             report.blobs.extend((b.digest, int(b.size)) for b in gone)
         if done:

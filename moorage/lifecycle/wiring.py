@@ -14,6 +14,7 @@ from . import retention
 from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
 from .gc import GC_PASS, Collector, PassReport
 from .immutable import ImmutabilityRule
+from .pins import PullPins
 from .retention import RUN_JOB as RETENTION_RUN
 from .subscribers import Queues, ReferenceLocks
 
@@ -63,6 +64,7 @@ async def _setup(rt: Any) -> None:
     rt.ctx.events.on(RepositoryDeleted, queues.repository_deleted)
     rt.ctx.rules.add(ReferenceLocks(cfg, rt.ctx.rules))
     rt.ctx.rules.add(ImmutabilityRule(rt.audit))
+    rt.audit.add_sink(PullPins(cfg.pin_pulled_within_seconds))  # pulls by digest pin (pins.py)
 
     async def gc_pass(payload: dict[str, Any]) -> dict[str, Any]:
         grace = payload.get("grace")

@@ -1,5 +1,5 @@
-"""Servers for lifecycle tests: GC with a zero grace window (and no untagged delay or
-time-machine window), over SQLite and PostgreSQL; ``moorage`` commands against them."""
+"""Servers for lifecycle tests: GC with a zero grace window (and no untagged delay,
+time-machine window or pull-by-digest pin), over SQLite and PostgreSQL; ``moorage`` commands against them."""
 
 from __future__ import annotations
 
@@ -21,15 +21,14 @@ ZERO = {
     "MOORAGE_GC_GRACE_SECONDS": "0",
     "MOORAGE_GC_UNTAGGED_SECONDS": "0",
     "MOORAGE_GC_HISTORY_DAYS": "0",
+    "MOORAGE_GC_PIN_PULLED_WITHIN_SECONDS": "0",  # tests pull by digest to check
     "MOORAGE_LOG_ACCESS_LOG": "false",
     "MOORAGE_JOBS_POLL_SECONDS": "0.2",
 }
 
 
 @contextlib.contextmanager
-def gc_server(
-    backend: tuple[str, str | None], **env: str
-) -> Iterator[MoorageServer]:
+def gc_server(backend: tuple[str, str | None], **env: str) -> Iterator[MoorageServer]:
     """An open registry (``--no-auth``) with a database of its own."""
     with tempfile.TemporaryDirectory(prefix="moorage-gc-") as tmp:
         ctx = postgres_database() if backend[1] else contextlib.nullcontext(None)
@@ -86,8 +85,8 @@ def stored_blobs(server: MoorageServer) -> set[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def auth_gc(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+@contextlib.contextmanager
+def admin_gc_server(backend: tuple[str, str | None], **env: str) -> Iterator[MoorageServer]:
     """Access control on (admin password ADMIN_PASSWORD), GC only when asked."""
     with tempfile.TemporaryDirectory(prefix="moorage-lc-auth-") as tmp:
         ctx = postgres_database() if backend[1] else contextlib.nullcontext(None)
@@ -95,9 +94,20 @@ def auth_gc(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
             srv = MoorageServer(
                 Path(tmp) / "data",
                 database_url=url,
-                env={**ZERO, "MOORAGE_GC_ENABLED": "false", "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+                env={
+                    **ZERO,
+                    "MOORAGE_GC_ENABLED": "false",
+                    "MOORAGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                    **env,
+                },
             ).start(timeout=120)
             try:
                 yield srv
             finally:
                 srv.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_gc(backend: tuple[str, str | None]) -> Iterator[MoorageServer]:
+    with admin_gc_server(backend) as srv:
+        yield srv

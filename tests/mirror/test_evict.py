@@ -137,6 +137,7 @@ def test_gc_leaves_untagged_cache_content_to_the_eviction(
         assert time.monotonic() < deadline, mirror.log()
         time.sleep(0.2)
     monkeypatch.setenv("MOORAGE_GC_UNTAGGED_SECONDS", "0")
+    monkeypatch.setenv("MOORAGE_GC_PIN_PULLED_WITHIN_SECONDS", "0")  # the keeper, not a pin
     out = moorage_cli(mirror, "gc", "run", "--grace", "0")
     assert out.returncode == 0, out.stderr
     assert sha256(payload) not in {row[0] for row in sql(mirror, query, repo=plain)}, out.stdout
