@@ -1,7 +1,7 @@
 """The events other capabilities announce, end to end on a real ``moorage serve`` and a real
 receiver on loopback, each delivery's signature checked: ``scan`` after a push scanned on push,
-``policy`` after pulls refused by a vulnerability policy (from the audit log's batches, not the
-pull's path), ``replication`` after a replication run to a real CNCF Distribution."""
+``policy`` after pulls refused by a vulnerability policy and by a signed-only policy (from the
+audit log's batches, not the pull's path), ``replication`` after a replication run to a real CNCF Distribution."""
 
 from __future__ import annotations
 
@@ -179,6 +179,31 @@ def test_policy_violation_after_pulls_blocked_by_a_vulnerability_policy(
         assert details["policy"] == f"vulnerability:{org}"
         assert details["action"] == "pull"
         assert "blocks images without a finished scan" in details["reason"], details
+
+
+def test_policy_violation_after_a_pull_refused_by_a_signed_only_policy(
+    hook_server: MoorageServer, admin: httpx.Client, receiver: WebhookReceiver, org: str
+) -> None:
+    _org(admin, org)
+    repo = f"{org}/app"
+    _hook(admin, repo, receiver.url("/trust"), ["policy"], fmt="cloudevents")
+    digest, _size = _push(admin, repo, "v1")
+    r = _api(admin, "PUT", f"/trust/policies/{repo}", json={"require_signature": True})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 15
+    while (r := admin.get(f"/v2/{repo}/manifests/v1", headers=ACCEPT)).status_code != 403:
+        assert r.status_code == 200 and time.monotonic() < deadline, r.text
+        time.sleep(0.3)
+    (d,) = receiver.wait_for(1)
+    verify(d.headers.get("x-moorage-signature"), d.body, SECRET)
+    assert d.headers["x-moorage-event"] == "policy"
+    doc = json.loads(d.body)
+    assert doc["type"] == "io.moorage.policy.violated"
+    assert doc["subject"] == f"{repo}:v1"
+    data = doc["data"]
+    assert data["repository"] == repo and data["digest"] == digest and data["tag"] == "v1"
+    assert data["policy"] == f"signature:{repo}" and data["action"] == "pull"
+    assert data["actor"] == "admin" and "unsigned" in data["reason"], data
 
 
 def test_replication_finished_after_a_run_to_distribution(
