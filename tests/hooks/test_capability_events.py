@@ -248,3 +248,34 @@ def test_replication_finished_after_a_run_to_distribution(
     # It really is on the peer.
     tags = httpx.get(f"{dist.url}/v2/{repo}/tags/list", timeout=10).json()["tags"]
     assert sorted(tags) == ["v1", "v2"]
+
+
+def test_replication_without_tasks_reaches_its_destination_namespace(
+    hook_server: MoorageServer,
+    admin: httpx.Client,
+    receiver: WebhookReceiver,
+    org: str,
+    dist: Distribution,
+) -> None:
+    """A pull policy whose source matches nothing on the remote: no task was planned, so the
+    webhooks of the namespace it writes into (its destination namespace) hear of it."""
+    _org(admin, org)
+    _hook(admin, org, receiver.url("/empty"), ["replication"])
+    r = _api(admin, "POST", "/replication/remotes", json={"name": org, "url": dist.url})
+    assert r.status_code == 201, r.text
+    body = {
+        "name": org, "remote": org, "direction": "pull", "source": f"nothing{org}/**",
+        "dest_namespace": org, "triggers": ["manual"],
+    }  # fmt: skip
+    r = _api(admin, "POST", "/replication/policies", json=body)
+    assert r.status_code == 201, r.text
+    run = _api(admin, "POST", f"/replication/policies/{org}/run")
+    assert run.status_code == 202, run.text
+    (d,) = receiver.wait_for(1, timeout=60)
+    (event,) = _signed_events(d, "replication")
+    assert event["target"] == {}
+    details = event["moorage"]
+    assert details["execution_id"] == str(run.json()["execution"])
+    assert details["direction"] == "pull" and details["remote"] == org
+    assert details["tags_succeeded"] == 0 and details["tags_failed"] == 0
+    assert details["status"] == "succeeded", details
