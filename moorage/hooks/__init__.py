@@ -1,6 +1,8 @@
 """Webhooks: event payloads (CNCF Distribution envelope, CloudEvents), their HMAC signature,
-and :func:`publish` — how other capabilities (scanning, policies, replication) announce their
-events::
+and :func:`publish`. Scans, policy refusals and replication runs are announced without their
+capabilities importing this package: the wiring subscribes to ``ScanCompleted`` on the event
+bus, to the refusals' audit records and to replication's "finished" hook (outbox.py). A new
+kind of announcement may call :func:`publish` itself::
 
     from moorage import hooks
 

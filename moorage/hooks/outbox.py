@@ -8,8 +8,16 @@ written on the caller's connection so that they commit with the change they anno
   deliveries in the same transaction — a pull itself writes nothing. Pull events therefore
   follow ``audit.pull_events`` (sampled or aggregated pulls give sampled or aggregated events,
   with ``moorage.count``) and need ``audit.enabled``;
-- scan, policy and replication: those capabilities call :func:`publish` with an event built by
-  the builders of payloads.py, on their own transaction's connection.
+- scan: a subscriber of :class:`ScanCompleted` (moorage/services/events.py), published by the
+  scan job in the transaction that records the final result;
+- policy: an audit sink, as for pulls: a pull refused by a vulnerability policy
+  (``vulnerability.pull.denied``) or by a signed-only trust policy (``trust.pull.denied``) is
+  audited off the request path, and the sink turns the batch's refusals into deliveries — a
+  refused pull writes nothing either. Needs ``audit.enabled`` (refusals are never sampled);
+- replication: a subscriber of replication's "finished" hook (moorage/replication/hooks.py),
+  called in the transaction that closes the execution;
+- anything else may call :func:`publish` with an event built by the builders of payloads.py,
+  on its own transaction's connection.
 
 A Distribution-format delivery holds up to :data:`BATCH` events (one envelope); a CloudEvents
 delivery holds one (structured mode), since batch mode is not what most receivers parse.
@@ -21,7 +29,8 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,7 +39,13 @@ from ..config import Config
 from ..db import job_queries
 from ..logs import request_id
 from ..oci import mediatypes as mt
-from ..services.events import ManifestDeleted, ManifestPushed, RepositoryDeleted, TagDeleted
+from ..services.events import (
+    ManifestDeleted,
+    ManifestPushed,
+    RepositoryDeleted,
+    ScanCompleted,
+    TagDeleted,
+)
 from . import queries as q
 from .config import WebhooksConfig
 from .delivery import DELIVER
@@ -40,10 +55,16 @@ from .payloads import (
     Source,
     Target,
     delete_event,
+    policy_violation_event,
     pull_event,
     push_event,
     render,
+    replication_finished_event,
+    scan_completed_event,
 )
+
+if TYPE_CHECKING:
+    from ..replication.hooks import ExecutionFinished
 
 BATCH = 50
 
@@ -241,3 +262,168 @@ async def pull_sink(conn: AsyncConnection, batch: Sequence[AuditEvent]) -> None:
     for hook, events in per_hook.values():
         repos = {ev.target.repository for ev in events if ev.target}
         await enqueue(conn, hook, events, repos.pop() if len(repos) == 1 else None)
+
+
+# --- scans (in the transaction recording the result) ---------------------------------------------
+
+_SCAN_STATUSES = ("done", "failed", "unsupported")
+
+
+def report_url(repository: str, digest: str) -> str | None:
+    """The scan report in the API, when ``http.base_url`` is set."""
+    base = _settings.base_url
+    if not base:
+        return None
+    return f"{base.rstrip('/')}/api/v1/repositories/{repository}/-/manifests/{digest}/vulnerabilities"
+
+
+async def on_scan_completed(conn: AsyncConnection, e: ScanCompleted) -> None:
+    if e.status not in _SCAN_STATUSES:
+        return
+    hooks = (await q.subscribed(conn, [e.repository], "scan")).get(e.repository)
+    if not hooks:
+        return
+    facts = await q.manifest_facts(conn, [(e.repository, e.digest)])
+    media_type, size, artifact_type = facts.get((e.repository, e.digest), ("", 0, None))
+    target = Target(
+        repository=e.repository,
+        digest=e.digest,
+        media_type=media_type,
+        size=size,
+        url=manifest_url(e.repository, e.digest),
+        artifact_type=_artifact(artifact_type),
+    )
+    event = scan_completed_event(
+        target,
+        source(),
+        status=cast(Literal["done", "failed", "unsupported"], e.status),
+        summary=dict(e.summary),
+        scanned_at=e.scanned_at or datetime.now(UTC),
+        database_updated_at=e.database_updated_at,
+        report_url=report_url(e.repository, e.digest),
+    )
+    for hook in hooks:
+        await enqueue(conn, hook, [event], e.repository)
+
+
+# --- policy refusals (in the audit log's batch transaction) --------------------------------------
+
+# The audit actions of refused pulls (moorage/scan/vulndb/rule.py, moorage/trust/rule.py) and
+# the policy kind each one names in the payload.
+POLICY_ACTIONS = {"vulnerability.pull.denied": "vulnerability", "trust.pull.denied": "signature"}
+
+
+def _refusal_reason(e: AuditEvent) -> str:
+    d = e.details
+    message = d.get("message")
+    if isinstance(message, str) and message:
+        return message
+    verdict = d.get("verdict")
+    missing = d.get("missing")
+    parts = [str(verdict)] if verdict else []
+    if isinstance(missing, list) and missing:
+        parts.append("missing: " + ", ".join(str(m) for m in missing[:10]))
+    return "; ".join(parts) or "refused by policy"
+
+
+async def policy_sink(conn: AsyncConnection, batch: Sequence[AuditEvent]) -> None:
+    """Pulls refused by a vulnerability or trust policy in an audit batch → policy deliveries
+    (nothing but the audit record is written when nobody subscribed)."""
+    refusals = [
+        e
+        for e in batch
+        if e.action in POLICY_ACTIONS and e.result == "denied" and e.repository
+    ]
+    if not refusals:
+        return
+    by_repo = await q.subscribed(conn, {str(e.repository) for e in refusals}, "policy")
+    if not by_repo:
+        return
+    wanted = [e for e in refusals if e.repository in by_repo]
+    facts = await q.manifest_facts(
+        conn, {(str(e.repository), e.digest) for e in wanted if e.digest}
+    )
+    per_hook: dict[int, tuple[q.WebhookRow, list[Event]]] = {}
+    for e in wanted:
+        repo = str(e.repository)
+        media_type, size, artifact_type = facts.get((repo, e.digest or ""), ("", 0, None))
+        target = Target(
+            repository=repo,
+            digest=e.digest or "",
+            media_type=media_type,
+            size=size,
+            tag=e.tag,
+            url=manifest_url(repo, e.digest) if e.digest else None,
+            artifact_type=_artifact(artifact_type),
+        )
+        request = RequestInfo(
+            id=e.request_id or "",
+            addr=e.client_addr or "",
+            method="GET",
+            useragent=e.user_agent or "",
+        )
+        kind = POLICY_ACTIONS[e.action]
+        name = e.details.get("policy")
+        event = policy_violation_event(
+            target,
+            source(),
+            policy=f"{kind}:{name}" if name else kind,
+            reason=_refusal_reason(e),
+            action="pull",
+            actor=e.actor,
+            request=request,
+        )
+        event = replace(event, time=e.time)
+        for hook in by_repo[repo]:
+            per_hook.setdefault(hook.id, (hook, []))[1].append(event)
+    for hook, events in per_hook.values():
+        repos = {ev.target.repository for ev in events if ev.target}
+        await enqueue(conn, hook, events, repos.pop() if len(repos) == 1 else None)
+
+
+# --- replication (in the transaction closing the execution) --------------------------------------
+
+_WILDCARDS = frozenset("*?{}[]")
+
+
+def _literal_namespace(pattern: str) -> str | None:
+    """The namespace a repository pattern stays within, when its first segment is literal."""
+    first = pattern.strip("/").split("/", 1)[0]
+    return first if first and not (_WILDCARDS & set(first)) else None
+
+
+async def on_replication_finished(conn: AsyncConnection, e: ExecutionFinished) -> None:
+    """One ``replication`` delivery per webhook subscribed on any local repository the
+    execution touched (or on the namespace of its pattern, for one with no tasks)."""
+    repos = list(e.repositories)
+    if not repos:
+        ns = _literal_namespace(e.pattern)
+        if ns is None:
+            return
+        repos = [f"{ns}/-"]  # a name in the namespace: namespace webhooks match
+    by_repo = await q.subscribed(conn, repos, "replication")
+    if not by_repo:
+        return
+    per_hook: dict[int, tuple[q.WebhookRow, set[str]]] = {}
+    for repo, hooks in by_repo.items():
+        for hook in hooks:
+            per_hook.setdefault(hook.id, (hook, set()))[1].add(repo)
+    finished = e.finished_at or datetime.now(UTC)
+    state = e.state if e.state in ("succeeded", "partial", "failed") else "failed"
+    for hook, touched in per_hook.values():
+        only = next(iter(touched)) if len(touched) == 1 and e.repositories else None
+        event = replication_finished_event(
+            source(),
+            policy=e.policy,
+            execution_id=str(e.execution),
+            remote=e.remote,
+            direction="pull" if e.direction == "pull" else "push",
+            status=cast(Literal["succeeded", "partial", "failed"], state),
+            tags_succeeded=e.succeeded,
+            tags_failed=e.failed,
+            bytes_copied=e.bytes,
+            started_at=e.started_at or finished,
+            finished_at=finished,
+            target=Target(repository=only) if only else None,
+        )
+        await enqueue(conn, hook, [event], only)

@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..capability import Capability
-from ..services.events import ManifestDeleted, ManifestPushed, RepositoryDeleted, TagDeleted
+from ..services.events import (
+    ManifestDeleted,
+    ManifestPushed,
+    RepositoryDeleted,
+    ScanCompleted,
+    TagDeleted,
+)
 from . import outbox
 from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
 from .delivery import DELIVER, PRUNE, Deliverer
@@ -41,7 +47,14 @@ async def _setup(rt: Any) -> None:
     rt.ctx.events.on(TagDeleted, outbox.on_tag_deleted)
     rt.ctx.events.on(ManifestDeleted, outbox.on_manifest_deleted)
     rt.ctx.events.on(RepositoryDeleted, outbox.on_repository_deleted)
+    rt.ctx.events.on(ScanCompleted, outbox.on_scan_completed)
     rt.audit.add_sink(outbox.pull_sink)
+    rt.audit.add_sink(outbox.policy_sink)  # pulls refused by vulnerability or trust policies
+    # "replication finished": replication sets up before hooks (capabilities.py order)
+    replication = rt.services.get("replication")
+    finished = getattr(replication, "finished", None)
+    if finished is not None:
+        finished.on(outbox.on_replication_finished)
 
     async def prune(_payload: dict[str, Any]) -> dict[str, Any]:
         before = datetime.now(UTC) - timedelta(days=config.webhooks.keep_days)

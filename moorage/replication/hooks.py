@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,7 +31,19 @@ class ExecutionFinished:
     failed: int
     bytes: int
     message: str | None = None
+    remote: str = ""
+    direction: str = "push"  # push | pull
+    # The local repositories the execution read (push) or wrote (pull), at most
+    # ``REPOSITORIES_MAX``: where webhooks subscribed to "replication" are looked up. An
+    # execution that failed while planning has none; ``pattern`` (the policy's source pattern,
+    # or the destination namespace of a pull) then names the namespace, when it is literal.
+    repositories: tuple[str, ...] = ()
+    pattern: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
+
+REPOSITORIES_MAX = 1000
 
 Subscriber = Callable[[AsyncConnection, ExecutionFinished], Awaitable[None]]
 
@@ -43,6 +56,10 @@ class Finished:
 
     def on(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
+
+    def wanted(self) -> bool:
+        """Whether anyone subscribed (the publisher skips reading what nobody needs)."""
+        return bool(self._subscribers)
 
     async def publish(self, conn: AsyncConnection, event: ExecutionFinished) -> None:
         for subscriber in self._subscribers:

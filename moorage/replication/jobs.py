@@ -35,7 +35,7 @@ from . import filters
 from . import queries as q
 from .copy import CopyEngine, CopyOptions, ProgressEvent, TagResult
 from .errors import NotFound, RegistryError, ReplicationError
-from .hooks import ExecutionFinished
+from .hooks import REPOSITORIES_MAX, ExecutionFinished
 from .local import LocalRegistry
 from .peer import Registry
 from .ratelimit import BandwidthLimiter
@@ -450,11 +450,27 @@ class Executor:
         return {"outcome": outcome, "digest": result.digest, "bytes": result.bytes}
 
     async def _publish(self, conn: Any, e: q.ExecutionRow) -> None:
+        if not self.finished.wanted():
+            return
+        policy = await q.policy_by_id(conn, e.policy_id)
+        direction = policy.direction if policy is not None else "push"
+        repos = await q.task_repositories(
+            conn, e.id, "src" if direction == "push" else "dst", REPOSITORIES_MAX
+        )
+        pattern = ""
+        if policy is not None:
+            pattern = policy.source if direction == "push" else (policy.dest_namespace or "")
         await self.finished.publish(
             conn,
             ExecutionFinished(
                 e.id, e.policy_name, e.trigger, e.state, e.total, e.succeeded, e.failed, e.bytes,
                 e.message,
+                remote=policy.remote_name if policy is not None else "",
+                direction=direction,
+                repositories=tuple(repos),
+                pattern=pattern,
+                started_at=e.created_at,
+                finished_at=e.finished_at,
             ),
         )  # fmt: skip
 

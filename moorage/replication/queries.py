@@ -533,6 +533,18 @@ async def tasks(
     return out
 
 
+async def task_repositories(
+    conn: AsyncConnection, execution_id: int, local: str, limit: int
+) -> list[str]:
+    """The distinct repositories of an execution's tasks on this side (*local*: ``src`` for a
+    push, ``dst`` for a pull), at most *limit*."""
+    col = tk.c.src_repo if local == "src" else tk.c.dst_repo
+    rows = await conn.execute(
+        sa.select(col).where(tk.c.execution_id == execution_id).distinct().order_by(col).limit(limit)
+    )
+    return [str(r[0]) for r in rows]
+
+
 async def retry_task(conn: AsyncConnection, t: TaskRow, error: str, run: TaskRun) -> None:
     await conn.execute(
         sa.update(tk)

@@ -30,7 +30,7 @@ from ..db import queries as core_q
 from ..db.queries import _aware, _insert, now
 from ..oci import mediatypes as mt
 from ..services.context import ServiceContext
-from ..services.events import ManifestPushed
+from ..services.events import ManifestPushed, ScanCompleted
 from ..storage.base import PathNotFound, StorageError, blob_path
 from .external import ExternalScanners, ScannerSetting
 from .inventory import RECORD_VERSION, LayerRecord, analyze_layer, inventory_json, merge
@@ -219,7 +219,11 @@ class ScanService:
         status, analyzed = await self._scan(repository, digest)
         return {"status": status, "layers_analyzed": analyzed}
 
-    async def _set(self, digest: str, repository: str, **values: Any) -> None:
+    async def _set(
+        self, digest: str, repository: str, event: ScanCompleted | None = None, **values: Any
+    ) -> None:
+        """Write the result row; *event* (a final state) is published in the same transaction,
+        so its subscribers' rows (webhook deliveries) commit with the result or not at all."""
         async with self.ctx.write_engine.begin() as conn:
             res = await conn.execute(
                 sa.update(scan_results).where(scan_results.c.digest == digest).values(**values)
@@ -228,6 +232,8 @@ class ScanService:
                 defaults = {"status": "pending", "repository": repository, "queued_at": now()}
                 stmt = _insert(conn, scan_results).values(digest=digest, **{**defaults, **values})
                 await conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest"]))
+            if event is not None:
+                await self.ctx.events.publish(conn, event)
 
     async def scan(self, repository: str, digest: str) -> str:
         """Scan one manifest now and store its result; returns the status stored."""
@@ -279,7 +285,9 @@ class ScanService:
             inventory = await self.inventory([str(d.get("digest", "")) for d in layers])
             analyzed = self.layers_analyzed - before
         except StorageError as e:
-            await self._finish(digest, repository, "failed", error=f"storage: {e}"[:1000])
+            await self._finish(
+                digest, repository, "failed", error=f"storage: {e}"[:1000], announce=False
+            )
             raise  # transient: the job queue retries
         except Exception as e:  # noqa: BLE001 - a bad image fails its scan, not the node
             log.exception("scan of %s failed", digest)
@@ -365,17 +373,33 @@ class ScanService:
         database_updated_at: datetime | None = None,
         error: str | None = None,
         scanner: str | None = None,
+        announce: bool = True,
     ) -> None:
+        """Record a final result and publish :class:`ScanCompleted` with it (not for a failure
+        the job queue retries: *announce* False, the retry announces its own outcome)."""
         found = findings or []
+        summary = summarize(found)
+        scanned_at = now()
+        event = None
+        if announce and self.ctx.events.wants(ScanCompleted):
+            event = ScanCompleted(
+                repository,
+                digest,
+                status,
+                tuple(summary.items()),
+                scanned_at,
+                database_updated_at,
+            )
         await self._set(
             digest,
             repository,
+            event,
             status=status,
-            scanned_at=now(),
+            scanned_at=scanned_at,
             database_updated_at=database_updated_at,
             inventory=json.dumps(inventory) if inventory is not None else None,
             findings=json.dumps(found),
-            summary=json.dumps(summarize(found)),
+            summary=json.dumps(summary),
             error=error,
             scanner=scanner,
         )

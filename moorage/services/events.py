@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -74,8 +75,32 @@ class BlobCommitted:
     actor: str | None = None
 
 
-Event = ManifestPushed | TagDeleted | ManifestDeleted | RepositoryDeleted | BlobCommitted
-E = TypeVar("E", ManifestPushed, TagDeleted, ManifestDeleted, RepositoryDeleted, BlobCommitted)
+@dataclass(frozen=True, slots=True)
+class ScanCompleted:
+    """A manifest's scan reached its final state (``done``, ``failed`` or ``unsupported``),
+    published in the transaction that records the result. ``summary`` counts findings by
+    severity; ``database_updated_at`` is the vulnerability database's age, when one matched."""
+
+    repository: str
+    digest: str
+    status: str
+    summary: tuple[tuple[str, int], ...] = ()
+    scanned_at: datetime | None = None
+    database_updated_at: datetime | None = None
+
+
+Event = (
+    ManifestPushed | TagDeleted | ManifestDeleted | RepositoryDeleted | BlobCommitted | ScanCompleted
+)
+E = TypeVar(
+    "E",
+    ManifestPushed,
+    TagDeleted,
+    ManifestDeleted,
+    RepositoryDeleted,
+    BlobCommitted,
+    ScanCompleted,
+)
 Subscriber = Callable[[AsyncConnection, Any], Awaitable[None]]
 
 
