@@ -1,0 +1,230 @@
+"""Replication policies' label and artifact-type filters, and a cron trigger firing by itself,
+end to end: a ``moorage serve`` site pushing to CNCF Distribution 2.8.2 and to a second Moorage,
+driven with the contract's ``moorage replication`` commands."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.clients.ocigen import (
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    Blob,
+    canonical_json,
+    make_image,
+)
+from tests.conftest import MoorageServer
+
+from .images import EMPTY, SPDX, Manifest, Pusher
+from .peers import Distribution
+from .sites import ADMIN, api, cli, executions, ok, site, until
+
+LABEL = "org.example.test"  # make_image puts its ``label`` under this config label
+
+
+@pytest.fixture(scope="module")
+def src_site() -> Iterator[MoorageServer]:
+    with site("filters") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def dst_site() -> Iterator[MoorageServer]:
+    with site("filters-dst") as srv:
+        yield srv
+
+
+def _image(tag: str, label: str) -> Manifest:
+    img = make_image("amd64", label=label, n_layers=1, layer_size=1024)
+    return Manifest(img.manifest, tag, [img.config, *img.layers])
+
+
+def _sbom(tag: str) -> Manifest:
+    """A tagged SBOM artifact (artifactType SPDX, empty config, no subject)."""
+    layer = Blob(SPDX, canonical_json({"spdxVersion": "SPDX-2.3", "name": tag, "r": os.urandom(8).hex()}))
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": SPDX,
+        "config": EMPTY.descriptor(),
+        "layers": [layer.descriptor()],
+    }
+    return Manifest(Blob(OCI_MANIFEST, canonical_json(doc)), tag, [EMPTY, layer])
+
+
+def _index(tag: str, child: Manifest, annotations: dict[str, str]) -> Manifest:
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [child.blob.descriptor(platform={"architecture": "amd64", "os": "linux"})],
+        "annotations": annotations,
+    }
+    return Manifest(Blob(OCI_INDEX, canonical_json(doc)), tag, [])
+
+
+@dataclass
+class Content:
+    repo: str
+    tags: dict[str, Manifest]
+
+
+def _push_content(server: MoorageServer, uid: str) -> Content:
+    """``prod`` and ``dev``: images whose config label says so; ``idx``: an index of the dev
+    image annotated prod; ``sbom``: an SPDX-typed artifact; ``plain``: an image without the
+    test's label value (``other``)."""
+    repo = f"filt{uid}/app"
+    dev = _image("dev", "dev")
+    tags = {
+        "prod": _image("prod", "prod"),
+        "dev": dev,
+        "plain": _image("plain", "other"),
+        "sbom": _sbom("sbom"),
+    }
+    tags["idx"] = _index("idx", dev, {LABEL: "prod"})
+    push = Pusher(server.url, ADMIN)
+    for m in tags.values():
+        push.manifest(repo, m)
+    return Content(repo, tags)
+
+
+def _outcomes(stdout: str) -> dict[str, str]:
+    """tag -> outcome from ``run --wait`` lines (``outcome<TAB>repo:tag -> dst<TAB>...``)."""
+    out = {}
+    for line in stdout.strip().splitlines()[:-1]:
+        outcome, what = line.split("\t")[:2]
+        out[what.split(" -> ")[0].rsplit(":", 1)[1]] = outcome
+    return out
+
+
+@pytest.mark.parametrize("target", ["distribution", "moorage"])
+def test_label_and_artifact_type_filters_select_what_reaches_the_target(
+    target: str,
+    src_site: MoorageServer,
+    dst_site: MoorageServer,
+    dist_a: Distribution,
+    uid: str,
+) -> None:
+    content = _push_content(src_site, uid)
+    if target == "distribution":
+        ok(cli(src_site, "add-remote", f"r{uid}", dist_a.url))
+        peer = Pusher(dist_a.url)
+    else:
+        ok(cli(src_site, "add-remote", f"r{uid}", dst_site.url, "--username", "admin", "--password-stdin", stdin=ADMIN[1] + "\n"))  # fmt: skip
+        peer = Pusher(dst_site.url, ADMIN)
+    cases = {
+        # KEY=VALUE: the config label (images) or the manifest annotation (the index).
+        "lbl": (["--label", f"{LABEL}=prod"], {"prod", "idx"}),
+        # KEY alone: any value; the SBOM has neither config labels nor annotations.
+        "anylbl": (["--label", LABEL], {"prod", "dev", "plain", "idx"}),
+        "sbom": (["--artifact-type", SPDX], {"sbom"}),
+        "img": (["--artifact-type", "image"], {"prod", "dev", "plain"}),
+        "idx": (["--artifact-type", "index", "--artifact-type", SPDX], {"idx", "sbom"}),
+        # Both filters: an image AND labelled dev (the index labelled prod is not an image).
+        "both": (["--artifact-type", "image", "--label", f"{LABEL}=dev"], {"dev"}),
+    }
+    every = set(content.tags)
+    for name, (flags, wanted) in cases.items():
+        ns = f"{name}{uid}"
+        out = ok(
+            cli(
+                src_site, "add-policy", f"{name}{uid}", "--remote", f"r{uid}", "--direction",
+                "push", "--source", content.repo, "--dest-namespace", ns, *flags,
+            )
+        )  # fmt: skip
+        assert out
+        r = cli(src_site, "run", f"{name}{uid}", "--wait")
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+        outcomes = _outcomes(r.stdout)
+        # Every tag is planned and reported: copied when selected, skipped when filtered out.
+        assert outcomes == {t: ("copied" if t in wanted else "skipped") for t in every}, (
+            name,
+            r.stdout,
+        )
+        summary = r.stdout.strip().splitlines()[-1]
+        assert f"succeeded, {len(every)} of {len(every)} succeeded" in summary, summary
+        dst_repo = f"{ns}/app"
+        for tag, m in content.tags.items():
+            got = peer.get(dst_repo, tag)
+            if tag in wanted:
+                assert got.status_code == 200, (name, tag, got.text)
+                assert got.headers["docker-content-digest"] == m.digest, (name, tag)
+            else:
+                assert got.status_code == 404, (name, tag, got.status_code)
+        # The history says why each left-out tag was skipped, and moved no bytes for it (the
+        # copied ones may move none either: their blobs are there from an earlier policy).
+        e = executions(src_site, f"{name}{uid}")[0]
+        assert (e["state"], e["total"], e["failed"]) == ("succeeded", len(every), 0)
+        with api(src_site) as c:
+            tasks = c.get(f"/replication/executions/{e['id']}").json()["tasks"]
+        for t in tasks:
+            if t["ref"] in wanted:
+                assert t["outcome"] == "copied" and t["digest"] == content.tags[t["ref"]].digest
+            else:
+                assert t["outcome"] == "skipped" and t["bytes"] == 0, (name, t)
+                assert "label" in t["error"] or "artifact type" in t["error"], (name, t)
+    # A second run of a filtered policy copies nothing new and still skips the others.
+    r = cli(src_site, "run", f"lbl{uid}", "--wait")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _outcomes(r.stdout) == {
+        t: ("unchanged" if t in {"prod", "idx"} else "skipped") for t in every
+    }
+
+
+def test_a_cron_trigger_fires_without_a_manual_run(
+    src_site: MoorageServer, dist_a: Distribution, uid: str
+) -> None:
+    """``--trigger cron:* * * * *``: within the next minute (the cron job's tick is a minute,
+    as is cron's granularity) an execution starts by itself and the images arrive."""
+    repo = f"cron{uid}/app"
+    push = Pusher(src_site.url, ADMIN)
+    images = [_image(f"v{n}", f"c{n}") for n in range(3)]
+    layer = Blob(OCI_LAYER_GZIP, os.urandom(4096))
+    images[0].blobs.append(layer)  # not referenced: only makes the push a little bigger
+    for m in images:
+        push.manifest(repo, m)
+    ok(cli(src_site, "add-remote", f"cron{uid}", dist_a.url))
+    out = ok(
+        cli(
+            src_site, "add-policy", f"cron{uid}", "--remote", f"cron{uid}", "--direction", "push",
+            "--source", repo, "--dest-namespace", f"cronns{uid}", "--trigger", "cron:* * * * *",
+        )
+    )  # fmt: skip
+    assert "cron:* * * * *" in out, out
+    assert executions(src_site, f"cron{uid}") == []
+    started = time.monotonic()
+    peer = Pusher(dist_a.url)
+
+    def arrived() -> bool:
+        return all(
+            peer.get(f"cronns{uid}/app", m.ref).headers.get("docker-content-digest") == m.digest
+            for m in images
+        )
+
+    # A minute to the next firing, a poll period for the tick, a few seconds to copy.
+    until(arrived, 90, "the cron-triggered execution to copy the images")
+    elapsed = time.monotonic() - started
+    items = executions(src_site, f"cron{uid}")
+    assert items, "images arrived without an execution"
+    first = items[-1]
+    assert first["trigger"] == "cron", first
+    until(
+        lambda: executions(src_site, f"cron{uid}")[-1]["state"] == "succeeded",
+        30,
+        "the cron execution to finish",
+    )
+    with api(src_site) as c:
+        doc = c.get(f"/replication/executions/{first['id']}").json()
+    assert sorted(t["ref"] for t in doc["tasks"]) == ["v0", "v1", "v2"]
+    assert {t["outcome"] for t in doc["tasks"]} == {"copied"}
+    assert elapsed < 90
+    # One firing, one execution: the tick does not start the same minute twice.
+    minute_left = 60 - time.gmtime().tm_sec
+    if minute_left > 10:
+        time.sleep(3)
+        assert len(executions(src_site, f"cron{uid}")) == 1
