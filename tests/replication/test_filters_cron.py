@@ -47,7 +47,9 @@ def _image(tag: str, label: str) -> Manifest:
 
 def _sbom(tag: str) -> Manifest:
     """A tagged SBOM artifact (artifactType SPDX, empty config, no subject)."""
-    layer = Blob(SPDX, canonical_json({"spdxVersion": "SPDX-2.3", "name": tag, "r": os.urandom(8).hex()}))
+    layer = Blob(
+        SPDX, canonical_json({"spdxVersion": "SPDX-2.3", "name": tag, "r": os.urandom(8).hex()})
+    )
     doc = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
