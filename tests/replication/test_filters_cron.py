@@ -4,6 +4,7 @@ driven with the contract's ``moorage replication`` commands."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.clients.ocigen import (
 )
 from tests.conftest import MoorageServer
 
+from .faultproxy import Rule, fault_proxy
 from .images import EMPTY, SPDX, Manifest, Pusher
 from .peers import Distribution
 from .sites import ADMIN, api, cli, executions, ok, site, until, wait_execution
@@ -76,7 +78,7 @@ class Content:
     tags: dict[str, Manifest]
 
 
-def _push_content(server: MoorageServer, uid: str) -> Content:
+def _push_content(server: MoorageServer | str, uid: str) -> Content:
     """``prod`` and ``dev``: images whose config label says so; ``idx``: an index of the dev
     image annotated prod; ``sbom``: an SPDX-typed artifact; ``plain``: an image without the
     test's label value (``other``)."""
@@ -89,7 +91,7 @@ def _push_content(server: MoorageServer, uid: str) -> Content:
         "sbom": _sbom("sbom"),
     }
     tags["idx"] = _index("idx", dev, {LABEL: "prod"})
-    push = Pusher(server.url, ADMIN)
+    push = Pusher(server) if isinstance(server, str) else Pusher(server.url, ADMIN)
     for m in tags.values():
         push.manifest(repo, m)
     return Content(repo, tags)
@@ -233,6 +235,45 @@ def test_label_and_artifact_type_filters_select_what_reaches_the_target(
         pulled = Content(content.repo, {t: m for t, m in content.tags.items() if t != "sbom"})
         _check_history(src_site, done, pulled, {"prod", "idx"}, "pull")
         _check(Pusher(src_site.url, ADMIN), pulled, f"pulled{uid}/app", {"prod", "idx"}, "pull")
+
+
+def test_a_filter_that_cannot_read_the_manifest_fails_that_tag_only(
+    src_site: MoorageServer, dist_a: Distribution, uid: str
+) -> None:
+    """The label filter reads each tag's manifest and config at the source before copying: a
+    source answering 503 there is retried like a copy, one answering 404 (the tag went away
+    after planning) fails that tag at once with a clear error; the other tags are copied."""
+    content = _push_content(dist_a.url, uid)
+    with fault_proxy(dist_a.port) as proxy:
+        gone = Rule("GET", rf"/v2/filt{uid}/app/manifests/dev$", status=404, times=100)
+        flaky = Rule("GET", rf"/v2/filt{uid}/app/manifests/prod$", status=503, times=1)
+        proxy.rules += [gone, flaky]
+        with api(src_site) as c:
+            r = c.post("/replication/remotes", json={"name": f"fp{uid}", "url": proxy.url})
+            assert r.status_code == 201, r.text
+            body = {
+                "name": f"fp{uid}", "remote": f"fp{uid}", "direction": "pull",
+                "source": content.repo, "dest_namespace": f"fp{uid}", "labels": {LABEL: "*"},
+            }  # fmt: skip
+            assert c.post("/replication/policies", json=body).status_code == 201
+            run = c.post(f"/replication/policies/fp{uid}/run")
+            assert run.status_code == 202, run.text
+        done = wait_execution(src_site, run.json()["execution"], 90)
+    assert flaky.fired == 1 and gone.fired >= 1
+    tasks = {t["ref"]: t for t in done["tasks"]}
+    assert (done["state"], done["failed"]) == ("partial", 1), done
+    assert tasks["dev"]["outcome"] == "failed", tasks["dev"]
+    assert tasks["dev"]["attempts"] == 1, json.dumps(tasks["dev"])
+    assert "filter" in tasks["dev"]["error"] and "dev" in tasks["dev"]["error"], tasks["dev"]
+    assert tasks["prod"]["outcome"] == "copied", tasks["prod"]
+    assert tasks["plain"]["outcome"] == "copied" and tasks["idx"]["outcome"] == "copied"
+    assert tasks["sbom"]["outcome"] == "skipped"
+    here = Pusher(src_site.url, ADMIN)
+    assert (
+        here.get(f"fp{uid}/app", "prod").headers["docker-content-digest"]
+        == content.tags["prod"].digest
+    )
+    assert here.get(f"fp{uid}/app", "dev").status_code == 404
 
 
 def test_a_cron_trigger_fires_without_a_manual_run(
