@@ -202,13 +202,14 @@ class _Run:
     pending_tag_index: dict[str, list[Descriptor]] = field(default_factory=dict)
 
 
-def _transient(exc: BaseException) -> bool:
+def transient_failure(exc: BaseException) -> bool:
+    """Worth retrying as it is: the peer was away, answered 5xx or 429, the network broke."""
     if isinstance(exc, ReplicationError):
         return bool(exc.transient)
     return isinstance(exc, httpx.HTTPError | OSError)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, ReplicationError | ValueError):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc}"
@@ -282,8 +283,8 @@ class CopyEngine:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure becomes this tag's result, never a crash
-                result.status, result.error = "failed", _describe(exc)
-                result.transient = _transient(exc)
+                result.status, result.error = "failed", describe_failure(exc)
+                result.transient = transient_failure(exc)
                 if not result.transient or attempt + 1 >= opts.tag_attempts:
                     break
                 await asyncio.sleep(opts.tag_backoff * (2**attempt) * (0.5 + random.random() / 2))

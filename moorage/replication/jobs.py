@@ -33,7 +33,14 @@ from ..oci.manifest import ManifestError, parse_manifest
 from ..services.rules import Requester
 from . import filters
 from . import queries as q
-from .copy import CopyEngine, CopyOptions, ProgressEvent, TagResult
+from .copy import (
+    CopyEngine,
+    CopyOptions,
+    ProgressEvent,
+    TagResult,
+    describe_failure,
+    transient_failure,
+)
 from .errors import NotFound, RegistryError, ReplicationError
 from .hooks import REPOSITORIES_MAX, ExecutionFinished
 from .local import LocalRegistry
@@ -329,14 +336,7 @@ class Executor:
                 if t.operation == "delete":
                     result = await self._delete(entry, t)
                 else:
-                    skip = await self._filtered_out(entry.src, policy, t)
-                    if skip is not None:
-                        result = TagResult(t.src_repo, t.dst_repo, t.ref, "copied")
-                        result.error = skip
-                    else:
-                        result = await entry.engine.copy_tag(
-                            t.src_repo, t.dst_repo, t.ref, resume=resume
-                        )
+                    result = await self._filter_or_copy(entry, policy, t, resume)
             finally:
                 entry.listeners.pop((t.src_repo, t.ref), None)
                 reporter.cancel()
@@ -353,6 +353,30 @@ class Executor:
                 f"{t.src_repo}:{t.ref} {progress.sent / 1e6:.1f} MB sent",
                 checkpoint={"uploads": dict(progress.uploads)} if progress.uploads else None,
             )
+
+    async def _filter_or_copy(
+        self, entry: _Entry, policy: q.PolicyRow, t: q.TaskRow, resume: dict[str, str]
+    ) -> TagResult:
+        """The tag left out by the filters (status copied, ``error`` saying why: the outcome
+        ``skipped``), or copied. Failing to read what the filters look at fails this tag like
+        a failed copy (retried when transient), never the job: a job that raised was retried
+        by the queue and, once it gave up, recorded as "its job stopped (the nodes running it
+        died)"."""
+        try:
+            skip = await self._filtered_out(entry.src, policy, t)
+        except Exception as exc:
+            failed = TagResult(t.src_repo, t.dst_repo, t.ref, "failed")
+            failed.error = (
+                f"reading {t.src_repo}:{t.ref} for the label or artifact-type filter failed: "
+                + describe_failure(exc)
+            )
+            failed.transient = transient_failure(exc)
+            return failed
+        if skip is not None:
+            result = TagResult(t.src_repo, t.dst_repo, t.ref, "copied")
+            result.error = skip
+            return result
+        return await entry.engine.copy_tag(t.src_repo, t.dst_repo, t.ref, resume=resume)
 
     async def _filtered_out(
         self, src: Registry, policy: q.PolicyRow, t: q.TaskRow
