@@ -1,5 +1,6 @@
 """The lifecycle capability: online garbage collection (review queues filled by the changes'
-own transactions, a pass on the shared job queue), ``moorage gc``, its API and UI."""
+own transactions, a pass on the shared job queue), ``moorage gc``, its API and UI; tag
+immutability; storage quotas per namespace (quota.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..services.events import ManifestPushed, RepositoryDeleted, TagDeleted
 from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
 from .gc import GC_PASS, Collector, PassReport
 from .immutable import ImmutabilityRule
+from .quota import QuotaRule
 from .subscribers import Queues, ReferenceLocks
 
 NAME = "lifecycle"
@@ -61,6 +63,7 @@ async def _setup(rt: Any) -> None:
     rt.ctx.events.on(RepositoryDeleted, queues.repository_deleted)
     rt.ctx.rules.add(ReferenceLocks(cfg, rt.ctx.rules))
     rt.ctx.rules.add(ImmutabilityRule(rt.audit))
+    rt.ctx.rules.add(QuotaRule())
 
     async def gc_pass(payload: dict[str, Any]) -> dict[str, Any]:
         grace = payload.get("grace")
@@ -79,14 +82,17 @@ async def _setup(rt: Any) -> None:
 
 def _api_ops(rt: Any) -> list[Any]:
     from .api import ops
+    from .quota_api import ops as quota_ops
 
-    return ops(rt, rt.services[NAME])
+    return ops(rt, rt.services[NAME]) + quota_ops(rt)
 
 
 def _cli(tree: Any) -> None:
     from .cli import register
+    from .quota_cli import register as register_quota
 
     register(tree)
+    register_quota(tree)
 
 
 CAPABILITY = Capability(NAME, setup=_setup, job_kinds=(GC_PASS,), api_ops=_api_ops, cli=_cli)

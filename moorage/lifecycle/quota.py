@@ -1,0 +1,319 @@
+"""Storage quotas per namespace (an organization or a user's namespace).
+
+**What counts.** A namespace's usage is computed from the reference tables, never kept as a
+running total: the sizes of the distinct blobs that the manifests of its repositories reference
+(config and layers; a base layer shared by several repositories of the namespace counts once),
+plus the sizes of its distinct manifests. Anything that removes a manifest — a delete by digest,
+a repository deleted, a garbage-collection pass — frees its share at the commit that removes it,
+with nothing to keep in step; a blob uploaded but not (yet) referenced by a manifest does not
+count (garbage collection removes it after the grace window). docs/lifecycle.md "Quotas".
+
+**When.** Checked in the policy chain (moorage/services/rules.py, order QUOTA) inside the
+transaction of a manifest push, after the manifest and its references were written: the usage
+then includes this push, and a push that would take the namespace over its quota is refused
+with 403 ``DENIED`` naming the namespace, the quota and what the push would use.
+
+**Concurrency.** The quota row is the namespace's lock: on PostgreSQL the check reads it
+``FOR UPDATE`` before it computes the usage, so pushes into a namespace with a quota take turns
+from there to their commit, and each one's usage (READ COMMITTED: a fresh snapshot per
+statement, taken after the lock was granted) includes every push committed before it. SQLite
+serializes writers already (BEGIN IMMEDIATE). No push can overshoot.
+
+A namespace that is over its quota (the quota was lowered below its usage) still accepts a push
+that adds no bytes (a tag pointing at content the namespace holds elsewhere).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..db.meta import Timestamp, metadata
+from ..db.schema import (
+    blobs,
+    manifest_references,
+    manifests,
+    organizations,
+    repositories,
+    users,
+)
+from ..oci.names import namespace_of, valid_name
+from ..services.errors import Invalid, Missing
+from ..services.rules import QUOTA, ManifestWrite, PolicyDenied, Rule
+
+# One row per namespace with a quota (migration quota_0001). No row: no quota.
+namespace_quotas = sa.Table(
+    "namespace_quotas",
+    metadata,
+    sa.Column("namespace", sa.String(255), primary_key=True),
+    sa.Column("limit_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=True),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+MAX_BYTES = 1 << 62  # fits a BIGINT with room; far above any real store
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+    "p": 1024**5,
+    "pb": 1000**5,
+    "pib": 1024**5,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]{0,3})\s*$")
+
+
+def parse_size(raw: str) -> int:
+    """``10737418240``, ``10GiB``, ``500MB``, ``1.5 TiB`` → bytes (KB/MB/GB/TB are powers of
+    1000, KiB/MiB/GiB/TiB and the bare letters K/M/G/T powers of 1024)."""
+    m = _SIZE.match(raw or "")
+    if m is None or m.group(2).lower() not in _UNITS:
+        raise Invalid(
+            "limit",
+            f"not a size: {raw[:40]!r} (bytes, or a number with a unit: 500MB, 10GiB, 1.5TiB)",
+        )
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value > MAX_BYTES:
+        raise Invalid("limit", f"{raw[:40]!r} is too large")
+    return int(value)
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def check_namespace(raw: str) -> str:
+    name = (raw or "").strip()
+    if "/" in name or not valid_name(name):
+        raise Invalid("namespace", f"not an organization or user name: {name[:80]!r}")
+    return name
+
+
+async def namespace_kind(conn: AsyncConnection, namespace: str) -> str | None:
+    """``org``, ``user`` or None (no such organization or user)."""
+    if await conn.scalar(sa.select(organizations.c.id).where(organizations.c.name == namespace)):
+        return "org"
+    if await conn.scalar(sa.select(users.c.id).where(users.c.username == namespace)):
+        return "user"
+    return None
+
+
+async def existing_namespace(conn: AsyncConnection, raw: str) -> tuple[str, str]:
+    """(namespace, kind) of an existing organization or user, else Missing."""
+    name = check_namespace(raw)
+    kind = await namespace_kind(conn, name)
+    if kind is None:
+        raise Missing(f"no organization or user named {name}")
+    return name, kind
+
+
+def _namespace_manifests(namespace: str) -> Any:
+    return manifests.join(repositories, repositories.c.id == manifests.c.repository_id)
+
+
+async def usage(conn: AsyncConnection, namespace: str) -> int:
+    """Bytes the namespace holds: its distinct referenced blobs and its distinct manifests."""
+    referenced = (
+        sa.select(manifest_references.c.digest)
+        .select_from(
+            manifest_references.join(
+                manifests, manifests.c.id == manifest_references.c.manifest_id
+            ).join(repositories, repositories.c.id == manifests.c.repository_id)
+        )
+        .where(repositories.c.namespace == namespace, manifest_references.c.kind == "blob")
+    )
+    blob_bytes = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0)).where(
+            blobs.c.digest.in_(referenced)
+        )
+    )
+    distinct = (
+        sa.select(manifests.c.digest, manifests.c.size)
+        .select_from(_namespace_manifests(namespace))
+        .where(repositories.c.namespace == namespace)
+        .distinct()
+        .subquery()
+    )
+    manifest_bytes = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(distinct.c.size), 0))
+    )
+    return int(blob_bytes or 0) + int(manifest_bytes or 0)
+
+
+async def added_bytes(conn: AsyncConnection, write: ManifestWrite) -> int:
+    """What the manifest written adds over the rest of its namespace: its blobs no other
+    manifest of the namespace references, and itself when no other repository holds it."""
+    namespace = namespace_of(write.repository)
+    own = await conn.scalar(
+        sa.select(manifests.c.id).where(
+            manifests.c.repository_id == write.repository_id, manifests.c.digest == write.digest
+        )
+    )
+    others = (
+        sa.select(manifest_references.c.digest)
+        .select_from(
+            manifest_references.join(
+                manifests, manifests.c.id == manifest_references.c.manifest_id
+            ).join(repositories, repositories.c.id == manifests.c.repository_id)
+        )
+        .where(
+            repositories.c.namespace == namespace,
+            manifest_references.c.kind == "blob",
+            manifests.c.id != own,
+        )
+    )
+    wanted = sorted({str(d) for d in write.manifest.required_blobs()})
+    new = 0
+    if wanted:
+        new = int(
+            await conn.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0)).where(
+                    blobs.c.digest.in_(wanted), blobs.c.digest.not_in(others)
+                )
+            )
+            or 0
+        )
+    elsewhere = await conn.scalar(
+        sa.select(manifests.c.id)
+        .select_from(_namespace_manifests(namespace))
+        .where(
+            repositories.c.namespace == namespace,
+            manifests.c.digest == write.digest,
+            manifests.c.id != own,
+        )
+        .limit(1)
+    )
+    return new + (0 if elsewhere is not None else write.size)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    namespace: str
+    kind: str  # org | user
+    limit_bytes: int | None
+    usage_bytes: int
+    updated_by: str | None
+    updated_at: datetime | None
+
+
+async def get(conn: AsyncConnection, raw: str) -> Quota:
+    namespace, kind = await existing_namespace(conn, raw)
+    row = (
+        await conn.execute(
+            sa.select(namespace_quotas).where(namespace_quotas.c.namespace == namespace)
+        )
+    ).first()
+    return Quota(
+        namespace,
+        kind,
+        int(row.limit_bytes) if row is not None else None,
+        await usage(conn, namespace),
+        row.updated_by if row is not None else None,
+        row.updated_at if row is not None else None,
+    )
+
+
+async def list_quotas(conn: AsyncConnection) -> list[Quota]:
+    out: list[Quota] = []
+    rows = await conn.execute(sa.select(namespace_quotas).order_by(namespace_quotas.c.namespace))
+    for r in rows.all():
+        kind = await namespace_kind(conn, r.namespace) or "gone"
+        out.append(
+            Quota(
+                r.namespace,
+                kind,
+                int(r.limit_bytes),
+                await usage(conn, r.namespace),
+                r.updated_by,
+                r.updated_at,
+            )
+        )
+    return out
+
+
+async def set_limit(
+    conn: AsyncConnection, raw: str, limit: int | None, by: str
+) -> tuple[Quota, int | None]:
+    """Set (or, with None, remove) a namespace's quota. Returns the new state and the limit
+    before."""
+    namespace, kind = await existing_namespace(conn, raw)
+    if limit is not None and not 0 <= limit <= MAX_BYTES:
+        raise Invalid("limit", f"a quota is between 0 and {MAX_BYTES} bytes")
+    q = namespace_quotas
+    before = await conn.scalar(
+        sa.select(q.c.limit_bytes).where(q.c.namespace == namespace).with_for_update()
+    )
+    ts = datetime.now(UTC)
+    if limit is None:
+        await conn.execute(sa.delete(q).where(q.c.namespace == namespace))
+    elif before is None:
+        await conn.execute(
+            sa.insert(q).values(namespace=namespace, limit_bytes=limit, updated_by=by, updated_at=ts)
+        )
+    else:
+        await conn.execute(
+            sa.update(q)
+            .where(q.c.namespace == namespace)
+            .values(limit_bytes=limit, updated_by=by, updated_at=ts)
+        )
+    return (
+        Quota(namespace, kind, limit, await usage(conn, namespace), by, ts),
+        int(before) if before is not None else None,
+    )
+
+
+def describe(kind: str, namespace: str) -> str:
+    return f"{'org' if kind == 'org' else 'user'} {namespace}"
+
+
+class QuotaRule(Rule):
+    """Refuses a manifest push that would take its namespace over its quota."""
+
+    name = "quota"
+    order = QUOTA
+
+    async def manifest_write(self, conn: AsyncConnection, write: ManifestWrite) -> None:
+        namespace = namespace_of(write.repository)
+        if not namespace:
+            return
+        limit = await conn.scalar(
+            sa.select(namespace_quotas.c.limit_bytes)
+            .where(namespace_quotas.c.namespace == namespace)
+            .with_for_update()  # the namespace's lock (PostgreSQL; SQLite is serialized)
+        )
+        if limit is None:
+            return
+        used = await usage(conn, namespace)
+        if used <= limit:
+            return
+        if await added_bytes(conn, write) == 0:
+            return  # over quota already (lowered), but this push adds nothing
+        kind = await namespace_kind(conn, namespace) or "org"
+        raise PolicyDenied(
+            f"quota of {describe(kind, namespace)} is {human_bytes(int(limit))}; this push would "
+            f"use {human_bytes(used)}; delete images to make room, or ask a system "
+            "administrator for a larger quota",
+            {"namespace": namespace, "quota": int(limit), "usage": used},
+            policy="quota",
+        )
