@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -317,3 +317,33 @@ class QuotaRule(Rule):
             {"namespace": namespace, "quota": int(limit), "usage": used},
             policy="quota",
         )
+
+
+async def change(
+    write_engine: Any,
+    audit: Any,
+    raw: str,
+    limit: int | None,
+    actor: str,
+    actor_type: Literal["user", "system"],
+) -> Quota:
+    """Set or remove a quota in its own transaction and audit it (the API and the UI; the
+    command line audits through its own path)."""
+    from ..audit import AuditEvent
+
+    async with write_engine.begin() as conn:
+        state, before = await set_limit(conn, raw, limit, actor)
+    await audit.record_now(
+        AuditEvent(
+            "quota.remove" if limit is None else "quota.set",
+            actor=actor,
+            actor_type=actor_type,
+            details={
+                "namespace": state.namespace,
+                "kind": state.kind,
+                "limit_bytes": limit,
+                "previous_bytes": before,
+            },
+        )
+    )
+    return state

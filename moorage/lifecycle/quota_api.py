@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import Field
 
 from ..api.routing import Call, Op
-from ..audit import AuditEvent
 from ..services.errors import Denied
 from ..services.models import Model
 from . import quota
@@ -87,25 +86,12 @@ def ops(rt: Any) -> list[Op]:
             found = await quota.list_quotas(conn)
         return NamespaceQuotas(items=[out(q) for q in found])
 
-    async def change(c: Call, limit: int | None) -> Any:
+    async def change(c: Call, limit: int | None) -> quota.Quota:
         _admin(c)
         actor = str(getattr(c.principal, "name", "admin"))
-        async with rt.ctx.write_engine.begin() as conn:
-            state, before = await quota.set_limit(conn, c.path["namespace"], limit, actor)
-        await rt.audit.record_now(
-            AuditEvent(
-                "quota.remove" if limit is None else "quota.set",
-                actor=actor,
-                actor_type="user",
-                details={
-                    "namespace": state.namespace,
-                    "kind": state.kind,
-                    "limit_bytes": limit,
-                    "previous_bytes": before,
-                },
-            )
+        return await quota.change(
+            rt.ctx.write_engine, rt.audit, c.path["namespace"], limit, actor, "user"
         )
-        return state
 
     async def set_namespace_quota(c: Call) -> Any:
         b: QuotaBody = c.body

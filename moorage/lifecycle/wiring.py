@@ -87,6 +87,12 @@ def _api_ops(rt: Any) -> list[Any]:
     return ops(rt, rt.services[NAME]) + quota_ops(rt)
 
 
+def _ui_pages(rt: Any, ui: Any) -> Any:
+    from .quota_ui import QuotaPages
+
+    return QuotaPages(ui, rt)
+
+
 def _cli(tree: Any) -> None:
     from .cli import register
     from .quota_cli import register as register_quota
@@ -95,4 +101,6 @@ def _cli(tree: Any) -> None:
     register_quota(tree)
 
 
-CAPABILITY = Capability(NAME, setup=_setup, job_kinds=(GC_PASS,), api_ops=_api_ops, cli=_cli)
+CAPABILITY = Capability(
+    NAME, setup=_setup, job_kinds=(GC_PASS,), api_ops=_api_ops, ui_pages=_ui_pages, cli=_cli
+)

@@ -106,6 +106,7 @@ class OrganizationPages(PageGroup):
             teams=teams.items,
             grants=perms,
             can_admin=can_admin,
+            panels=[p for g in self.ui.groups for p in await g.organization_panels(visit, name)],
             error="",
         )
 

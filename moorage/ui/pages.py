@@ -162,6 +162,10 @@ class PageGroup:
         """Sections this group adds to the image page (e.g. its signatures)."""
         return []
 
+    async def organization_panels(self, visit: Visit, org: str) -> list[Panel]:
+        """Sections this group adds to an organization's page (e.g. its storage quota)."""
+        return []
+
     def page(
         self, handler: Handler, public: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:

@@ -5,10 +5,13 @@ freed by garbage collection; concurrent pushes cannot overshoot; the API for adm
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -260,3 +263,49 @@ def test_concurrent_pushes_cannot_overshoot(auth_gc: MoorageServer) -> None:
     with httpx.Client(base_url=auth_gc.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as a:
         used = usage(a, org)["usage_bytes"]
     assert isinstance(used, int) and used <= limit
+
+
+@contextlib.contextmanager
+def ui_login(server: MoorageServer, username: str, password: str) -> Iterator[httpx.Client]:
+    """Signed in through the login form, as a browser is."""
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        form = c.get("/login")
+        r = c.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": csrf_of(form.text)},
+        )
+        assert r.status_code == 303, r.text
+        yield c
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, "no csrf_token field"
+    return m.group(1)
+
+
+def test_the_organization_page_shows_usage_and_admins_set_the_quota(
+    auth_gc: MoorageServer,
+) -> None:
+    org, user = setup_org(auth_gc)
+    with httpx.Client(base_url=auth_gc.url, auth=(user, PASSWORD), timeout=60) as c:
+        m = image_manifest(c, f"{org}/site", layers=[os.urandom(300_000)])
+        assert put_manifest(c, f"{org}/site", "latest", m).status_code == 201
+    page = f"/ui/organizations/{org}"
+    with ui_login(auth_gc, "admin", ADMIN_PASSWORD) as a:
+        html = a.get(page).text
+        assert "Storage" in html and "no quota" in html and "KiB" in html
+        r = a.post(page + "/quota", data={"limit": "1MiB", "csrf_token": csrf_of(html)})
+        assert r.status_code == 303 and "done=quota-set" in r.headers["location"], r.text
+        html = a.get(page).text
+        assert "of <strong id=\"quota-limit\">1.0 MiB</strong>" in html and "29%" in html
+        bad = a.post(page + "/quota", data={"limit": "lots", "csrf_token": csrf_of(html)})
+        assert bad.status_code == 400 and "not a size" in bad.text
+        r = a.post(page + "/quota", data={"limit": "none", "csrf_token": csrf_of(html)})
+        assert r.status_code == 303 and "done=quota-removed" in r.headers["location"]
+        assert "no quota" in a.get(page).text
+    with ui_login(auth_gc, user, PASSWORD) as u:
+        html = u.get(page).text
+        assert "quota-usage" in html and 'action="' + page + '/quota"' not in html
+        r = u.post(page + "/quota", data={"limit": "1GiB", "csrf_token": csrf_of(html)})
+        assert r.status_code == 403
