@@ -5,7 +5,7 @@ restores through their system administrator; finer delegation is a later step)."
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
@@ -93,7 +93,9 @@ def ops(rt: Any, service: Any) -> list[Op]:
                 target=r.target,
                 pattern=r.pattern,
                 created_by=r.created_by,
-                created_at=r.created_at,
+                created_at=r.created_at
+                if r.created_at.tzinfo is not None
+                else r.created_at.replace(tzinfo=UTC),
             )
             for r in found
             ]

@@ -13,6 +13,10 @@ transaction of a manifest push, after the manifest and its references were writt
 then includes this push, and a push that would take the namespace over its quota is refused
 with 403 ``DENIED`` naming the namespace, the quota and what the push would use.
 
+**Cost.** The exact usage is an aggregate over the namespace's references; a push does not pay
+it on every check: see :class:`QuotaRule` (an upper bound kept in the quota row, the exact
+figure computed only when the bound says the push might not fit).
+
 **Concurrency.** The quota row is the namespace's lock: on PostgreSQL the check reads it
 ``FOR UPDATE`` before it computes the usage, so pushes into a namespace with a quota take turns
 from there to their commit, and each one's usage (READ COMMITTED: a fresh snapshot per
@@ -52,6 +56,8 @@ namespace_quotas = sa.Table(
     metadata,
     sa.Column("namespace", sa.String(255), primary_key=True),
     sa.Column("limit_bytes", sa.BigInteger(), nullable=False),
+    # An upper bound of the usage, kept by the pushes (see QuotaRule); NULL: not known yet.
+    sa.Column("usage_bound", sa.BigInteger(), nullable=True),
     sa.Column("updated_by", sa.String(255), nullable=True),
     sa.Column("updated_at", Timestamp, nullable=False),
 )
@@ -162,24 +168,29 @@ async def usage(conn: AsyncConnection, namespace: str) -> int:
 
 
 async def added_bytes(conn: AsyncConnection, write: ManifestWrite) -> int:
-    """What the manifest written adds over the rest of its namespace: its blobs no other
-    manifest of the namespace references, and itself when no other repository holds it."""
+    """What the manifest written adds to its namespace: nothing when the repository held it
+    before; else its blobs that no other manifest of the namespace references, and itself
+    unless another repository of the namespace holds it. Cost: the references of its own
+    digests (index lookups), not the namespace's."""
+    if write.existed:
+        return 0
     namespace = namespace_of(write.repository)
     own = await conn.scalar(
         sa.select(manifests.c.id).where(
             manifests.c.repository_id == write.repository_id, manifests.c.digest == write.digest
         )
     )
-    others = (
-        sa.select(manifest_references.c.digest)
+    elsewhere = (
+        sa.select(manifest_references.c.manifest_id)
         .select_from(
             manifest_references.join(
                 manifests, manifests.c.id == manifest_references.c.manifest_id
             ).join(repositories, repositories.c.id == manifests.c.repository_id)
         )
         .where(
-            repositories.c.namespace == namespace,
+            manifest_references.c.digest == blobs.c.digest,
             manifest_references.c.kind == "blob",
+            repositories.c.namespace == namespace,
             manifests.c.id != own,
         )
     )
@@ -189,12 +200,12 @@ async def added_bytes(conn: AsyncConnection, write: ManifestWrite) -> int:
         new = int(
             await conn.scalar(
                 sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0)).where(
-                    blobs.c.digest.in_(wanted), blobs.c.digest.not_in(others)
+                    blobs.c.digest.in_(wanted), ~elsewhere.exists()
                 )
             )
             or 0
         )
-    elsewhere = await conn.scalar(
+    held = await conn.scalar(
         sa.select(manifests.c.id)
         .select_from(_namespace_manifests(namespace))
         .where(
@@ -204,7 +215,7 @@ async def added_bytes(conn: AsyncConnection, write: ManifestWrite) -> int:
         )
         .limit(1)
     )
-    return new + (0 if elsewhere is not None else write.size)
+    return new + (0 if held is not None else write.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +241,7 @@ async def get(conn: AsyncConnection, raw: str) -> Quota:
         int(row.limit_bytes) if row is not None else None,
         await usage(conn, namespace),
         row.updated_by if row is not None else None,
-        row.updated_at if row is not None else None,
+        _aware(row.updated_at) if row is not None else None,
     )
 
 
@@ -246,7 +257,7 @@ async def list_quotas(conn: AsyncConnection) -> list[Quota]:
                 int(r.limit_bytes),
                 await usage(conn, r.namespace),
                 r.updated_by,
-                r.updated_at,
+                _aware(r.updated_at),
             )
         )
     return out
@@ -265,22 +276,25 @@ async def set_limit(
         sa.select(q.c.limit_bytes).where(q.c.namespace == namespace).with_for_update()
     )
     ts = datetime.now(UTC)
+    used = await usage(conn, namespace)
+    values = {"limit_bytes": limit, "updated_by": by, "updated_at": ts}
     if limit is None:
         await conn.execute(sa.delete(q).where(q.c.namespace == namespace))
     elif before is None:
-        await conn.execute(
-            sa.insert(q).values(namespace=namespace, limit_bytes=limit, updated_by=by, updated_at=ts)
-        )
+        # No bound yet: the first push computes the usage under the row's lock (a figure taken
+        # here would miss pushes committing meanwhile, which took no lock: no row yet).
+        await conn.execute(sa.insert(q).values(namespace=namespace, usage_bound=None, **values))
     else:
-        await conn.execute(
-            sa.update(q)
-            .where(q.c.namespace == namespace)
-            .values(limit_bytes=limit, updated_by=by, updated_at=ts)
-        )
+        await conn.execute(sa.update(q).where(q.c.namespace == namespace).values(**values))
     return (
-        Quota(namespace, kind, limit, await usage(conn, namespace), by, ts),
+        Quota(namespace, kind, limit, used, by, ts),
         int(before) if before is not None else None,
     )
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone (they are stored in UTC)."""
+    return ts if ts is None or ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def describe(kind: str, namespace: str) -> str:
@@ -288,7 +302,16 @@ def describe(kind: str, namespace: str) -> str:
 
 
 class QuotaRule(Rule):
-    """Refuses a manifest push that would take its namespace over its quota."""
+    """Refuses a manifest push that would take its namespace over its quota.
+
+    The quota row keeps ``usage_bound``, an upper bound of the usage: each push adds what it
+    adds (``added_bytes``, exact and cheap — the references of its own digests); deletions
+    (by digest, a repository, a GC pass, retention) do not lower it, so it only ever
+    overestimates. A push within ``bound + added`` is certainly within the quota and costs no
+    more; otherwise the usage is computed exactly (the namespace's references) and stored as
+    the new bound, and only that exact figure refuses. Nothing that deletes needs to know about
+    quotas, and none can make a push be refused wrongly.
+    """
 
     name = "quota"
     order = QUOTA
@@ -297,27 +320,48 @@ class QuotaRule(Rule):
         namespace = namespace_of(write.repository)
         if not namespace:
             return
-        limit = await conn.scalar(
-            sa.select(namespace_quotas.c.limit_bytes)
-            .where(namespace_quotas.c.namespace == namespace)
-            .with_for_update()  # the namespace's lock (PostgreSQL; SQLite is serialized)
-        )
-        if limit is None:
+        q = namespace_quotas
+        row = (
+            await conn.execute(
+                sa.select(q.c.limit_bytes, q.c.usage_bound)
+                .where(q.c.namespace == namespace)
+                .with_for_update()  # the namespace's lock (PostgreSQL; SQLite is serialized)
+            )
+        ).first()
+        if row is None:
             return
-        used = await usage(conn, namespace)
-        if used <= limit:
-            return
-        if await added_bytes(conn, write) == 0:
-            return  # over quota already (lowered), but this push adds nothing
-        kind = await namespace_kind(conn, namespace) or "org"
-        raise PolicyDenied(
-            f"quota of {describe(kind, namespace)} is {human_bytes(int(limit))}; this push would "
-            f"use {human_bytes(used)}; delete images to make room, or ask a system "
-            "administrator for a larger quota",
-            {"namespace": namespace, "quota": int(limit), "usage": used},
-            policy="quota",
-        )
+        limit = int(row.limit_bytes)
+        added: int | None = None
+        if row.usage_bound is not None:
+            added = await added_bytes(conn, write)
+            bound = int(row.usage_bound) + added
+            if bound <= limit:
+                if added:
+                    await self._store(conn, namespace, bound)
+                return
+        used = await usage(conn, namespace)  # includes this push: its references are written
+        if used > limit:
+            if added is None:
+                added = await added_bytes(conn, write)
+            if added:
+                kind = await namespace_kind(conn, namespace) or "org"
+                raise PolicyDenied(
+                    f"quota of {describe(kind, namespace)} is {human_bytes(limit)}; this push "
+                    f"would use {human_bytes(used)}; delete images to make room, or ask a "
+                    "system administrator for a larger quota",
+                    {"namespace": namespace, "quota": limit, "usage": used},
+                    policy="quota",
+                )
+            # over quota already (it was lowered), but this push adds nothing
+        await self._store(conn, namespace, used)
 
+    @staticmethod
+    async def _store(conn: AsyncConnection, namespace: str, bound: int) -> None:
+        await conn.execute(
+            sa.update(namespace_quotas)
+            .where(namespace_quotas.c.namespace == namespace)
+            .values(usage_bound=bound)
+        )
 
 async def change(
     write_engine: Any,

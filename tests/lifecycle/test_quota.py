@@ -187,6 +187,25 @@ def test_a_shared_layer_counts_once_and_gc_frees_usage(auth_gc: MoorageServer) -
         assert usage(a, org)["usage_bytes"] == 0
 
 
+def test_a_deletion_makes_room_for_the_next_push(auth_gc: MoorageServer) -> None:
+    """The pushes keep an upper bound of the usage that deletions do not lower: a push that
+    fits only because of a deletion is decided on the exact usage, and goes through."""
+    org, user = setup_org(auth_gc)
+    repo = f"{org}/app"
+    with httpx.Client(base_url=auth_gc.url, auth=(user, PASSWORD), timeout=60) as c:
+        a, b, third = (image_manifest(c, repo, layers=[os.urandom(6000)]) for _ in range(3))
+        one = max(image_size(m, blob_sizes(m)) for m in (a, b, third))
+        admin_cli(auth_gc, "set-quota", org, str(2 * one + 500))
+        assert put_manifest(c, repo, "a", a).status_code == 201
+        assert put_manifest(c, repo, "b", b).status_code == 201
+        for tag in ("a2", "a3", "a4"):  # new tags for what the repository holds add nothing
+            assert put_manifest(c, repo, tag, a).status_code == 201
+        assert put_manifest(c, repo, "c", third).status_code == 403
+        assert c.delete(f"/v2/{repo}/manifests/{sha256(a)}").status_code == 202
+        assert put_manifest(c, repo, "c", third).status_code == 201
+        assert put_manifest(c, repo, "a", a).status_code == 403  # full again
+
+
 def test_a_user_namespace_has_a_quota_too(auth_gc: MoorageServer) -> None:
     _, user = setup_org(auth_gc)
     repo = f"{user}/tool"

@@ -27,6 +27,7 @@ def upgrade() -> None:
         "namespace_quotas",
         sa.Column("namespace", sa.String(255), nullable=False),
         sa.Column("limit_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("usage_bound", sa.BigInteger(), nullable=True),
         sa.Column("updated_by", sa.String(255), nullable=True),
         sa.Column("updated_at", Timestamp, nullable=False),
         sa.PrimaryKeyConstraint("namespace", name=op.f("pk_namespace_quotas")),
