@@ -37,7 +37,9 @@ from moorage.db.schema import (  # noqa: E402
     manifests,
     repositories,
 )
-from moorage.lifecycle.quota import usage  # noqa: E402
+from moorage.lifecycle.quota import added_bytes, usage  # noqa: E402
+from moorage.oci.manifest import parse_manifest  # noqa: E402
+from moorage.services.rules import ManifestWrite, Requester  # noqa: E402
 
 
 def digest(*parts: object) -> str:
@@ -52,20 +54,22 @@ async def fill(url: str, ns: str, total: int, layers: int, repos: int) -> None:
             repo_ids = []
             for r in range(repos):
                 res = await conn.execute(
-                    sa.insert(repositories).values(
-                        name=f"{ns}/r{r}", namespace=ns, created_at=now
-                    )
+                    sa.insert(repositories).values(name=f"{ns}/r{r}", namespace=ns, created_at=now)
                 )
                 repo_ids.append(int(res.inserted_primary_key[0]))  # type: ignore[index]
             blob_rows, man_rows, ref_rows = [], [], []
             for r in range(repos):
-                blob_rows.append({"digest": digest(ns, "base", r), "size": 30_000_000, "created_at": now})
+                blob_rows.append(
+                    {"digest": digest(ns, "base", r), "size": 30_000_000, "created_at": now}
+                )
             mid = 0
             for i in range(total):
                 r = i % repos
                 own = [digest(ns, i, k) for k in range(layers + 1)]  # config + layers
                 for k, d in enumerate(own):
-                    blob_rows.append({"digest": d, "size": 1000 if k == 0 else 2_000_000, "created_at": now})
+                    blob_rows.append(
+                        {"digest": d, "size": 1000 if k == 0 else 2_000_000, "created_at": now}
+                    )
                 mid += 1
                 man_rows.append(
                     {
@@ -92,7 +96,11 @@ async def fill(url: str, ns: str, total: int, layers: int, repos: int) -> None:
                 )
             }
             refs = [
-                {"digest": x["digest"], "kind": "blob", "manifest_id": ids[digest(ns, "m", x["_i"])]}
+                {
+                    "digest": x["digest"],
+                    "kind": "blob",
+                    "manifest_id": ids[digest(ns, "m", x["_i"])],
+                }
                 for x in ref_rows
             ]
             for k in range(0, len(refs), 20_000):
@@ -101,18 +109,52 @@ async def fill(url: str, ns: str, total: int, layers: int, repos: int) -> None:
         await engine.dispose()
 
 
-async def time_usage(url: str, ns: str, rounds: int) -> tuple[float, float, int]:
+async def time_usage(url: str, ns: str, rounds: int) -> tuple[float, float, int, float]:
+    """(median, best, usage) of ``usage()``, and the median of ``added_bytes()`` for a new
+    manifest naming the namespace's first base layer and one layer of its own (what a push
+    pays when the bound says it fits)."""
     engine = create_engine(url, 2)
-    took = []
+    took, added = [], []
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": digest(ns, "newconfig"),
+            "size": 10,
+        },
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 10}
+            for d in (digest(ns, "base", 0), digest(ns, "newlayer"))
+        ],
+    }
+    payload = __import__("json").dumps(doc).encode()
+    parsed = parse_manifest(payload, "application/vnd.oci.image.manifest.v1+json")
     try:
+        async with engine.connect() as conn:
+            repo_id = await conn.scalar(
+                sa.select(repositories.c.id).where(repositories.c.name == f"{ns}/r0")
+            )
+        write = ManifestWrite(
+            f"{ns}/r0",
+            int(repo_id or 0),
+            digest(ns, "newmanifest"),
+            ("t",),
+            parsed,
+            len(payload),
+            Requester.system(),
+        )
         for _ in range(rounds):
             async with engine.connect() as conn:
                 t0 = time.perf_counter()
                 used = await usage(conn, ns)
                 took.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                await added_bytes(conn, write)
+                added.append(time.perf_counter() - t0)
     finally:
         await engine.dispose()
-    return statistics.median(took), min(took), used
+    return statistics.median(took), min(took), used, statistics.median(added)
 
 
 async def main() -> None:
@@ -133,11 +175,12 @@ async def main() -> None:
             t0 = time.perf_counter()
             await fill(url, ns, total, a.layers, a.repositories)
             filled = time.perf_counter() - t0
-            med, best, used = await time_usage(url, ns, a.rounds)
+            med, best, used, add = await time_usage(url, ns, a.rounds)
             refs = total * (a.layers + 2)
             print(
                 f"{total:>7} manifests, {refs:>8} references: usage() median {med * 1000:8.1f} ms,"
-                f" best {best * 1000:8.1f} ms ({used / 2**30:.1f} GiB; filled in {filled:.0f} s)"
+                f" best {best * 1000:8.1f} ms; added_bytes() median {add * 1000:6.2f} ms"
+                f" ({used / 2**30:.1f} GiB; filled in {filled:.0f} s)"
             )
 
 

@@ -161,9 +161,7 @@ async def usage(conn: AsyncConnection, namespace: str) -> int:
         .distinct()
         .subquery()
     )
-    manifest_bytes = await conn.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(distinct.c.size), 0))
-    )
+    manifest_bytes = await conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(distinct.c.size), 0)))
     return int(blob_bytes or 0) + int(manifest_bytes or 0)
 
 
@@ -362,6 +360,7 @@ class QuotaRule(Rule):
             .where(namespace_quotas.c.namespace == namespace)
             .values(usage_bound=bound)
         )
+
 
 async def change(
     write_engine: Any,

@@ -17,7 +17,9 @@ from .cli import _db
 def _show(q: Any) -> str:
     from .quota import describe, human_bytes
 
-    limit = "none" if q.limit_bytes is None else f"{human_bytes(q.limit_bytes)} ({q.limit_bytes} bytes)"
+    limit = (
+        "none" if q.limit_bytes is None else f"{human_bytes(q.limit_bytes)} ({q.limit_bytes} bytes)"
+    )
     return (
         f"quota of {describe(q.kind, q.namespace)}: {limit}; "
         f"usage {human_bytes(q.usage_bytes)} ({q.usage_bytes} bytes)"

@@ -29,9 +29,7 @@ class QuotaPages(PageGroup):
 
     def routes(self) -> list[Route]:
         return [
-            Route(
-                "/ui/organizations/{org}/quota", self.page(self.set_quota), methods=["POST"]
-            ),
+            Route("/ui/organizations/{org}/quota", self.page(self.set_quota), methods=["POST"]),
         ]
 
     async def organization_panels(self, visit: Visit, org: str) -> list[Panel]:
@@ -72,4 +70,3 @@ class QuotaPages(PageGroup):
         state = await self._change(apply())
         done = "quota-removed" if state.limit_bytes is None else "quota-set"
         return see_other(f"/ui/organizations/{quote_path(org)}?done={done}")
-

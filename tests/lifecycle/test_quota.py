@@ -243,7 +243,9 @@ def test_the_api_reads_and_sets_quotas(auth_gc: MoorageServer) -> None:
         assert u.get("/api/v1/quotas").status_code == 403
         for bad in ({"limit_bytes": -1}, {"limit_bytes": "lots"}, {}):
             assert a.put(path, json=bad).status_code in (400, 422)
-        assert a.put("/api/v1/namespaces/NOT..valid/quota", json={"limit_bytes": 1}).status_code in (400, 404)
+        assert a.put(
+            "/api/v1/namespaces/NOT..valid/quota", json={"limit_bytes": 1}
+        ).status_code in (400, 404)
         missing = f"/api/v1/namespaces/nobody{uuid.uuid4().hex[:6]}/quota"
         assert a.put(missing, json={"limit_bytes": 1}).status_code == 404
         assert a.get(missing).status_code == 404
@@ -317,7 +319,7 @@ def test_the_organization_page_shows_usage_and_admins_set_the_quota(
         r = a.post(page + "/quota", data={"limit": "1MiB", "csrf_token": csrf_of(html)})
         assert r.status_code == 303 and "done=quota-set" in r.headers["location"], r.text
         html = a.get(page).text
-        assert "of <strong id=\"quota-limit\">1.0 MiB</strong>" in html and "29%" in html
+        assert 'of <strong id="quota-limit">1.0 MiB</strong>' in html and "29%" in html
         bad = a.post(page + "/quota", data={"limit": "lots", "csrf_token": csrf_of(html)})
         assert bad.status_code == 400 and "not a size" in bad.text
         r = a.post(page + "/quota", data={"limit": "none", "csrf_token": csrf_of(html)})
