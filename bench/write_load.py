@@ -79,7 +79,8 @@ def pg_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def moorage(work: Path, workers: int, env: dict[str, str]) -> Iterator[RunningServer]:
-    base = {"MOORAGE_AUTH_ENABLED": "false", "MOORAGE_LOG_LEVEL": "error"}
+    level = os.environ.get("MOORAGE_BENCH_LOG_LEVEL", "error")
+    base = {"MOORAGE_AUTH_ENABLED": "false", "MOORAGE_LOG_LEVEL": level}
     cmd = f"{sys.executable} -m moorage.cli"
     spec = moorage_spec(cmd, workers, None, f"moorage-w{workers}", base | env)
     with running(spec, work) as srv:
@@ -202,7 +203,10 @@ def cmd_concurrency(args: argparse.Namespace) -> None:
                 flush=True,
             )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work} (server logs: {work}/*/server.log)", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 # --- metadata-heavy push ------------------------------------------------------------------------
@@ -272,6 +276,7 @@ def main() -> None:
     c.add_argument("--uploads", type=int, default=2000)
     c.add_argument("--size", type=int, default=4096)
     c.add_argument("--tags", type=int, default=5000)
+    c.add_argument("--keep", action="store_true", help="keep the work directory and server log")
     c.set_defaults(func=cmd_concurrency)
     m = sub.add_parser("metadata")
     m.add_argument("--repos", type=int, default=3000)

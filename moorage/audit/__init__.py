@@ -6,6 +6,9 @@ the record must be durable first). Records form one hash chain across every proc
 ``AuditLog.verify()`` / ``moorage audit verify`` walk it.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import AuditConfig
 from .events import (
     PULL_ACTIONS,
@@ -14,9 +17,31 @@ from .events import (
     AuditRecord,
     VerifyResult,
 )
-from .export import iter_export, parse_csv, parse_jsonl, verify_export
-from .log import AuditLog
-from .store import AuditFilter, AuditPage, query_events
+
+if TYPE_CHECKING:
+    from .export import iter_export, parse_csv, parse_jsonl, verify_export
+    from .log import AuditLog
+    from .store import AuditFilter, AuditPage, query_events
+
+# The rest on first use (PEP 562): the configuration imports moorage.audit.config, and with it
+# this package, in every `moorage` command; export/log/store bring SQLAlchemy's async engine.
+_LAZY = {
+    "iter_export": "export",
+    "parse_csv": "export",
+    "parse_jsonl": "export",
+    "verify_export": "export",
+    "AuditLog": "log",
+    "AuditFilter": "store",
+    "AuditPage": "store",
+    "query_events": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 __all__ = [
     "PULL_ACTIONS",

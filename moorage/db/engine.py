@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
 import time
+import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import Pool
+from sqlalchemy.util import await_only
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key that serializes migrations of nodes starting together ("moorage" in hex).
@@ -66,13 +71,19 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
-            u, pool_size=pool_size, max_overflow=pool_size, pool_reset_on_return=None
+        engine = _SQLiteEngine(
+            create_async_engine(
+                u, pool_size=pool_size, max_overflow=pool_size, pool_reset_on_return=None
+            ).sync_engine
         )
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         # Take the write lock at BEGIN so that concurrent writers queue instead of failing
         # with SQLITE_BUSY on lock upgrade (aiosqlite's default deferred transactions).
-        sa.event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        # Writers of this process queue in arrival order first (_WriterQueue).
+        queue = _WriterQueue()
+        queue.listen(engine)
+        if u.database and u.database != ":memory:":
+            _QUEUES_BY_FILE[os.path.realpath(u.database)] = queue
         return engine
     return create_async_engine(
         u,
@@ -84,9 +95,136 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def _sqlite_begin_immediate(conn: sa.Connection) -> None:
-    write = conn.get_execution_options().get("moorage_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+class _WriterQueue:
+    """One process's SQLite writers, in arrival order.
+
+    Every write transaction takes SQLite's one write lock at BEGIN IMMEDIATE. When many wait
+    for it at once (200 concurrent manifest PUTs, each with the capabilities' subscribers in its
+    transaction), SQLite's busy handler is no queue: each waiter sleeps and retries on its own
+    (1, 2, 5 … 100 ms), the lock goes to whoever happens to retry at the right moment, and an
+    unlucky one gives up after busy_timeout with "database is locked" — a 503 for a request
+    that only had to wait its turn. So a process's writers first queue here (FIFO, asyncio),
+    and only the head of the queue asks SQLite; busy_timeout is left to arbitrate between
+    processes (workers, CLI commands, the group-commit writer thread), a handful of contenders.
+
+    ``write_engine.begin()`` takes its turn *before* it checks a connection out of the pool
+    (_SQLiteEngine): waiters holding pooled connections would otherwise starve the turn's
+    holder of the second connection it may need, until the pool's timeout. A write transaction
+    begun on a connection already checked out (``connect()`` then ``begin()``) takes its turn
+    at BEGIN. The turn is given back when the transaction ends (the commit or rollback event,
+    just before SQLite's COMMIT: the next writer's BEGIN IMMEDIATE then waits those few
+    milliseconds in the busy handler), or when the connection is checked in or invalidated
+    without either."""
+
+    WAIT_SECONDS = 60.0  # then the error SQLite would give, answered 503 "retry"
+    KEY = "moorage_writer_turn"  # taken at BEGIN, given back at the commit/rollback event
+    SCOPED = "moorage_writer_turn_scoped"  # taken by _SQLiteEngine.begin(), given back by it
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        entry = self._locks.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            entry = (loop, asyncio.Lock())
+            self._locks = {k: v for k, v in self._locks.items() if not v[0].is_closed()}
+            self._locks[id(loop)] = entry
+        return entry[1]
+
+    async def acquire(self) -> asyncio.Lock:
+        lock = self._lock()
+        try:
+            await asyncio.wait_for(lock.acquire(), self.WAIT_SECONDS)
+        except TimeoutError:
+            raise sa.exc.OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+            ) from None
+        return lock
+
+    def begin(self, conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get("moorage_write", False)
+        if not write:
+            conn.exec_driver_sql("BEGIN")
+            return
+        if self.KEY not in conn.info and self.SCOPED not in conn.info:
+            conn.info[self.KEY] = await_only(self.acquire())
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self.release(conn)
+            raise
+
+    @classmethod
+    def release(cls, conn: Any, *_: Any, keys: tuple[str, ...] = (KEY,)) -> None:
+        info = getattr(conn, "info", None)
+        if info is None:
+            return
+        for key in keys:
+            lock = info.pop(key, None)
+            if lock is not None and lock.locked():
+                lock.release()
+
+    def listen(self, engine: AsyncEngine) -> None:
+        sync = engine.sync_engine
+        sa.event.listen(sync, "begin", self.begin)
+        sa.event.listen(sync, "commit", self.release)
+        sa.event.listen(sync, "rollback", self.release)
+        # A connection that goes back to the pool or is dropped without a commit or rollback
+        # event (an error in the driver) must not keep the turn.
+        sa.event.listen(sync.pool, "checkin", self._release_record)
+        sa.event.listen(sync.pool, "invalidate", self._release_record)
+        _QUEUES[sync.pool] = self
+
+    @classmethod
+    def _release_record(cls, _dbapi_conn: Any, record: Any, *_: Any) -> None:
+        if record is not None:
+            cls.release(record, keys=(cls.KEY, cls.SCOPED))
+
+
+_QUEUES: weakref.WeakKeyDictionary[Pool, _WriterQueue] = weakref.WeakKeyDictionary()
+# The same queues by database file, for the push path's writer thread (db/writers.py), which
+# takes its turn among them for each batch.
+_QUEUES_BY_FILE: weakref.WeakValueDictionary[str, _WriterQueue] = weakref.WeakValueDictionary()
+
+
+def writer_queue_for(path: str) -> _WriterQueue | None:
+    """This process's queue of writers to the SQLite file *path*, if an engine opened it."""
+    return _QUEUES_BY_FILE.get(os.path.realpath(path))
+
+
+class _SQLiteEngine(AsyncEngine):
+    """An AsyncEngine whose write ``begin()`` queues for its turn before checking out a
+    connection (_WriterQueue). ``execution_options()`` keeps the class, so ``writer(engine)``
+    is one too."""
+
+    def execution_options(self, **opt: Any) -> AsyncEngine:
+        return _SQLiteEngine(self.sync_engine.execution_options(**opt))
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        queue = _QUEUES.get(self.sync_engine.pool)
+        if queue is None or not self.sync_engine.get_execution_options().get("moorage_write"):
+            async with super().begin() as conn:
+                yield conn
+            return
+        lock = await queue.acquire()
+        held = True  # by this block, until handed to the connection's info
+        try:
+            async with self.connect() as conn:
+                info = (await conn.get_raw_connection()).info
+                info[_WriterQueue.SCOPED] = lock
+                held = False  # a pool event (invalidate) may give it back from here on
+                try:
+                    async with conn.begin():
+                        yield conn
+                finally:
+                    # After COMMIT (or ROLLBACK) returned: the next writer's BEGIN IMMEDIATE
+                    # finds the database free, with no trip through SQLite's busy handler.
+                    held = info.pop(_WriterQueue.SCOPED, None) is not None
+        finally:
+            if held:
+                lock.release()
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:

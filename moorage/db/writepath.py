@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from .hotpath import HotReadUnavailable
 from .queries import UploadRow
 
@@ -71,6 +73,10 @@ class Tx(Protocol):
     def ts(self, value: datetime) -> Any: ...
     def read_ts(self, value: Any) -> datetime | None: ...
     def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]: ...
+    def inline(self) -> AsyncConnection:
+        """The same transaction as a SQLAlchemy connection (SQLite's writer thread only:
+        moorage/db/inline.py; elsewhere NotInline)."""
+        ...
 
 
 Unit = Callable[[Tx], Coroutine[Any, Any, T]]

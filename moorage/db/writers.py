@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .engine import writer_queue_for
 from .hotpath import HotReads, PostgresHotReads
+from .inline import InlineConnection, NotInline, inline_scope, sync_engine_for
 from .writepath import DatabaseUnavailable, Unit
 
 log = logging.getLogger("moorage.db")
@@ -31,6 +34,7 @@ MAX_BATCH = 256
 class WritePath(Protocol):
     batches: int  # transactions committed
     units: int  # operations in them
+    inline_units: bool  # units may use tx.inline() (SQLAlchemy on the writer's transaction)
 
     async def run(self, unit: Unit[T]) -> T: ...
     async def close(self) -> None: ...
@@ -45,8 +49,23 @@ _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores in SQLi
 
 
 class _SQLiteTx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, engine: Any = None) -> None:
         self.conn = conn
+        self._engine = engine  # the synchronous SQLAlchemy engine over *conn* (inline units)
+        self._sa: Any = None
+
+    def inline(self) -> AsyncConnection:
+        """This unit's statements through SQLAlchemy (moorage/db/inline.py)."""
+        if self._engine is None:
+            raise NotInline("no SQLAlchemy engine on this writer")
+        if self._sa is None:
+            self._sa = self._engine.connect()
+        return InlineConnection(self._sa).as_async()
+
+    def end_unit(self) -> None:
+        if self._sa is not None:
+            self._sa.close()  # ends SQLAlchemy's view of the transaction only (inline._Lent)
+            self._sa = None
 
     async def one(self, sql: str, *params: Any) -> Any:
         return self.conn.execute(_qmark(sql), params).fetchone()
@@ -71,13 +90,15 @@ class _SQLiteTx:
 
 
 def _drive(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (its awaits are synchronous underneath)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    coro.close()
-    raise RuntimeError("a write unit suspended on the SQLite writer thread")
+    """Run a coroutine that never suspends (its awaits are synchronous underneath). One that
+    does is closed and ends with NotInline: its caller runs it on the async engine."""
+    with inline_scope():
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        coro.close()
+    raise NotInline("a write unit suspended on the SQLite writer thread")
 
 
 @dataclass(slots=True)
@@ -90,6 +111,8 @@ class _Job:
 class SQLiteWritePath:
     """The writer thread (started on first use, stopped by :meth:`close`)."""
 
+    inline_units = True
+
     def __init__(self, path: str, busy_timeout_ms: int = 10000) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
@@ -99,6 +122,8 @@ class SQLiteWritePath:
         # Counters for benchmarks and tests (transactions, units).
         self.batches = 0
         self.units = 0
+        self._engine: Any = None  # SQLAlchemy over the writer's connection (inline units)
+        self._engine_of: sqlite3.Connection | None = None
 
     def _start(self) -> None:
         with self._lock:
@@ -174,8 +199,45 @@ class SQLiteWritePath:
     def _batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         """One transaction for *jobs*, a savepoint each. A sqlite3 error that escapes (BEGIN,
         COMMIT, or one that ended the whole transaction) fails every job of the batch."""
-        tx = _SQLiteTx(conn)
+        if self._engine is None or self._engine_of is not conn:
+            self._engine, self._engine_of = sync_engine_for(conn), conn
+        tx = _SQLiteTx(conn, self._engine)
         outcomes: list[tuple[bool, Any]] = []
+        with self._turn(jobs[0].loop):
+            self._transaction(conn, tx, jobs, outcomes)
+        self.batches += 1
+        self.units += len(jobs)
+        return outcomes
+
+    @contextlib.contextmanager
+    def _turn(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """This batch's turn among the process's other SQLite writers (the engine's
+        _WriterQueue, FIFO): back-to-back batches would otherwise keep the write lock from
+        the pool's writers (audit, jobs, the API), whose busy handler retries only now and
+        then and can miss every gap between two batches for longer than busy_timeout."""
+        queue = writer_queue_for(self.path)
+        lock = None
+        if queue is not None and not loop.is_closed():
+            try:
+                lock = asyncio.run_coroutine_threadsafe(queue.acquire(), loop).result(
+                    queue.WAIT_SECONDS + 5
+                )
+            except Exception:  # noqa: BLE001 - no turn: SQLite's busy handler decides
+                lock = None
+        try:
+            yield
+        finally:
+            if lock is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(lock.release)
+
+    def _transaction(
+        self,
+        conn: sqlite3.Connection,
+        tx: _SQLiteTx,
+        jobs: list[_Job],
+        outcomes: list[tuple[bool, Any]],
+    ) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for job in jobs:
@@ -184,7 +246,10 @@ class SQLiteWritePath:
                     continue
                 conn.execute("SAVEPOINT unit")
                 try:
-                    value = _drive(job.unit(tx))
+                    try:
+                        value = _drive(job.unit(tx))
+                    finally:
+                        tx.end_unit()
                 except Exception as exc:  # noqa: BLE001 - handed to its caller
                     if not conn.in_transaction:
                         # SQLite rolled the whole transaction back (disk full, I/O error):
@@ -204,9 +269,6 @@ class SQLiteWritePath:
                 except sqlite3.Error:
                     pass
             raise
-        self.batches += 1
-        self.units += len(jobs)
-        return outcomes
 
 
 def _wrap(exc: BaseException) -> BaseException:
@@ -227,6 +289,9 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 class _PgTx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+
+    def inline(self) -> AsyncConnection:
+        raise NotInline("PostgreSQL units run on asyncpg, not SQLAlchemy")
 
     async def one(self, sql: str, *params: Any) -> Any:
         return await self.conn.fetchrow(sql, *params)
@@ -275,6 +340,8 @@ class PostgresWritePath:
     the batch instead of one per operation). A batch that fails as a whole (a deadlock with
     another lane's batch, a lost connection) is retried one operation per transaction, so no
     operation fails for its neighbours' sake."""
+
+    inline_units = False
 
     def __init__(self, hot: PostgresHotReads, lanes: int = 3) -> None:
         self.hot = hot

@@ -27,7 +27,7 @@ class CacheRule(Rule):
         self.service = service
 
     async def manifest_write(self, conn: AsyncConnection, write: ManifestWrite) -> None:
-        cache = await self.service.cache_of(write.repository)
+        cache = await self.service.cache_of(write.repository, conn)
         if cache is None or _is_cache_itself(write, cache.namespace):
             return
         raise PolicyDenied(

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..auth import keycrypt
 from ..db.engine import writer
+from ..db.inline import NotInline, running_inline
 from ..db.queries import _aware, insert_ignore, now
 from ..db.schema import blobs, manifest_references, manifests, repositories, repository_blobs
 from ..oci.names import namespace_of
@@ -142,7 +143,7 @@ class MirrorService:
         self.secret = ctx.config.auth.token.key_encryption_secret
         self._caches: dict[str, Cache] = {}
         self._loaded_at = float("-inf")
-        self._load_lock = asyncio.Lock()
+        self._refreshing: asyncio.Future[None] | None = None
         self._clients: dict[tuple[int, str], tuple[datetime, RegistryClient]] = {}
         self._checked: dict[tuple[str, str], tuple[str, float]] = {}  # (repo, tag) → digest, t
         self._pulled: dict[tuple[str, str], float] = {}
@@ -152,21 +153,42 @@ class MirrorService:
 
     # --- cache organizations ------------------------------------------------------------------
 
-    async def _load(self) -> None:
-        async with self._load_lock:
-            if time.monotonic() - self._loaded_at < REFRESH_SECONDS:
-                return
-            async with self.ctx.engine.connect() as conn:
-                rows = (await conn.execute(sa.select(mc))).all()
-            self._caches = {r.namespace: _cache(r) for r in rows}
-            self._loaded_at = time.monotonic()
+    def _set_view(self, rows: Any) -> None:
+        self._caches = {r.namespace: _cache(r) for r in rows}
+        self._loaded_at = time.monotonic()
 
-    async def cache_of(self, repo: str) -> Cache | None:
-        """The cache organization *repo* belongs to (a view at most REFRESH_SECONDS old)."""
+    async def _load(self) -> None:
+        async with self.ctx.engine.connect() as own:
+            self._set_view((await own.execute(sa.select(mc))).all())
+
+    async def cache_of(self, repo: str, conn: AsyncConnection | None = None) -> Cache | None:
+        """The cache organization *repo* belongs to (a view at most REFRESH_SECONDS old).
+
+        Inside a transaction, pass its *conn*: a refresh then reads through it. Nothing here
+        waits for another connection while holding something a transaction waits for: with
+        a lock around the refresh, 200 concurrent pushes on PostgreSQL deadlocked the pool
+        (the lock's holder waiting for a pooled connection, every pooled connection held by
+        a push's transaction waiting for the lock; QueuePool timeouts after 30 s, 503)."""
         if time.monotonic() - self._loaded_at >= REFRESH_SECONDS:
-            await self._load()
+            if conn is not None:
+                # Never suspends inline on the SQLite writer thread (moorage/db/inline.py).
+                self._set_view((await conn.execute(sa.select(mc))).all())
+            elif running_inline():
+                raise NotInline("the cache organizations need a refresh")
+            else:
+                await self._refresh()
         ns = namespace_of(repo)
         return self._caches.get(ns) if ns else None
+
+    async def _refresh(self) -> None:
+        """One refresh at a time outside transactions; callers that already have a view
+        keep using it meanwhile, the others wait for the one in flight."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._load())
+            # A failed refresh is seen by whoever waits for it; the others retry next time.
+            self._refreshing.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if self._loaded_at == float("-inf"):
+            await asyncio.shield(self._refreshing)
 
     def cache_for_host(self, ns: str) -> Cache | None:
         """The cache organization (first by name) of the registry *ns* (``host[:port]``, as

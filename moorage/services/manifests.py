@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..db import catalog_queries as cq
 from ..db import queries as q
 from ..db import writepath as wp
+from ..db.inline import NotInline
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.manifest import ManifestError, ParsedManifest, parse_manifest
@@ -170,55 +171,79 @@ class ManifestService:
             return PutResult(
                 digest, str(parsed.subject.digest) if parsed.subject else None, tag_names
             )
-        async with self.ctx.write_engine.begin() as conn:
-            repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
-            write = ManifestWrite(
-                repo,
-                repo_id,
-                digest,
-                tag_names,
-                parsed,
-                len(payload),
-                requester or Requester.system(),
-                bool(await q.manifest_digests_in(conn, repo_id, [digest])),
-            )
-            await self._check_references(conn, repo_id, parsed, write)
-            references = [(str(d), "blob") for d in parsed.required_blobs()] + [
-                (str(d), "manifest") for d in parsed.required_manifests()
-            ]
-            manifest_id = await q.insert_manifest(
-                conn,
-                repo_id,
-                digest=digest,
-                media_type=parsed.media_type,
-                artifact_type=parsed.referrer_artifact_type(),
-                subject_digest=str(parsed.subject.digest) if parsed.subject else None,
-                config_digest=str(parsed.config.digest) if parsed.config else None,
-                annotations=parsed.annotations,
-                payload=payload,
-                references=references,
-            )
-            await self.ctx.rules.manifest_write(conn, write)
-            replaced: list[tuple[str, str]] = []
-            for name in tag_names:
-                previous = await q.set_tag(conn, repo_id, name, manifest_id, digest)
-                if previous is not None:
-                    replaced.append((name, previous))
-            if self.ctx.events.wants(ManifestPushed):
-                await self.ctx.events.publish(
-                    conn,
-                    ManifestPushed(
-                        repo,
-                        digest,
-                        parsed.media_type,
-                        parsed.referrer_artifact_type(),
-                        str(parsed.subject.digest) if parsed.subject else None,
-                        tag_names,
-                        tuple(replaced),
-                        requester.name if requester else None,
-                    ),
-                )
+        write_args = (repo, digest, tag_names, parsed, payload, requester)
+        if self.ctx.writes.inline_units:
+            # One unit of the writer thread's group commit, with no hop per statement
+            # (moorage/db/inline.py); on the async engine only if it cannot run there.
+            try:
+                await self.ctx.writes.run(lambda tx: self._put_in(tx.inline(), *write_args))
+            except NotInline:
+                async with self.ctx.write_engine.begin() as conn:
+                    await self._put_in(conn, *write_args)
+        else:
+            async with self.ctx.write_engine.begin() as conn:
+                await self._put_in(conn, *write_args)
         return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None, tag_names)
+
+    async def _put_in(
+        self,
+        conn: AsyncConnection,
+        repo: str,
+        digest: str,
+        tag_names: tuple[str, ...],
+        parsed: ParsedManifest,
+        payload: bytes,
+        requester: Requester | None,
+    ) -> None:
+        """The manifest, its tags, the content rules and the push's subscribers, in the
+        transaction of *conn*."""
+        repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
+        write = ManifestWrite(
+            repo,
+            repo_id,
+            digest,
+            tag_names,
+            parsed,
+            len(payload),
+            requester or Requester.system(),
+            bool(await q.manifest_digests_in(conn, repo_id, [digest])),
+        )
+        await self._check_references(conn, repo_id, parsed, write)
+        references = [(str(d), "blob") for d in parsed.required_blobs()] + [
+            (str(d), "manifest") for d in parsed.required_manifests()
+        ]
+        manifest_id = await q.insert_manifest(
+            conn,
+            repo_id,
+            digest=digest,
+            media_type=parsed.media_type,
+            artifact_type=parsed.referrer_artifact_type(),
+            subject_digest=str(parsed.subject.digest) if parsed.subject else None,
+            config_digest=str(parsed.config.digest) if parsed.config else None,
+            annotations=parsed.annotations,
+            payload=payload,
+            references=references,
+        )
+        await self.ctx.rules.manifest_write(conn, write)
+        replaced: list[tuple[str, str]] = []
+        for name in tag_names:
+            previous = await q.set_tag(conn, repo_id, name, manifest_id, digest)
+            if previous is not None:
+                replaced.append((name, previous))
+        if self.ctx.events.wants(ManifestPushed):
+            await self.ctx.events.publish(
+                conn,
+                ManifestPushed(
+                    repo,
+                    digest,
+                    parsed.media_type,
+                    parsed.referrer_artifact_type(),
+                    str(parsed.subject.digest) if parsed.subject else None,
+                    tag_names,
+                    tuple(replaced),
+                    requester.name if requester else None,
+                ),
+            )
 
     async def _put_raw(
         self,

@@ -12,6 +12,8 @@ Phase 2 (discovery on push, stored results, enforcement on pull, API/UI/CLI) use
   (trusted / untrusted / unsigned, with what is missing). Cheap: re-run it when policy changes.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .config import CompiledTrust, TrustConfigError, compile_trust
 from .discover import Recognised, cosign_signature_tag, recognise, subject_of_signature_tag
 from .model import (
@@ -31,7 +33,19 @@ from .model import (
     Verdict,
 )
 from .policy import verdict
-from .verify import verify_signature
+
+if TYPE_CHECKING:
+    from .verify import verify_signature
+
+
+def __getattr__(name: str) -> Any:
+    # On first use (PEP 562): verification brings sigstore (~0.5 s of CPU to import), which a
+    # `moorage` command that verifies nothing should not pay.
+    if name == "verify_signature":
+        from .verify import verify_signature
+
+        return verify_signature
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ArtifactForm",

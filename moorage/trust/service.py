@@ -63,7 +63,6 @@ from .settings import (
     effective_config,
     expand_matched,
 )
-from .verify import verify_signature
 
 log = logging.getLogger("moorage.trust")
 
@@ -355,6 +354,8 @@ class TrustService:
             form = ArtifactForm(artifact.form)
         except ValueError:
             return [SignatureResult(kind, artifact.signature_digest, False, f"unknown form {artifact.form!r}")]
+        from .verify import verify_signature  # sigstore: imported when first needed
+
         return await verify_signature(
             Subject(subject.digest, subject.media_type, subject.size, self._scope(artifact.repository)),
             SignatureArtifact(artifact.signature_digest, signature_manifest, form, artifact.tag),

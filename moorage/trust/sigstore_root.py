@@ -37,8 +37,6 @@ from cryptography.x509.verification import (
     Store,
 )
 from cryptography.x509.verification import VerificationError as X509VerificationError
-from sigstore.models import TrustedRoot
-from sigstore_models.trustroot.v1 import TrustedRoot as TrustedRootModel
 
 from .keys import PublicKey, check_key, key_id
 from .model import Refused
@@ -73,6 +71,11 @@ class SigstoreRoot:
         if len(raw) > MAX_TRUSTED_ROOT:
             raise TrustRootError("trusted_root.json is too large")
         try:
+            # Imported here: sigstore costs ~0.5 s of CPU to import, and every `moorage`
+            # command imports this module (the configuration names the trust root).
+            from sigstore.models import TrustedRoot
+            from sigstore_models.trustroot.v1 import TrustedRoot as TrustedRootModel
+
             model = TrustedRootModel.from_json(raw)
             self.trusted_root = TrustedRoot(model)
         except Exception as exc:  # pydantic/sigstore raise many types for a bad document
