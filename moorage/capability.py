@@ -12,7 +12,7 @@ moorage/capabilities.py. Nothing else in the core names the package.
 - ``api_ops(rt)`` returns its /api/v1 operations (moorage/api/routing.py ``Op``): they join the
   one route table, so they are dispatched, validated and described in the OpenAPI document like
   the core's.
-- ``ui_pages(rt, ui)`` returns its web pages (a moorage/ui/pages.py ``PageGroup``, with its
+- ``ui_pages(rt, ui)`` returns its web pages (a moorage/ui/pages.py ``PageGroup`` or several, with its
   navigation entry and its own template directory).
 - ``cli(tree)`` adds its commands to the ``moorage`` command (moorage/cli: ``tree.top`` for a
   command of its own, ``tree.admin`` for ``moorage admin ...``).
@@ -21,7 +21,7 @@ moorage/capabilities.py. Nothing else in the core names the package.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,6 @@ class Capability:
     setup: Callable[[Runtime], Awaitable[None]] | None = None
     job_kinds: tuple[str, ...] = ()
     api_ops: Callable[[Runtime], list[Op]] | None = None
-    ui_pages: Callable[[Runtime, WebUI], PageGroup] | None = None
+    ui_pages: Callable[[Runtime, WebUI], PageGroup | Sequence[PageGroup]] | None = None
     cli: Callable[[Any], None] | None = None
     shutdown: Callable[[Runtime], Awaitable[None]] | None = None

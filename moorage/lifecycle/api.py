@@ -7,7 +7,7 @@ push to it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
@@ -107,7 +107,9 @@ def ops(rt: Any, service: Any) -> list[Op]:
                 target=r.target,
                 pattern=r.pattern,
                 created_by=r.created_by,
-                created_at=r.created_at,
+                created_at=r.created_at
+                if r.created_at.tzinfo is not None
+                else r.created_at.replace(tzinfo=UTC),
             )
             for r in found
             ]

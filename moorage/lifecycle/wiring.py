@@ -1,5 +1,6 @@
 """The lifecycle capability: online garbage collection (review queues filled by the changes'
-own transactions, a pass on the shared job queue), ``moorage gc``, its API and UI."""
+own transactions, a pass on the shared job queue), ``moorage gc``, its API and UI; tag
+immutability; storage quotas per namespace (quota.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from . import tables as _tables  # noqa: F401 - the capability's tables join the
 from .gc import GC_PASS, Collector, PassReport
 from .immutable import ImmutabilityRule
 from .pins import PullPins
+from .quota import QuotaRule
 from .retention import RUN_JOB as RETENTION_RUN
 from .subscribers import Queues, ReferenceLocks
 
@@ -64,6 +66,7 @@ async def _setup(rt: Any) -> None:
     rt.ctx.events.on(RepositoryDeleted, queues.repository_deleted)
     rt.ctx.rules.add(ReferenceLocks(cfg, rt.ctx.rules))
     rt.ctx.rules.add(ImmutabilityRule(rt.audit))
+    rt.ctx.rules.add(QuotaRule())
     rt.audit.add_sink(PullPins(cfg.pin_pulled_within_seconds))  # pulls by digest pin (pins.py)
 
     async def gc_pass(payload: dict[str, Any]) -> dict[str, Any]:
@@ -85,23 +88,27 @@ async def _setup(rt: Any) -> None:
 
 def _api_ops(rt: Any) -> list[Any]:
     from .api import ops
+    from .quota_api import ops as quota_ops
     from .retention_api import ops as retention_ops
 
-    return ops(rt, rt.services[NAME]) + retention_ops(rt)
+    return ops(rt, rt.services[NAME]) + retention_ops(rt) + quota_ops(rt)
 
 
 def _ui_pages(rt: Any, ui: Any) -> Any:
+    from .quota_ui import QuotaPages
     from .ui import LifecyclePages
 
-    return LifecyclePages(ui, rt)
+    return [LifecyclePages(ui, rt), QuotaPages(ui, rt)]
 
 
 def _cli(tree: Any) -> None:
     from .cli import register
+    from .quota_cli import register as register_quota
     from .retention_cli import register as register_retention
 
     register(tree)
     register_retention(tree)
+    register_quota(tree)
 
 
 CAPABILITY = Capability(

@@ -206,6 +206,7 @@ class ManifestService:
             parsed,
             len(payload),
             requester or Requester.system(),
+            bool(await q.manifest_digests_in(conn, repo_id, [digest])),
         )
         await self._check_references(conn, repo_id, parsed, write)
         references = [(str(d), "blob") for d in parsed.required_blobs()] + [

@@ -90,6 +90,9 @@ class ManifestWrite:
     manifest: ParsedManifest
     size: int
     requester: Requester
+    # Whether the repository held this manifest before the push (a new tag for it, or the same
+    # push again): it then adds no bytes (a quota counts on it).
+    existed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

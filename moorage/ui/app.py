@@ -92,7 +92,7 @@ class WebUI:
         resolver: PrincipalResolver,
         catalog: CatalogService,
         management: ManagementService,
-        extra_groups: Sequence[Callable[[WebUI], PageGroup]] = (),
+        extra_groups: Sequence[Callable[[WebUI], PageGroup | Sequence[PageGroup]]] = (),
         oidc: OIDCClient | None = None,
     ) -> None:
         """*extra_groups* build each capability's pages (moorage/capabilities.py); *oidc*
@@ -106,7 +106,13 @@ class WebUI:
         self.static = StaticFiles(HERE / "static")
         self._login_csrf: LoginCSRF | None = None
         self.oidc = OIDCLogin(self, oidc) if oidc is not None else None
-        self.groups: list[PageGroup] = [make(self) for make in extra_groups]
+        self.groups: list[PageGroup] = []
+        for make in extra_groups:  # a capability may bring one group of pages or several
+            made = make(self)
+            if isinstance(made, PageGroup):
+                self.groups.append(made)
+            else:
+                self.groups.extend(made)
         self.groups += [group(self) for group in CORE_GROUPS]
         self.nav = [item for g in sorted(self.groups, key=_nav_order) for item in g.nav]
         self.admin_sections = frozenset().union(*(g.admin_sections for g in self.groups))
