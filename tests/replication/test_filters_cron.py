@@ -132,7 +132,10 @@ def _check_history(
     for t in tasks:
         if t["ref"] in wanted:
             # (No byte count: the blobs may be at the destination from an earlier policy.)
-            assert t["outcome"] == "copied", (what, t)
+            # A task retried (its first attempt failed after its copy landed, e.g. a timeout
+            # on a busy machine) finds the tag there already: unchanged, not copied.
+            allowed = ("copied", "unchanged") if t.get("attempts", 1) > 1 else ("copied",)
+            assert t["outcome"] in allowed, (what, t)
             assert t["digest"] == content.tags[t["ref"]].digest, (what, t)
         else:
             assert t["outcome"] == "skipped" and t["bytes"] == 0, (what, t)
