@@ -218,12 +218,15 @@ class SQLiteWritePath:
         queue = writer_queue_for(self.path)
         lock = None
         if queue is not None and not loop.is_closed():
+            turn = asyncio.run_coroutine_threadsafe(queue.acquire(), loop)
             try:
-                lock = asyncio.run_coroutine_threadsafe(queue.acquire(), loop).result(
-                    queue.WAIT_SECONDS + 5
-                )
+                lock = turn.result(queue.WAIT_SECONDS + 5)
             except Exception:  # noqa: BLE001 - no turn: SQLite's busy handler decides
                 lock = None
+                # A turn granted after this thread stopped waiting (a loop too busy to run
+                # the acquire in time) must be handed on, or every writer would wait for it.
+                turn.cancel()
+                turn.add_done_callback(lambda f: _hand_on_late_turn(f, loop))
         try:
             yield
         finally:
@@ -269,6 +272,13 @@ class SQLiteWritePath:
                 except sqlite3.Error:
                     pass
             raise
+
+
+def _hand_on_late_turn(turn: Any, loop: asyncio.AbstractEventLoop) -> None:
+    if turn.cancelled() or turn.exception() is not None:
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        loop.call_soon_threadsafe(turn.result().release)
 
 
 def _wrap(exc: BaseException) -> BaseException:
