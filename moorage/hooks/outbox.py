@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -225,12 +225,30 @@ async def pull_sink(conn: AsyncConnection, batch: Sequence[AuditEvent]) -> None:
         for e in batch
         if e.action == Action.MANIFEST_PULL and e.result == "success" and e.repository
     ]
-    if not pulls:
+
+    def build(e: AuditEvent, target: Target, request: RequestInfo) -> Event:
+        event = pull_event(target, source(), e.actor, request)
+        count = e.details.get("count") if e.details.get("aggregated") else None
+        details: dict[str, Any] = {"count": count} if isinstance(count, int) else {}
+        return replace(event, time=e.time, details=details)
+
+    await _deliver_audit_records(conn, pulls, "pull", build)
+
+
+async def _deliver_audit_records(
+    conn: AsyncConnection,
+    records: Sequence[AuditEvent],
+    kind: str,
+    build: Callable[[AuditEvent, Target, RequestInfo], Event],
+) -> None:
+    """Audit records about manifests (pulls, refused pulls) → one delivery per webhook
+    subscribed to *kind* for their repositories, each record made an event by *build*."""
+    if not records:
         return
-    by_repo = await q.subscribed(conn, {str(e.repository) for e in pulls}, "pull")
+    by_repo = await q.subscribed(conn, {str(e.repository) for e in records}, kind)
     if not by_repo:
         return
-    wanted = [e for e in pulls if e.repository in by_repo]
+    wanted = [e for e in records if e.repository in by_repo]
     facts = await q.manifest_facts(
         conn, {(str(e.repository), e.digest) for e in wanted if e.digest}
     )
@@ -253,10 +271,7 @@ async def pull_sink(conn: AsyncConnection, batch: Sequence[AuditEvent]) -> None:
             method="GET",
             useragent=e.user_agent or "",
         )
-        event = pull_event(target, source(), e.actor, request)
-        count = e.details.get("count") if e.details.get("aggregated") else None
-        details: dict[str, Any] = {"count": count} if isinstance(count, int) else {}
-        event = replace(event, time=e.time, details=details)
+        event = build(e, target, request)
         for hook in by_repo[repo]:
             per_hook.setdefault(hook.id, (hook, []))[1].append(event)
     for hook, events in per_hook.values():
@@ -334,34 +349,8 @@ async def policy_sink(conn: AsyncConnection, batch: Sequence[AuditEvent]) -> Non
         for e in batch
         if e.action in POLICY_ACTIONS and e.result == "denied" and e.repository
     ]
-    if not refusals:
-        return
-    by_repo = await q.subscribed(conn, {str(e.repository) for e in refusals}, "policy")
-    if not by_repo:
-        return
-    wanted = [e for e in refusals if e.repository in by_repo]
-    facts = await q.manifest_facts(
-        conn, {(str(e.repository), e.digest) for e in wanted if e.digest}
-    )
-    per_hook: dict[int, tuple[q.WebhookRow, list[Event]]] = {}
-    for e in wanted:
-        repo = str(e.repository)
-        media_type, size, artifact_type = facts.get((repo, e.digest or ""), ("", 0, None))
-        target = Target(
-            repository=repo,
-            digest=e.digest or "",
-            media_type=media_type,
-            size=size,
-            tag=e.tag,
-            url=manifest_url(repo, e.digest) if e.digest else None,
-            artifact_type=_artifact(artifact_type),
-        )
-        request = RequestInfo(
-            id=e.request_id or "",
-            addr=e.client_addr or "",
-            method="GET",
-            useragent=e.user_agent or "",
-        )
+
+    def build(e: AuditEvent, target: Target, request: RequestInfo) -> Event:
         kind = POLICY_ACTIONS[e.action]
         name = e.details.get("policy")
         event = policy_violation_event(
@@ -373,12 +362,9 @@ async def policy_sink(conn: AsyncConnection, batch: Sequence[AuditEvent]) -> Non
             actor=e.actor,
             request=request,
         )
-        event = replace(event, time=e.time)
-        for hook in by_repo[repo]:
-            per_hook.setdefault(hook.id, (hook, []))[1].append(event)
-    for hook, events in per_hook.values():
-        repos = {ev.target.repository for ev in events if ev.target}
-        await enqueue(conn, hook, events, repos.pop() if len(repos) == 1 else None)
+        return replace(event, time=e.time)
+
+    await _deliver_audit_records(conn, refusals, "policy", build)
 
 
 # --- replication (in the transaction closing the execution) --------------------------------------
