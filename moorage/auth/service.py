@@ -271,7 +271,7 @@ class AccessService:
             return
         self._touched[user_id] = at
         if len(self._touched) > 10_000:
-            self._touched = {u: t for u, t in self._touched.items() if at - t < 60}
+            self._touched = {u: t for u, t in self._touched.items() if at - t < TOUCH_LOGIN_SECONDS}
         async with self.write_engine.begin() as conn:
             await aq.touch_login(conn, user_id)
 
