@@ -9,6 +9,7 @@ guarantee for the processes of one machine.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,10 +197,18 @@ async def fail(
     return str(values["state"]) if res.rowcount else None
 
 
-async def requeue_stale(conn: AsyncConnection, stale_before: datetime) -> int:
+async def requeue_stale(
+    conn: AsyncConnection, stale_before: datetime, alive: Collection[int] = ()
+) -> int:
     """Running jobs whose node stopped heart-beating: queued again (or failed once their
-    attempts are used up). Any node may do this; the statement is idempotent."""
+    attempts are used up). Any node may do this; the statement is idempotent.
+
+    *alive*: the jobs the calling node is running itself. A node whose event loop was starved
+    (a loaded machine, a long synchronous step) may find its own heartbeat late; it knows those
+    jobs are alive, and re-queueing them would only run them twice."""
     stale = sa.and_(jobs.c.state == "running", jobs.c.heartbeat_at < stale_before)
+    if alive:
+        stale = sa.and_(stale, jobs.c.id.not_in(list(alive)))
     res_failed = await conn.execute(
         sa.update(jobs)
         .where(stale, jobs.c.attempts >= jobs.c.max_attempts)

@@ -217,7 +217,7 @@ class JobRunner:
             self._requeued_at = loop.time()
             stale_before = datetime.now(UTC) - timedelta(seconds=self.config.stale_seconds)
             async with self.engine.begin() as conn:
-                requeued = await q.requeue_stale(conn, stale_before)
+                requeued = await q.requeue_stale(conn, stale_before, alive=list(self._running))
             if requeued:
                 log.warning("re-queued %d job(s) whose node stopped heart-beating", requeued)
         await self._offer_schedules()

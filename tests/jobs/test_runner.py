@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from moorage.db import job_queries
 from moorage.db.engine import create_engine, upgrade, writer
+from moorage.db.queries import now
 from moorage.db.schema import jobs
 from moorage.jobs.config import JobsConfig
 from moorage.jobs.runner import JobRunner
@@ -272,6 +273,50 @@ async def test_a_kind_with_slots_of_its_own_runs_beside_the_shared_ones(db_url: 
             )
             assert most == 4
             assert "shared" in running  # the shared slot was busy all along
+        finally:
+            release.set()
+            await runner.stop()
+
+
+async def test_a_starved_node_does_not_requeue_its_own_running_job(db_url: str) -> None:
+    """A node's event loop blocked past the stale window (a loaded machine) finds its own job's
+    heartbeat stale: it must not queue that job again (the job would run twice, and its first
+    run's result be refused); a silent node's job is still taken back."""
+    config = JobsConfig(poll_seconds=0.05, heartbeat_seconds=0.2, stale_seconds=0.5)
+    async with _engine(db_url) as engine:
+        runner = JobRunner(engine, config, worker="starved")
+        starts: list[int] = []
+        release = asyncio.Event()
+
+        async def slow(payload: dict[str, Any]) -> None:
+            starts.append(payload["n"])
+            await release.wait()
+
+        runner.register("slow.kind", slow)
+        own = await runner.enqueue("slow.kind", {"n": 1})
+        runner.start()
+        try:
+            await _wait(engine, lambda rows: rows[0].state == "running", within=20)
+            # The loop is starved: no heartbeat for well past stale_seconds.
+            time.sleep(1.2)  # noqa: ASYNC251 - blocking on purpose
+            # A dead node's job, heart-beaten long ago, beside it.
+            async with engine.begin() as conn:
+                dead = await job_queries.enqueue(conn, "other.kind", {})
+                assert dead is not None
+                await conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == dead)
+                    .values(state="running", claimed_by="dead-node", heartbeat_at=now() - timedelta(hours=1))  # fmt: skip
+                )
+            for _ in range(20):  # several polls, each one looking for stale jobs
+                await asyncio.sleep(0.1)
+            async with engine.connect() as conn:
+                mine = await job_queries.get_job(conn, own)
+                theirs = await job_queries.get_job(conn, dead)
+            assert mine is not None and theirs is not None
+            assert (mine.state, mine.claimed_by, mine.attempts) == ("running", "starved", 1)
+            assert theirs.state == "queued"
+            assert starts == [1]
         finally:
             release.set()
             await runner.stop()
