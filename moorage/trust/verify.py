@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import bundle, cosign, notation
+from . import cosign, notation
 from .config import CompiledTrust
 from .model import (
     MAX_SIGNATURE_MANIFEST,
@@ -35,6 +35,8 @@ async def verify_signature(
         if artifact.form == ArtifactForm.COSIGN_TAG:
             return await cosign.verify_tag_artifact(subject, artifact, fetch_blob, trust)
         if artifact.form == ArtifactForm.SIGSTORE_BUNDLE:
+            from . import bundle  # sigstore (~1.5 s of CPU to import): only bundles need it
+
             return [await bundle.verify_bundle_artifact(subject, artifact, fetch_blob, trust)]
         return [await notation.verify_notation_artifact(subject, artifact, fetch_blob, trust)]
     except Exception as exc:  # a bug or a library surprise must not take the caller down
