@@ -236,3 +236,51 @@ async def test_api_ui_jobs_and_cli_of_a_capability(app: Moorage) -> None:
         assert (await c.get("/ui/toy", auth=None)).text == "toy page for admin"
     args = build_parser((TOY,)).parse_args(["toy"])
     assert args.func(args) == 0
+
+
+async def test_each_capability_names_the_job_kinds_its_setup_registers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """job_kinds are spelled in each wiring module (so that naming them imports nothing): they
+    must be exactly what setup registers, or `moorage jobs run KIND` refuses a real kind."""
+    from moorage.capabilities import installed
+    from moorage.db.engine import upgrade
+    from moorage.jobs.tasks import KNOWN_KINDS
+    from moorage.runtime import start_runtime, stop_runtime
+
+    monkeypatch.setenv("MOORAGE_ADMIN_PASSWORD", PASSWORD)
+    config = load_config(None, overrides={"data_dir": str(tmp_path), "jobs.enabled": False})
+    await upgrade(config.database_url)
+    caps = installed()
+    before: frozenset[str] = frozenset()
+    # Each capability set up after those before it (a later one may use an earlier one's
+    # services, as scan uses vulndb's matcher): what it adds is its own.
+    for n in range(len(caps) + 1):
+        rt = await start_runtime(config, run_jobs=False, capabilities=caps[:n], pool_size=2)
+        try:
+            kinds = rt.job_kinds
+        finally:
+            await stop_runtime(rt)
+        if n == 0:
+            assert kinds <= KNOWN_KINDS
+        else:
+            assert kinds - before == set(caps[n - 1].job_kinds), caps[n - 1].name
+        before = kinds
+
+
+def test_the_command_line_imports_no_service_to_parse_itself() -> None:
+    """Every `moorage` process builds the whole parser; what it imports to do so is paid by
+    each command (it was ~1.7 s of CPU when the wiring and command modules imported their
+    services, the HTTP client and sigstore)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from moorage.cli import build_parser; build_parser(); "
+        "print('\\n'.join(sorted(sys.modules)))"
+    )
+    loaded = set(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout.split())  # fmt: skip
+    heavy = {"httpx", "sigstore", "ldap3", "jwt", "prometheus_client", "starlette", "uvicorn"}
+    services = {m for m in loaded if m.endswith((".service", ".services.catalog", ".runner", ".outbox"))}  # fmt: skip
+    assert not (heavy & loaded), heavy & loaded
+    assert not services, services

@@ -16,6 +16,11 @@ Result = Literal["success", "partial", "failure", "denied"]
 ACTOR_TYPES: frozenset[str] = frozenset(get_args(ActorType))
 RESULTS: frozenset[str] = frozenset(get_args(Result))
 
+# What `moorage audit export` writes (export.py); here so that the command line can offer them
+# without importing the exporter and the store.
+ExportFormat = Literal["jsonl", "csv"]
+FORMATS: tuple[ExportFormat, ...] = ("jsonl", "csv")
+
 # prev_hash of the first record ever written (and of the chain anchor before any pruning).
 GENESIS_HASH = "0" * 64
 

@@ -16,16 +16,14 @@ import csv
 import io
 import json
 from collections.abc import AsyncGenerator, Iterable, Iterator
-from typing import Literal, TextIO
+from typing import TextIO
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import store
-from .events import AuditRecord, ChainVerifier, VerifyResult, format_time
+from .events import FORMATS, AuditRecord, ChainVerifier, ExportFormat, VerifyResult, format_time
 from .store import AuditFilter
 
-ExportFormat = Literal["jsonl", "csv"]
-FORMATS: tuple[ExportFormat, ...] = ("jsonl", "csv")
 CSV_FIELDS = (
     "id",
     "time",

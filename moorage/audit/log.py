@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,8 +32,10 @@ from .events import (
     VerifyResult,
     format_time,
 )
-from .forward import Forwarder, HTTPForwarder, SyslogForwarder
 from .store import AuditFilter, AuditPage, Order, Sink
+
+if TYPE_CHECKING:
+    from .forward import Forwarder
 
 log = logging.getLogger("moorage.audit")
 
@@ -78,6 +80,12 @@ class _Aggregate:
 
 def forwarders_from_config(config: AuditConfig) -> list[Forwarder]:
     out: list[Forwarder] = []
+    if not (config.syslog.address or config.http.url):
+        return out
+    # Imported when configured: the HTTP forwarder brings httpx (~0.2 s), which a `moorage admin`
+    # command recording one event should not pay.
+    from .forward import HTTPForwarder, SyslogForwarder
+
     if config.syslog.address:
         out.append(SyslogForwarder(config.syslog, config.forward_queue_size, config.batch_size))
     if config.http.url:

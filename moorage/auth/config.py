@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .ldap import LDAPConfig, check_group_team_map
+from .ldap_config import LDAPConfig, check_group_team_map
 
 
 class _Section(BaseModel):

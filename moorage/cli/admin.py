@@ -10,15 +10,18 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError
-from ..db.engine import upgrade_sync
-from ..logs import setup_logging
 from .common import CommandTree, add_common, audit_cli, load
+
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    pass
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
     from ..auth.admin import create_user
+    from ..logs import setup_logging
 
     config = load(args)
     setup_logging(config.log.format, config.log.level)
@@ -109,6 +112,9 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from ..db.engine import upgrade_sync
+    from ..logs import setup_logging
+
     config = load(args)
     setup_logging(config.log.format, config.log.level)
     os.makedirs(config.data_dir, exist_ok=True)

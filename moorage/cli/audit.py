@@ -15,27 +15,22 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..audit import store
-from ..audit.events import RESULTS, parse_time
-from ..audit.export import (
-    CSV_FIELDS,
-    FORMATS,
-    ExportFormat,
-    export_to,
-    parse_csv,
-    parse_jsonl,
-    verify_export,
-)
 from ..config import Config, ConfigError
 from .common import CommandTree, add_common, load
 
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    from ..audit import store
+    from ..audit.events import ExportFormat
+
 
 def _since(text: str) -> datetime:
+    from ..audit.events import parse_time
+
     try:
         return parse_time(text)
     except ValueError:
@@ -46,6 +41,8 @@ def _since(text: str) -> datetime:
 
 def register(tree: CommandTree) -> None:
     """``moorage audit export`` and ``moorage audit verify``."""
+    from ..audit.events import FORMATS, RESULTS
+
     audit = tree.top.add_parser("audit", help="audit log: export and verify")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
 
@@ -117,6 +114,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..audit import store
+    from ..audit.export import export_to
+
     url = _database_url(_config(args))
     filters = store.AuditFilter(
         actor=args.actor,
@@ -147,6 +147,8 @@ def _export(args: argparse.Namespace) -> int:
 async def _export_file(
     engine: Any, out: TextIO, fmt: ExportFormat, filters: store.AuditFilter
 ) -> None:
+    from ..audit.export import export_to
+
     await export_to(engine, out, fmt, filters)
     out.flush()
     os.fsync(out.fileno())
@@ -155,6 +157,8 @@ async def _export_file(
 def _verify_file(path: str) -> int:
     """An export file, CSV (recognized by its header row; its formula escaping undone) or
     JSON Lines, re-hashed and linked from its first record."""
+    from ..audit.export import CSV_FIELDS, parse_csv, parse_jsonl, verify_export
+
     try:
         with open(path, encoding="utf-8", newline="") as f:
             first = f.readline()
@@ -169,6 +173,8 @@ def _verify_file(path: str) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from ..audit import store
+
     if args.input:
         return _verify_file(args.input)
     url = _database_url(_config(args))

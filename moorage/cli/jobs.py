@@ -9,17 +9,21 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Config
-from ..db import job_queries
-from ..db.engine import create_engine, writer
 from .common import CommandTree, add_common, load
+
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    pass
 
 
 async def _list(config: Config, state: str | None, kind: str | None, limit: int) -> list[Any]:
+    from ..db import job_queries
+    from ..db.engine import create_engine
+
     engine = create_engine(config.database_url, 1)
     try:
         async with engine.connect() as conn:
@@ -29,6 +33,9 @@ async def _list(config: Config, state: str | None, kind: str | None, limit: int)
 
 
 async def _enqueue(config: Config, kind: str, payload: dict[str, Any]) -> int | None:
+    from ..db import job_queries
+    from ..db.engine import create_engine, writer
+
     engine = create_engine(config.database_url, 1)
     try:
         async with writer(engine).begin() as conn:
@@ -64,6 +71,9 @@ def _progress(p: dict[str, Any]) -> str:
 
 
 async def _get(config: Config, job_id: int) -> Any:
+    from ..db import job_queries
+    from ..db.engine import create_engine
+
     engine = create_engine(config.database_url, 1)
     try:
         async with engine.connect() as conn:

@@ -17,14 +17,14 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config, ConfigError
-from ..db.engine import upgrade_sync
-from ..logs import setup_logging
-from ..node import new_incarnation
-from ..startup import check_database, check_port, explain
 from .common import CommandTree, add_common, check_storage, load
+
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    pass
 
 log = logging.getLogger("moorage")
 
@@ -34,6 +34,9 @@ def _prepare(config: Config) -> None:
     directory, apply migrations (``database.migrate_on_start``) and, with access control on,
     create the first administrator and signing key."""
     from ..auth.bootstrap import bootstrap
+    from ..db.engine import upgrade_sync
+    from ..logs import setup_logging
+    from ..startup import check_database
 
     setup_logging(config.log.format, config.log.level)
     check_storage(config)
@@ -48,6 +51,8 @@ def _prepare(config: Config) -> None:
 def _cannot_start(exc: BaseException, config: Config) -> int:
     """One line saying what is wrong and what to do (moorage/startup.py); the traceback only
     at debug level."""
+    from ..startup import explain
+
     log.debug("start-up failed", exc_info=exc)
     line = explain(exc, data_dir=config.data_dir, database_url=config.database_url)
     print(f"moorage: cannot start: {line}", file=sys.stderr, flush=True)
@@ -55,6 +60,9 @@ def _cannot_start(exc: BaseException, config: Config) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..node import new_incarnation
+    from ..startup import check_port
+
     config = load(
         args,
         **{

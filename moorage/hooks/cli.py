@@ -10,33 +10,24 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..cli.common import CommandTree, add_common, audit_cli, cli_actor, fail, load
-from ..config import Config
-from ..db.engine import create_engine, writer
 from ..services.errors import ServiceError
-from . import outbox
-from . import queries as q
 from .payloads import EVENT_KINDS, FORMATS
-from .service import (
-    check_format,
-    check_secret,
-    checked_url,
-    create_in,
-    delivery_model,
-    parse_events,
-    parse_target,
-    test_in,
-)
+
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    from ..config import Config
+    from . import queries as q
 
 T = TypeVar("T")
 
 
 def _run(config: Config, work: Callable[[Any], Awaitable[T]]) -> T:
     """*work(engine)* on a one-connection engine."""
+    from ..db.engine import create_engine
 
     async def go() -> T:
         engine = create_engine(config.database_url, 1)
@@ -68,6 +59,16 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
 @_guard
 def cmd_add(args: argparse.Namespace) -> int:
+    from ..db.engine import writer
+    from .service import (
+        check_format,
+        check_secret,
+        checked_url,
+        create_in,
+        parse_events,
+        parse_target,
+    )
+
     config = load(args)
     scope, target = parse_target(args.target)
     events = parse_events(args.events)
@@ -111,6 +112,9 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_list(args: argparse.Namespace) -> int:
+    from . import queries as q
+    from .service import parse_target
+
     config = load(args)
     targets = [parse_target(args.target)] if args.target else None
 
@@ -128,6 +132,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_remove(args: argparse.Namespace) -> int:
+    from ..db.engine import writer
+    from . import queries as q
+
     config = load(args)
     wid = _hook_id(args.id)
 
@@ -148,6 +155,11 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_test(args: argparse.Namespace) -> int:
+    from ..db.engine import writer
+    from . import outbox
+    from . import queries as q
+    from .service import test_in
+
     config = load(args)
     outbox.configure_from(config)
     wid = _hook_id(args.id)
@@ -169,6 +181,9 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_deliveries(args: argparse.Namespace) -> int:
+    from . import queries as q
+    from .service import delivery_model
+
     config = load(args)
     wid = _hook_id(args.id)
 

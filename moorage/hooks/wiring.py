@@ -1,26 +1,26 @@
 """The webhooks capability: subscriptions, the outbox filled in the changes' own transactions,
-delivery jobs, the REST API, the UI pages and ``moorage webhooks``."""
+delivery jobs, the REST API, the UI pages and ``moorage webhooks``.
+
+Like every wiring module, this one imports its package's services only when they are set up:
+every ``moorage`` command imports all wiring modules, most of them to use none of it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..capability import Capability
-from ..services.events import (
-    ManifestDeleted,
-    ManifestPushed,
-    RepositoryDeleted,
-    ScanCompleted,
-    TagDeleted,
-)
-from . import outbox
 from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
-from .delivery import DELIVER, PRUNE, Deliverer
-from .service import WebhookService
+
+if TYPE_CHECKING:
+    from .delivery import Deliverer
+    from .service import WebhookService
 
 NAME = "hooks"
+# Its job kinds (delivery.py), spelled here so that naming them imports nothing; a test checks
+# them against what setup registers.
+JOB_KINDS = ("hooks.deliver", "hooks.prune")
 
 
 @dataclass
@@ -32,7 +32,17 @@ class Hooks:
 
 
 async def _setup(rt: Any) -> None:
+    from ..services.events import (
+        ManifestDeleted,
+        ManifestPushed,
+        RepositoryDeleted,
+        ScanCompleted,
+        TagDeleted,
+    )
+    from . import outbox
     from . import queries as q
+    from .delivery import DELIVER, PRUNE, Deliverer
+    from .service import WebhookService
 
     config = rt.config
     outbox.configure_from(config)
@@ -99,7 +109,7 @@ def _cli(tree: Any) -> None:
 CAPABILITY = Capability(
     NAME,
     setup=_setup,
-    job_kinds=(DELIVER, PRUNE),
+    job_kinds=JOB_KINDS,
     api_ops=_api_ops,
     ui_pages=_ui_pages,
     cli=_cli,

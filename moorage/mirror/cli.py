@@ -13,19 +13,22 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..cli.common import CommandTree, add_common, audit_cli, fail, load
 from ..services.errors import ServiceError
-from .service import Cache, MirrorService
+
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    from .service import Cache
 
 
 def _create(args: argparse.Namespace) -> int:
     from ..auth.admin import create_org_in
     from ..db.engine import writer
     from ..runtime import runtime
+    from .service import MirrorService
 
     password = None
     if args.upstream_password_stdin:
@@ -87,6 +90,7 @@ def _wrap(original: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 def cmd_caches(args: argparse.Namespace) -> int:
     from ..runtime import runtime
+    from .service import MirrorService
 
     config = load(args)
 

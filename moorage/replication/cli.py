@@ -19,21 +19,24 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..cli.common import CommandTree, add_common, audit_cli, cli_actor, fail, load
-from ..config import Config
 from ..services.errors import ServiceError
-from .models_api import Execution, PolicyCreate, RemoteCreate
-from .service import ReplicationService
+
+if TYPE_CHECKING:  # imported by the commands that use them: parsing the command line is cheap
+    from ..config import Config
+    from .models_api import Execution
+    from .service import ReplicationService
 
 T = TypeVar("T")
 
 
 def _call(config: Config, fn: Callable[[ReplicationService], Awaitable[T]]) -> T:
     from ..runtime import runtime
+    from .service import ReplicationService
 
     async def go() -> T:
         async with runtime(config) as rt:
@@ -59,6 +62,8 @@ def _run(args: argparse.Namespace, fn: Callable[[ReplicationService], Awaitable[
 
 
 def cmd_add_remote(args: argparse.Namespace) -> int:
+    from .models_api import RemoteCreate
+
     password = None
     if args.password_stdin:
         if not args.username:
@@ -119,6 +124,8 @@ def _labels(values: list[str]) -> dict[str, str] | None:
 
 
 def cmd_add_policy(args: argparse.Namespace) -> int:
+    from .models_api import PolicyCreate
+
     spec = PolicyCreate(
         name=args.name,
         remote=args.remote,

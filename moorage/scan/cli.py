@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cli.common import CommandTree, add_common, audit_cli, cli_actor, fail, load
-from ..oci.digest import is_digest
-from ..oci.names import valid_name, valid_tag
-from .service import SEVERITIES, Result
+
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    from .service import Result
 
 
 def parse_reference(text: str) -> tuple[str, str] | None:
     """``repo@digest`` or ``repo:tag`` → (repository, reference)."""
+    from ..oci.digest import is_digest
+    from ..oci.names import valid_name, valid_tag
+
     if "@" in text:
         repo, _, ref = text.partition("@")
         return (repo, ref) if valid_name(repo) and is_digest(ref) else None
@@ -33,6 +36,8 @@ def parse_reference(text: str) -> tuple[str, str] | None:
 
 
 def report(result: Result) -> dict[str, Any]:
+    from .service import SEVERITIES
+
     return {
         "digest": result.digest,
         "status": result.status,
@@ -69,6 +74,7 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+
     parsed = parse_reference(args.reference)
     if parsed is None:
         return fail(f"{args.reference!r} is not REPOSITORY:TAG or REPOSITORY@DIGEST")

@@ -12,40 +12,65 @@ Phase 2 (discovery on push, stored results, enforcement on pull, API/UI/CLI) use
   (trusted / untrusted / unsigned, with what is missing). Cheap: re-run it when policy changes.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .config import CompiledTrust, TrustConfigError, compile_trust
-from .discover import Recognised, cosign_signature_tag, recognise, subject_of_signature_tag
-from .model import (
-    ArtifactForm,
-    CosignPKI,
-    FetchBlob,
-    KeylessIdentity,
-    NamedKey,
-    NotationTrustStore,
-    SignatureArtifact,
-    SignatureKind,
-    SignatureResult,
-    Signer,
-    Subject,
-    TrustConfig,
-    TrustPolicy,
-    Verdict,
-)
-from .policy import verdict
+from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .config import CompiledTrust, TrustConfigError, compile_trust
+    from .discover import Recognised, cosign_signature_tag, recognise, subject_of_signature_tag
+    from .model import (
+        ArtifactForm,
+        CosignPKI,
+        FetchBlob,
+        KeylessIdentity,
+        NamedKey,
+        NotationTrustStore,
+        SignatureArtifact,
+        SignatureKind,
+        SignatureResult,
+        Signer,
+        Subject,
+        TrustConfig,
+        TrustPolicy,
+        Verdict,
+    )
+    from .policy import verdict
     from .verify import verify_signature
 
-
-def __getattr__(name: str) -> Any:
-    # On first use (PEP 562): verification brings sigstore (~0.5 s of CPU to import), which a
-    # `moorage` command that verifies nothing should not pay.
-    if name == "verify_signature":
-        from .verify import verify_signature
-
-        return verify_signature
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Resolved on first use: every `moorage` command imports the wiring module, and so this package;
+# verification brings sigstore and cryptography's X.509 machinery, which a command that
+# verifies nothing should not pay.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".config": ("CompiledTrust", "TrustConfigError", "compile_trust"),
+        ".discover": (
+            "Recognised",
+            "cosign_signature_tag",
+            "recognise",
+            "subject_of_signature_tag",
+        ),
+        ".model": (
+            "ArtifactForm",
+            "CosignPKI",
+            "FetchBlob",
+            "KeylessIdentity",
+            "NamedKey",
+            "NotationTrustStore",
+            "SignatureArtifact",
+            "SignatureKind",
+            "SignatureResult",
+            "Signer",
+            "Subject",
+            "TrustConfig",
+            "TrustPolicy",
+            "Verdict",
+        ),
+        ".policy": ("verdict",),
+        ".verify": ("verify_signature",),
+    },
+)
 
 __all__ = [
     "ArtifactForm",

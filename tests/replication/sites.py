@@ -53,14 +53,30 @@ def cli(
     env.update(QUICK_JOBS)
     if server.database_url:
         env["MOORAGE_DATABASE_URL"] = server.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "moorage.cli", "replication", *args, "--data-dir", str(server.data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "moorage.cli", "replication", *args, "--data-dir", str(server.data_dir)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"moorage replication {' '.join(args)}: no answer in {timeout} s\n{_state(server)}") from exc
+
+
+def _state(server: MoorageServer) -> str:
+    """What a timed-out command leaves to read: the server's jobs and its log's last lines."""
+    parts = [f"load average: {os.getloadavg()}"]
+    try:
+        with api(server) as c:
+            parts.append("jobs: " + c.get("/jobs", params={"limit": 200}).text[:6000])
+    except httpx.HTTPError as exc:
+        parts.append(f"jobs: {exc!r}")
+    if server.log_path is not None and server.log_path.exists():
+        parts.append("log:\n" + "\n".join(server.log_path.read_text(errors="replace").splitlines()[-60:]))
+    return "\n".join(parts)
 
 
 def ok(r: subprocess.CompletedProcess[str]) -> str:

@@ -6,21 +6,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ...cli.common import CommandTree, add_common, audit_cli, fail, load
-from ...db.engine import create_engine
-from .importer import ImportError_, import_source
-from .service import status
+
+if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
+    pass
 
 
 def _engine(config: Any) -> Any:
+    from ...db.engine import create_engine
+
     return create_engine(config.database_url, 2)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import ImportError_, import_source
+
     config = load(args)
     results = []
 
@@ -80,6 +84,8 @@ def _print_result(d: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .service import status
+
     config = load(args)
 
     async def work() -> Any:
