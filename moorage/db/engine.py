@@ -135,7 +135,12 @@ class _WriterQueue:
     async def acquire(self) -> asyncio.Lock:
         lock = self._lock()
         try:
-            await asyncio.wait_for(lock.acquire(), self.WAIT_SECONDS)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the inner result
+            # when the lock is granted just as the caller is cancelled, swallowing the cancel.
+            # A progress reporter cancelled that way wrote on forever and its job never ended
+            # (a replication execution waited 300 s in CI; tests/jobs/test_runner.py).
+            async with asyncio.timeout(self.WAIT_SECONDS):
+                await lock.acquire()
         except TimeoutError:
             raise sa.exc.OperationalError(
                 "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")

@@ -130,9 +130,8 @@ class AddressPolicy:
         else:
             loop = asyncio.get_running_loop()
             try:
-                infos = await asyncio.wait_for(
-                    loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), 10
-                )
+                async with asyncio.timeout(10):
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except (OSError, TimeoutError) as exc:
                 raise AddressRefused(f"cannot resolve {host}: {exc}") from None
             candidates = []

@@ -91,8 +91,14 @@ async def report_progress(
     progress: dict[str, Any] = {"done": done, "total": total, "message": message[:500]}
     if checkpoint is not None:
         progress["checkpoint"] = checkpoint
-    async with cur.runner.engine.begin() as conn:
-        await q.set_progress(conn, cur.runner.worker, cur.job.id, progress)
+
+    async def write() -> None:
+        async with cur.runner.engine.begin() as conn:
+            await q.set_progress(conn, cur.runner.worker, cur.job.id, progress)
+
+    # Shielded: a caller cancelled mid-write (a job stopped at shutdown, a reporter task) must
+    # not cut the transaction in half; the write finishes, the caller gets its CancelledError.
+    await asyncio.shield(write())
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +310,8 @@ class JobRunner:
                 log.warning("job runner poll failed: %s", exc)
             wait = min(self.config.poll_seconds, self.config.heartbeat_seconds)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait * (0.8 + random.random() * 0.4))  # noqa: S311
+                async with asyncio.timeout(wait * (0.8 + random.random() * 0.4)):  # noqa: S311
+                    await self._wake.wait()
 
     def start(self) -> None:
         if self._task is None:

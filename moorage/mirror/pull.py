@@ -375,7 +375,8 @@ class MirrorPull:
             event = self._downloads.get(key)
             if event is not None:
                 try:
-                    await asyncio.wait_for(event.wait(), _WAIT_FOR_DOWNLOAD)
+                    async with asyncio.timeout(_WAIT_FOR_DOWNLOAD):
+                        await event.wait()
                 except TimeoutError:
                     return None  # stuck: download it ourselves
             size = await self._link_existing(repo, digest)

@@ -331,7 +331,8 @@ class Executor:
         }
         async with self.pool.engine(e.id, policy, remote) as entry:
             entry.listeners[(t.src_repo, t.ref)] = progress
-            reporter = asyncio.ensure_future(self._report(t, progress))
+            done = asyncio.Event()
+            reporter = asyncio.ensure_future(self._report(t, progress, done))
             try:
                 if t.operation == "delete":
                     result = await self._delete(entry, t)
@@ -339,20 +340,30 @@ class Executor:
                     result = await self._filter_or_copy(entry, policy, t, resume)
             finally:
                 entry.listeners.pop((t.src_repo, t.ref), None)
-                reporter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
+                # Told to stop, not cancelled: a cancel landing inside its progress write left
+                # that transaction's connection invalid, and the PendingRollbackError it raised
+                # then failed the tag (seen under load: tags retried, executions 60x slower).
+                done.set()
+                await reporter
         return await self._record(t, e, policy, result, time.monotonic() - started, progress, run)
 
-    async def _report(self, t: q.TaskRow, progress: _Progress) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            await report_progress(
-                progress.blobs,
-                None,
-                f"{t.src_repo}:{t.ref} {progress.sent / 1e6:.1f} MB sent",
-                checkpoint={"uploads": dict(progress.uploads)} if progress.uploads else None,
-            )
+    async def _report(self, t: q.TaskRow, progress: _Progress, done: asyncio.Event) -> None:
+        """Progress and the resume checkpoint, once a second until *done*; best effort: a
+        failed write is logged, never the tag's failure."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await done.wait()
+                return
+            try:
+                await report_progress(
+                    progress.blobs,
+                    None,
+                    f"{t.src_repo}:{t.ref} {progress.sent / 1e6:.1f} MB sent",
+                    checkpoint={"uploads": dict(progress.uploads)} if progress.uploads else None,
+                )
+            except Exception as exc:  # noqa: BLE001 - progress is best effort
+                log.warning("progress of %s:%s not recorded: %s", t.src_repo, t.ref, exc)
 
     async def _filter_or_copy(
         self, entry: _Entry, policy: q.PolicyRow, t: q.TaskRow, resume: dict[str, str]

@@ -320,3 +320,50 @@ async def test_a_starved_node_does_not_requeue_its_own_running_job(db_url: str) 
         finally:
             release.set()
             await runner.stop()
+
+
+async def test_a_progress_write_cut_by_a_cancel_leaves_the_job_and_the_engine_sound(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's progress reporter cancelled in the middle of its write (replication cancelled
+    its reporter when a tag was done): the cancel must take effect (Python 3.11's wait_for in
+    the writers' queue swallowed it: the reporter wrote on forever, the job never ended) and
+    the write must finish or not happen, never leave an invalid transaction behind whose
+    PendingRollbackError fails the job."""
+    from moorage.jobs import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "PROGRESS_INTERVAL", 0.0)
+    config = JobsConfig(poll_seconds=0.05, heartbeat_seconds=0.2, stale_seconds=30)
+    async with _engine(db_url) as engine:
+        runner = JobRunner(engine, config, worker="cutter")
+        errors: list[BaseException] = []
+
+        async def job(_payload: dict[str, Any]) -> int:
+            for i in range(60):
+
+                async def report(n: int = i) -> None:
+                    while True:
+                        await runner_module.report_progress(n, 60, f"step {n}")
+
+                task = asyncio.ensure_future(report())
+                await asyncio.sleep(0.001 * (i % 7))  # lands anywhere in a write
+                task.cancel()
+                await asyncio.wait({task}, timeout=10)
+                if not task.done():  # the cancel was swallowed: it writes on forever
+                    errors.append(RuntimeError(f"reporter {i} still running after its cancel"))
+                    task.cancel()
+                elif not task.cancelled() and task.exception() is not None:
+                    errors.append(task.exception())  # type: ignore[arg-type]
+            return 60
+
+        runner.register("cut.kind", job)
+        job_id = await runner.enqueue("cut.kind", {})
+        runner.start()
+        try:
+            rows = await _wait(engine, lambda rows: rows[0].state in ("succeeded", "failed"), 120)
+        finally:
+            await runner.stop()
+        assert errors == []
+        assert (rows[0].id, rows[0].state, rows[0].result) == (job_id, "succeeded", 60)
+        async with engine.begin() as conn:  # the pool is sound afterwards
+            assert await job_queries.get_job(conn, job_id) is not None

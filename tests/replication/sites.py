@@ -43,6 +43,10 @@ def site(name: str = "site", database_url: str | None = None, **env: str) -> Ite
             yield srv
         finally:
             srv.stop()
+            keep = os.environ.get("MOORAGE_TEST_KEEP_LOGS")  # a directory: keep each site's log
+            if keep and srv.log_path is not None and srv.log_path.exists():
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                (Path(keep) / f"{name}-{srv.log_path.name}").write_bytes(srv.log_path.read_bytes())
 
 
 def cli(
