@@ -53,6 +53,11 @@ def release_free_memory() -> None:
         _TRIM(0)
 
 
+# Streams at once below which a reader uses large reads (reader()).
+_FEW_READERS = 4
+_FEW_READS = 1 << 20
+
+
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
@@ -128,7 +133,12 @@ class FilesystemDriver(StorageDriver):
             remaining = length
             pos = offset
             while remaining is None or remaining > 0:
-                n = chunk_size if remaining is None else min(chunk_size, remaining)
+                # Few streams: large reads (a thread hop per MiB, not per 128 KiB: one 1 GiB GET
+                # ran at 0.46x Distribution's speed with 128 KiB). Many streams: the caller's
+                # size, re-decided at every read, so memory stays bounded by the crowd.
+                size = _FEW_READS if self._active_readers <= _FEW_READERS else chunk_size
+                size = max(size, chunk_size)
+                n = size if remaining is None else min(size, remaining)
                 data = await loop.run_in_executor(pool, os.pread, fd, n, pos)
                 if not data:
                     break
