@@ -10,13 +10,9 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ..config import ConfigError
 from .common import CommandTree, add_common, audit_cli, load
-
-if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
-    pass
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:

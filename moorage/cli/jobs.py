@@ -9,15 +9,12 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Config
 from .common import CommandTree, add_common, load
-
-if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
-    pass
 
 
 async def _list(config: Config, state: str | None, kind: str | None, limit: int) -> list[Any]:

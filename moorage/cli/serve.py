@@ -17,14 +17,10 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config, ConfigError
 from .common import CommandTree, add_common, check_storage, load
-
-if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
-    pass
 
 log = logging.getLogger("moorage")
 

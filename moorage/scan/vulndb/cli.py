@@ -6,14 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ...cli.common import CommandTree, add_common, audit_cli, fail, load
-
-if TYPE_CHECKING:  # the commands import what they use: parsing the command line stays cheap
-    pass
 
 
 def _engine(config: Any) -> Any:
