@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .ldap_config import LDAPConfig, check_group_team_map
+from .ldap_config import LDAPConfig, check_group_team_map, parse_group_team_map
 
 
 class _Section(BaseModel):
@@ -150,12 +149,7 @@ class OIDCConfig(_Section):
     @field_validator("group_team_map", mode="before")
     @classmethod
     def _parse_map(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return json.loads(v) if v.strip() else {}
-            except ValueError as exc:
-                raise ValueError(f"group_team_map is not a JSON object: {exc}") from exc
-        return v
+        return parse_group_team_map(v)
 
     @field_validator("group_team_map")
     @classmethod

@@ -1,6 +1,6 @@
 """The ``auth.ldap`` settings (:class:`LDAPConfig`) and their checks: pure pydantic, so that
-loading the configuration does not import the LDAP client library (ldap.py, which re-exports
-these names)."""
+loading the configuration does not import the LDAP client library (ldap.py, which uses them).
+The group → team map checks serve the OIDC settings too (config.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ _MAX_NAME = 64
 
 PLACEHOLDER_RE = re.compile(r"\{(username|user_dn)\}")
 _BRACED_RE = re.compile(r"\{[^{}]*\}")
+
+
+def parse_group_team_map(v: Any) -> Any:
+    """A group → team map given as text (an environment variable): its JSON object; anything
+    else as it came, for pydantic to check."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v) if v.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"group_team_map is not a JSON object: {exc}") from exc
+    return v
 
 
 def check_group_team_map(v: dict[str, str]) -> dict[str, str]:
@@ -144,12 +155,7 @@ class LDAPConfig(BaseModel):
     @field_validator("group_team_map", mode="before")
     @classmethod
     def _parse_group_team_map(cls, v: Any) -> Any:
-        if isinstance(v, str):  # from the environment
-            try:
-                return json.loads(v) if v.strip() else {}
-            except ValueError as exc:
-                raise ValueError(f"group_team_map is not a JSON object: {exc}") from exc
-        return v
+        return parse_group_team_map(v)  # from the environment: JSON
 
     @field_validator("group_team_map")
     @classmethod
