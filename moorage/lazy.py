@@ -10,6 +10,7 @@ A package lists its exports once, by submodule, and keeps the same names in a
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ def lazy_exports(
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(module, package), name)
 
-    def __dir__() -> list[str]:
-        return sorted(where)
+    def __dir__() -> list[str]:  # what the module holds already, and what it would resolve
+        return sorted(set(vars(sys.modules[package])) | set(where))
 
     return __getattr__, __dir__

@@ -6,9 +6,9 @@ the record must be durable first). Records form one hash chain across every proc
 ``AuditLog.verify()`` / ``moorage audit verify`` walk it.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from .config import AuditConfig
 from .events import (
     PULL_ACTIONS,
@@ -25,23 +25,14 @@ if TYPE_CHECKING:
 
 # The rest on first use (PEP 562): the configuration imports moorage.audit.config, and with it
 # this package, in every `moorage` command; export/log/store bring SQLAlchemy's async engine.
-_LAZY = {
-    "iter_export": "export",
-    "parse_csv": "export",
-    "parse_jsonl": "export",
-    "verify_export": "export",
-    "AuditLog": "log",
-    "AuditFilter": "store",
-    "AuditPage": "store",
-    "query_events": "store",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".export": ("iter_export", "parse_csv", "parse_jsonl", "verify_export"),
+        ".log": ("AuditLog",),
+        ".store": ("AuditFilter", "AuditPage", "query_events"),
+    },
+)
 
 
 __all__ = [
