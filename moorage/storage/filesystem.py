@@ -136,8 +136,8 @@ class FilesystemDriver(StorageDriver):
                 # Few streams: large reads (a thread hop per MiB, not per 128 KiB: one 1 GiB GET
                 # ran at 0.46x Distribution's speed with 128 KiB). Many streams: the caller's
                 # size, re-decided at every read, so memory stays bounded by the crowd.
-                size = _FEW_READS if self._active_readers <= _FEW_READERS else chunk_size
-                size = max(size, chunk_size)
+                few = self._active_readers <= _FEW_READERS
+                size = max(_FEW_READS, chunk_size) if few else chunk_size
                 n = size if remaining is None else min(size, remaining)
                 data = await loop.run_in_executor(pool, os.pread, fd, n, pos)
                 if not data:
