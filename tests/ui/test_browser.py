@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.clients.harness import Skopeo
 from tests.conftest import ADMIN_PASSWORD, MoorageServer
@@ -56,7 +57,7 @@ def test_find_the_pushed_repository_and_open_its_image(
     page.fill("input[name=namespace]", pushed["org"])
     page.click("form.filters button[type=submit]")
     link = page.locator("#repo-table a", has_text=pushed["repo"])
-    assert link.count() == 1
+    expect(link).to_have_count(1)
     shot(page, "03-repositories")
     link.click()
     assert page.locator("h1").inner_text().startswith(pushed["repo"])
@@ -70,12 +71,12 @@ def test_find_the_pushed_repository_and_open_its_image(
     row.locator("a").first.click()
     # The index: its platforms, each linking to the child image.
     platforms = page.locator("#platform-table tbody tr")
-    assert platforms.count() == 2
+    expect(platforms).to_have_count(2)
     assert "linux/arm64/v8" in page.locator("#platform-table").inner_text()
     shot(page, "05-index")
     page.locator("#platform-table a", has_text="linux/amd64").click()
     layers = page.locator("#layer-table tbody tr")
-    assert layers.count() == 2
+    expect(layers).to_have_count(2)
     assert re.search(r"\d+(\.\d)? (B|KiB)", layers.first.inner_text())
     assert "/bin/true" in page.locator("section.card", has_text="Command").inner_text()
     assert "moorage test layer 0" in page.locator("#history-table").inner_text()
@@ -207,7 +208,7 @@ def test_pages_read_with_javascript_off(
     assert page.locator("button.copy").first.is_hidden()  # copy buttons need JS
     page.locator("#tag-table a", has_text=pushed["tag"]).click()
     page.locator("#platform-table a").first.click()
-    assert page.locator("#layer-table tbody tr").count() == 2
+    expect(page.locator("#layer-table tbody tr")).to_have_count(2)
     page.context.close()
 
 
@@ -280,5 +281,5 @@ def test_delete_a_tag_after_confirming_and_filter_tags(
     scratch.locator("button", has_text="Delete").click()  # a confirm dialog, accepted
     assert page.locator(".flash.ok").inner_text() == "Tag deleted."
     assert "Delete tag scratch?" in page.dialogs
-    assert page.locator("#tag-table tbody tr", has_text="scratch").count() == 0
-    assert page.locator("#tag-table tbody tr", has_text=pushed["tag"]).count() == 1
+    expect(page.locator("#tag-table tbody tr", has_text="scratch")).to_have_count(0)
+    expect(page.locator("#tag-table tbody tr", has_text=pushed["tag"])).to_have_count(1)

@@ -107,11 +107,13 @@ def test_cli_and_scheduled_refresh_on_a_running_server(tmp_path: Path) -> None:
     try:
         with auth_server(MOORAGE_VULNDB_SOURCES=feed.url) as srv:
             admin = ("admin", ADMIN_PASSWORD)
-            # the configured source is refreshed by a job on the shared queue
+            # the configured source is refreshed by a job on the shared queue. Records are
+            # committed batch by batch and the source's result after the last batch: wait for
+            # the import to finish (updated_at), not only for the records.
             deadline = time.monotonic() + 60
             while True:
                 st = httpx.get(f"{srv.url}/api/v1/vulndb", auth=admin, timeout=10).json()
-                if st["records"] == 25 or time.monotonic() > deadline:
+                if (st["records"] == 25 and st["updated_at"]) or time.monotonic() > deadline:
                     break
                 time.sleep(0.3)
             assert st["records"] == 25 and st["ecosystems"] == {"Go": 25}, (st, srv.log())
