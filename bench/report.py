@@ -24,6 +24,13 @@ _LOAD = "{conns} conns"
 
 METRICS: list[Metric] = [
     Metric("small_push_s", "push " + _SMALL, "s", "lower", "small_push_s"),
+    Metric(
+        "small_push_client_s",
+        "push (client's time only, server's later work not counted)",
+        "s",
+        "lower",
+        "small_push_s_client",
+    ),
     Metric("small_pull_s", "pull " + _SMALL, "s", "lower", "small_pull_s"),
     Metric(
         "big_skopeo_push_MBps", "{big} layer push (skopeo)", "MB/s", "higher", "big_skopeo_push_s"
@@ -62,6 +69,13 @@ METRICS: list[Metric] = [
         "req/s",
         "higher",
         "manifest_get_rps",
+    ),
+    Metric(
+        "manifest_get_load_rps",
+        "manifest GET, load time only (server's later work not counted)",
+        "req/s",
+        "higher",
+        "manifest_get_load_rps",
     ),
     Metric(
         "manifest_head_rps",

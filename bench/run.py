@@ -42,6 +42,7 @@ from servers import (  # noqa: E402
     distribution_spec,
     moorage_spec,
     running,
+    wait_idle,
 )
 
 MiB = 1 << 20
@@ -58,6 +59,7 @@ class Settings:
     duration: int
     connections: int
     seed: int
+    settle: float = 6.5
 
     @property
     def big_bytes(self) -> int:
@@ -99,6 +101,13 @@ class Target:
     def name(self) -> str:
         return self.spec.name
 
+    settle: float = 0.0
+
+    def wait_idle(self, settle: float | None = None) -> float:
+        """Wait until the server's process tree is idle; the seconds it was busy meanwhile.
+        ``settle`` (default: the run's ``--settle``) is how long it must stay idle."""
+        return wait_idle(self.server.pid, self.settle if settle is None else settle)
+
 
 def log(msg: str) -> None:
     print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
@@ -122,6 +131,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, help="seconds per load run (10; quick 2)")
     p.add_argument("--connections", type=int, default=64, help="load connections (64)")
     p.add_argument("--seed", type=int, default=1, help="seed for the generated content (1)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=6.5,
+        help="after each measurement, seconds the server must stay idle before the next one; "
+        "its busy time until then is charged to the measurement (6.5: longer than Moorage's "
+        "5 s +/- 20%% job poll, so that jobs a push queued, such as scans, are counted)",
+    )
     p.add_argument(
         "--moorage-cmd",
         default="moorage",
@@ -171,6 +188,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         duration=args.duration or (2 if q else 10),
         connections=args.connections,
         seed=args.seed,
+        settle=args.settle,
     )
 
 
@@ -236,15 +254,33 @@ def make_inputs(work: Path, s: Settings) -> Inputs:
 def interleave(
     targets: list[Target], rounds: int, key: str, fn: Callable[[Target, int], float]
 ) -> None:
-    """Run ``fn(target, round)`` for every target, ``rounds`` times, rotating the order."""
+    """Run ``fn(target, round)`` for every target, ``rounds`` times, rotating the order. Each
+    run starts on an idle server: what the last one left for the server to do in the
+    background is not charged to this one."""
     for r in range(rounds):
         k = r % len(targets)
         for t in targets[k:] + targets[:k]:
+            t.wait_idle(settle=0.5)
             t.samples.setdefault(key, []).append(fn(t, r))
     summary = ", ".join(
         f"{t.name} " + "/".join(f"{v:.2f}" for v in t.samples[key]) for t in targets
     )
     log(f"{key}: {summary}")
+
+
+def sustained(key: str, fn: Callable[[Target, int], float]) -> Callable[[Target, int], float]:
+    """A timed phase, charged until the server is idle again: ``fn``'s seconds (the client's
+    view) plus the seconds the server went on working after it (scans queued by a push, audit
+    records written behind the requests). Both parts are kept in the samples."""
+
+    def timed(t: Target, r: int) -> float:
+        client = fn(t, r)
+        drain = t.wait_idle()
+        t.samples.setdefault(key + "_client", []).append(client)
+        t.samples.setdefault(key + "_drain", []).append(drain)
+        return client + drain
+
+    return timed
 
 
 def _check_served(srv: RunningServer, image: OciImage) -> None:
@@ -279,8 +315,8 @@ def run_phases(targets: list[Target], inputs: Inputs, s: Settings) -> None:
             s.parallel,
         )
 
-    interleave(targets, s.rounds, "small_push_s", small_push)
-    interleave(targets, s.rounds, "small_pull_s", small_pull)
+    interleave(targets, s.rounds, "small_push_s", sustained("small_push_s", small_push))
+    interleave(targets, s.rounds, "small_pull_s", sustained("small_pull_s", small_pull))
 
     # 2. The big layer: skopeo (whole client) and curl (the protocol alone). Before each
     #    transfer, sync so that the last one's writeback does not land on this one.
@@ -320,10 +356,10 @@ def run_phases(targets: list[Target], inputs: Inputs, s: Settings) -> None:
             raise measure.BenchError(f"{t.name}: the big blob GET returned {size} bytes")
         return seconds
 
-    interleave(targets, s.rounds, "big_skopeo_push_s", skopeo_push)
-    interleave(targets, s.rounds, "big_curl_push_s", curl_push)
-    interleave(targets, s.rounds, "big_skopeo_pull_s", skopeo_pull)
-    interleave(targets, s.rounds, "big_curl_pull_s", curl_pull)
+    interleave(targets, s.rounds, "big_skopeo_push_s", sustained("big_skopeo_push_s", skopeo_push))
+    interleave(targets, s.rounds, "big_curl_push_s", sustained("big_curl_push_s", curl_push))
+    interleave(targets, s.rounds, "big_skopeo_pull_s", sustained("big_skopeo_pull_s", skopeo_pull))
+    interleave(targets, s.rounds, "big_curl_pull_s", sustained("big_curl_pull_s", curl_pull))
 
     # 3. Request rates at s.connections connections.
     for t in targets:
@@ -334,11 +370,19 @@ def run_phases(targets: list[Target], inputs: Inputs, s: Settings) -> None:
 
     def loaded(key: str, run: Callable[[str], LoadResult], path: str) -> None:
         def fn(t: Target, r: int) -> float:
+            # Sustained: the requests over the load's time plus the time the server went on
+            # working after the load ended (e.g. writing the requests' audit records).
             res = run(t.server.base_url + path)
-            t.loads.setdefault(key, []).append(res.to_json())
+            drain = t.wait_idle()
+            load_s = res.requests / res.requests_per_s if res.requests_per_s else 0.0
+            rate = res.requests / (load_s + drain) if load_s + drain else 0.0
+            t.loads.setdefault(key, []).append(
+                {**res.to_json(), "drain_s": round(drain, 3), "sustained_rps": round(rate, 1)}
+            )
+            t.samples.setdefault(key.replace("_rps", "_load_rps"), []).append(res.requests_per_s)
             if res.suspect:
                 t.suspect.add(key)
-            return res.requests_per_s
+            return rate
 
         interleave(targets, s.rounds, key, fn)
 
@@ -368,7 +412,9 @@ def metrics_of(t: Target, inputs: Inputs, s: Settings) -> dict[str, float]:
         "rss_idle_MiB": t.samples["rss_idle_B"][0] / MiB,
         "rss_big_push_MiB": t.rss.windows["big_push"] / MiB,
         "rss_peak_MiB": t.rss.peak / MiB,
+        "small_push_client_s": min(t.samples["small_push_s_client"]),
         "manifest_get_rps": best_rps["manifest_get_rps"],
+        "manifest_get_load_rps": best_rps["manifest_get_load_rps"],
         "manifest_head_rps": best_rps["manifest_head_rps"],
         "blob_get_rps": best_rps["blob_get_rps"],
         "blob_get_MBps": best_rps["blob_get_rps"] * inputs.load_blob.size / MB,
@@ -387,7 +433,8 @@ def bench(specs: list[ServerSpec], inputs: Inputs, s: Settings, work: Path) -> d
             srv = stack.enter_context(running(spec, twork))
             rss = stack.enter_context(RssSampler(srv.pid))
             log(f"{spec.name}: ready on {srv.base_url} (pid {srv.pid})")
-            targets.append(Target(spec, srv, rss, Skopeo(twork / "skopeo-home", use_userns), twork))
+            skopeo = Skopeo(twork / "skopeo-home", use_userns)
+            targets.append(Target(spec, srv, rss, skopeo, twork, settle=s.settle))
         time.sleep(1.0)
         for t in targets:
             t.samples["rss_idle_B"] = [float(t.rss.sample())]

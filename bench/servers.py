@@ -285,6 +285,57 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system, with that of reaped children) of these processes, in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / _CLK_TCK
+
+
+def wait_idle(
+    root_pid: int,
+    settle: float = 0.0,
+    interval: float = 0.1,
+    busy_below: float = 0.05,
+    timeout: float = 900.0,
+) -> float:
+    """Wait until the process tree of *root_pid* is idle: it used less than *busy_below* of one
+    CPU in every *interval* of a stretch of *settle* seconds (at least one interval). Returns
+    the seconds of the intervals in which it was busy meanwhile: how long the server went on
+    working after the client was done (queued audit records, background jobs such as scans).
+
+    Idle gaps are not counted, so a *settle* longer than the server's job-poll interval catches
+    jobs queued for later without charging the wait for them."""
+    t0 = time.perf_counter()
+    busy = quiet = 0.0
+    pids = process_tree(root_pid)
+    before = cpu_seconds(pids)
+    while quiet < max(settle, interval):
+        start = time.perf_counter()
+        time.sleep(interval)
+        pids = process_tree(root_pid)
+        now = cpu_seconds(pids)
+        elapsed = time.perf_counter() - start
+        if now - before < busy_below * elapsed:
+            quiet += elapsed
+        else:
+            busy += elapsed
+            quiet = 0.0
+        before = now
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"pid {root_pid} still busy after {timeout:.0f} s")
+    return busy
+
+
 class RssSampler:
     """Samples the RSS of a process tree every ``interval`` seconds in a thread.
 

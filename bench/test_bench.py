@@ -161,3 +161,29 @@ def test_gc_bench_small_registry(tmp_path: Path) -> None:
     r = asyncio.run(gc_bench.scenario("t", shape, "fs", "sqlite", tmp_path, None))
     assert r.checks == "ok"
     assert (r.removed_manifests, r.removed_blobs, r.objects_deleted) == (30, 120, 120)
+
+
+def test_wait_idle_charges_busy_time_after_an_idle_gap() -> None:
+    """Work a server starts after a pause (a job poll) is counted; the pause is not."""
+    import subprocess
+    import time
+
+    code = (
+        "import time\n"
+        "time.sleep(0.8)\n"
+        "end = time.process_time() + 0.6\n"
+        "while time.process_time() < end: pass\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.3)  # past the interpreter's start
+        t0 = time.perf_counter()
+        busy = servers.wait_idle(proc.pid, settle=1.5)
+        waited = time.perf_counter() - t0
+        assert 0.4 <= busy <= 1.5, busy  # ~0.6 s of CPU (more wall on a busy machine)
+        assert waited >= 0.5 + 0.6 + 1.5 - 0.3, waited  # it waited through the gap and the work
+        assert servers.wait_idle(proc.pid) < 0.25  # idle now: at most one interval's tail
+    finally:
+        proc.kill()
+        proc.wait()
