@@ -305,11 +305,13 @@ def wait_idle(
     root_pid: int,
     settle: float = 0.0,
     interval: float = 0.1,
-    busy_below: float = 0.05,
+    busy_below: float = 0.15,
     timeout: float = 900.0,
 ) -> float:
     """Wait until the process tree of *root_pid* is idle: it used less than *busy_below* of one
-    CPU in every *interval* of a stretch of *settle* seconds (at least one interval). Returns
+    CPU in every *interval* of a stretch of *settle* seconds (at least one interval). CPU time
+    is counted in clock ticks (10 ms): with the defaults one tick in an interval is idle (timers,
+    a job poll), two are busy. Returns
     the seconds of the intervals in which it was busy meanwhile: how long the server went on
     working after the client was done (queued audit records, background jobs such as scans).
 
