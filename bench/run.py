@@ -261,7 +261,8 @@ def interleave(
         k = r % len(targets)
         for t in targets[k:] + targets[:k]:
             t.wait_idle(settle=0.5)
-            t.samples.setdefault(key, []).append(fn(t, r))
+            with t.rss.window(key):  # which phase makes the peak (the JSON's rss_windows_MiB)
+                t.samples.setdefault(key, []).append(fn(t, r))
     summary = ", ".join(
         f"{t.name} " + "/".join(f"{v:.2f}" for v in t.samples[key]) for t in targets
     )
@@ -448,6 +449,7 @@ def bench(specs: list[ServerSpec], inputs: Inputs, s: Settings, work: Path) -> d
             "metrics": metrics_of(t, inputs, s),
             "samples": t.samples,
             "loads": t.loads,
+            "rss_windows_MiB": {k: round(v / MiB, 1) for k, v in t.rss.windows.items()},
             "invalid": sorted(m for k in t.suspect for m in (k, k.replace("_rps", "_MBps"))),
         }
     return results
