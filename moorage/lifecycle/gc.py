@@ -50,7 +50,13 @@ from ..storage.base import StorageDriver, blob_path
 from . import gc_indexes as _gc_indexes  # noqa: F401 - the indexes join the metadata
 from . import pins
 from .config import GCConfig
-from .tables import gc_blob_review, gc_blob_tombstones, gc_manifest_review, gc_runs
+from .tables import (
+    gc_blob_review,
+    gc_blob_tombstones,
+    gc_manifest_pulls,
+    gc_manifest_review,
+    gc_runs,
+)
 
 log = logging.getLogger("moorage.gc")
 
@@ -572,7 +578,7 @@ class Collector:
             children.add((int(row.repository_id), str(row.digest)))  # referrers
         await conn.execute(sa.delete(mr).where(mr.c.manifest_id.in_(ids)))
         await conn.execute(sa.delete(manifests).where(manifests.c.id.in_(ids)))
-        pulls = pins.gc_manifest_pulls
+        pulls = gc_manifest_pulls
         await conn.execute(
             sa.delete(pulls).where(sa.tuple_(pulls.c.repository_id, pulls.c.digest).in_(pairs))
         )

@@ -28,24 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..audit.events import Action, AuditEvent
-from ..db.meta import Id, Timestamp, metadata
 from ..db.queries import _insert
 from ..db.schema import repositories
-
-# Migration gcbench_0001. Keyed by repository id (a repository deleted takes its pins along).
-gc_manifest_pulls = sa.Table(
-    "gc_manifest_pulls",
-    metadata,
-    sa.Column(
-        "repository_id",
-        Id,
-        sa.ForeignKey("repositories.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("digest", sa.String(200), primary_key=True),
-    sa.Column("pulled_at", Timestamp, nullable=False),
-    sa.Index("ix_gc_manifest_pulls_pulled_at", "pulled_at"),
-)
+from .tables import gc_manifest_pulls
 
 MAX_MEMO = 100_000  # (repository, digest) pairs remembered per process
 

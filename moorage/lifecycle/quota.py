@@ -37,7 +37,6 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..db.meta import Timestamp, metadata
 from ..db.schema import (
     blobs,
     manifest_references,
@@ -49,18 +48,7 @@ from ..db.schema import (
 from ..oci.names import namespace_of, valid_name
 from ..services.errors import Invalid, Missing
 from ..services.rules import QUOTA, ManifestWrite, PolicyDenied, Rule
-
-# One row per namespace with a quota (migration quota_0001). No row: no quota.
-namespace_quotas = sa.Table(
-    "namespace_quotas",
-    metadata,
-    sa.Column("namespace", sa.String(255), primary_key=True),
-    sa.Column("limit_bytes", sa.BigInteger(), nullable=False),
-    # An upper bound of the usage, kept by the pushes (see QuotaRule); NULL: not known yet.
-    sa.Column("usage_bound", sa.BigInteger(), nullable=True),
-    sa.Column("updated_by", sa.String(255), nullable=True),
-    sa.Column("updated_at", Timestamp, nullable=False),
-)
+from .tables import namespace_quotas
 
 MAX_BYTES = 1 << 62  # fits a BIGINT with room; far above any real store
 _UNITS = {

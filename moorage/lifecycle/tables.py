@@ -90,3 +90,31 @@ immutable_tag_rules = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.UniqueConstraint("scope", "target", "pattern"),
 )
+
+
+# Migration gcbench_0001. Keyed by repository id (a repository deleted takes its pins along).
+gc_manifest_pulls = sa.Table(
+    "gc_manifest_pulls",
+    metadata,
+    sa.Column(
+        "repository_id",
+        Id,
+        sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("pulled_at", Timestamp, nullable=False),
+    sa.Index("ix_gc_manifest_pulls_pulled_at", "pulled_at"),
+)
+
+# One row per namespace with a quota (migration quota_0001). No row: no quota.
+namespace_quotas = sa.Table(
+    "namespace_quotas",
+    metadata,
+    sa.Column("namespace", sa.String(255), primary_key=True),
+    sa.Column("limit_bytes", sa.BigInteger(), nullable=False),
+    # An upper bound of the usage, kept by the pushes (see QuotaRule); NULL: not known yet.
+    sa.Column("usage_bound", sa.BigInteger(), nullable=True),
+    sa.Column("updated_by", sa.String(255), nullable=True),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
