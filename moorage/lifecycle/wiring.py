@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..capability import Capability
+from . import gc_indexes as _gc_indexes  # noqa: F401 - the indexes join the metadata
 from . import retention_tables as _retention_tables  # noqa: F401 - tables join the metadata
 from . import tables as _tables  # noqa: F401 - the capability's tables join the metadata
 
