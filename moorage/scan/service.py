@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..config import Config
 from ..db import job_queries
 from ..db import queries as core_q
+from ..db.confcache import ConfigCache
 from ..db.queries import _aware, _insert, now
 from ..oci import mediatypes as mt
 from ..services.context import ServiceContext
@@ -137,6 +138,9 @@ async def on_push_setting(conn: AsyncConnection, namespace: str) -> bool | None:
     ).scalar()
 
 
+_on_push_settings = ConfigCache("scan_settings", on_push_setting)
+
+
 async def set_on_push(conn: AsyncConnection, namespace: str, on_push: bool | None) -> None:
     await conn.execute(sa.delete(scan_settings).where(scan_settings.c.namespace == namespace))
     if on_push is not None:
@@ -201,7 +205,7 @@ class ScanService:
     async def on_push(self, conn: AsyncConnection, event: ManifestPushed) -> None:
         if not scannable(event.media_type, event.artifact_type, event.subject):
             return
-        override = await on_push_setting(conn, namespace_of(event.repository))
+        override = await _on_push_settings.get(conn, namespace_of(event.repository))
         enabled = self.config.scanning.on_push if override is None else override
         if enabled:
             await queue_scan(conn, event.repository, event.digest, force=False)
