@@ -149,20 +149,23 @@ async def set_on_push(conn: AsyncConnection, namespace: str, on_push: bool | Non
         )
 
 
+_SCAN_STATUS = sa.select(scan_results.c.status).where(
+    scan_results.c.digest == sa.bindparam("digest")
+)
+
+
 async def queue_scan(conn: AsyncConnection, repository: str, digest: str, *, force: bool) -> bool:
     """Mark *digest* pending and queue its job (unless a job for it is already queued or
     running). Without *force*, a digest that has a result already is left alone (content is
     immutable: the same image pushed under another tag needs no new inventory). Returns whether
     a scan was queued."""
-    existing = (
-        await conn.execute(sa.select(scan_results.c.status).where(scan_results.c.digest == digest))
-    ).scalar()
+    existing = (await conn.execute(_SCAN_STATUS, {"digest": digest})).scalar()
     if existing is not None and not force and existing != "failed":
         return False
     values = {"status": "pending", "repository": repository, "queued_at": now(), "error": None}
     if existing is None:
-        stmt = _insert(conn, scan_results).values(digest=digest, **values)
-        await conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest"]))
+        stmt = core_q.insert_ignore_stmt(conn, scan_results, ["digest"])
+        await conn.execute(stmt, {"digest": digest, **values})
     elif existing not in ("pending", "running"):
         await conn.execute(
             sa.update(scan_results).where(scan_results.c.digest == digest).values(**values)
