@@ -9,8 +9,8 @@ unless ``--workers``), ``--clients`` concurrent clients. Phase 1: ``--uploads`` 
 ``--tags`` tag PUTs (small image manifests over one shared config blob, a new tag each).
 Prints uploads/s and tag PUTs/s (requests divided by the phase's wall time) and each
 operation's p50 and p99 latency (an upload's latency spans its three requests), and the
-server's CPU time (utime + stime of its process tree, from /proc) per tag PUT over the tag phase
-and ``--idle`` seconds after it, so that deferred work (the scan jobs the pushes queue) counts.
+server's CPU time (utime + stime of its process tree, from /proc) per tag PUT: during the tag
+phase, and deferred (after it, until the server is idle: the scan jobs the pushes queue).
 ``--profile FILE`` records the server with ``py-spy record -f raw`` during the tag phase.
 
 ``metadata`` (issue 9): ``--repos`` repositories, each one config blob and three tagged
@@ -220,10 +220,19 @@ async def concurrency_phase(
     if spy is not None:
         spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
         await asyncio.wait_for(spy.wait(), 60)
-    await asyncio.sleep(args.idle)  # deferred work (the scan jobs the pushes queued)
-    cpu_ms = (cpu_seconds(pids) - cpu0) * 1000 / args.tags if pids and args.tags else float("nan")
+    cpu1 = cpu_seconds(pids)
+    # Deferred work (the scan jobs the pushes queued): until the server has been idle (under 5%
+    # of a core) for 2 s, or --idle seconds.
+    deadline, quiet, last = time.monotonic() + args.idle, 0.0, cpu1
+    while time.monotonic() < deadline and quiet < 2.0:
+        await asyncio.sleep(0.5)
+        now = cpu_seconds(pids)
+        quiet = quiet + 0.5 if now - last < 0.025 else 0.0
+        last = now
+    per_put = 1000 / args.tags if pids and args.tags else float("nan")
     return {
-        "tag_cpu_ms": cpu_ms,
+        "tag_cpu_ms": (cpu1 - cpu0) * per_put,
+        "deferred_cpu_ms": (last - cpu1) * per_put,
         "uploads": args.uploads,
         "uploads_per_s": args.uploads / up_time,
         "upload_p50_s": pct(upload_lat, 0.5),
@@ -249,7 +258,8 @@ def cmd_concurrency(args: argparse.Namespace) -> None:
                 f"{result['uploads_per_s']:.0f} uploads/s (p50 {result['upload_p50_s']:.3f} s, "
                 f"p99 {result['upload_p99_s']:.3f} s); {result['tags_per_s']:.0f} tag PUTs/s "
                 f"(p50 {result['tag_p50_s']:.3f} s, p99 {result['tag_p99_s']:.3f} s); "
-                f"server CPU {result['tag_cpu_ms']:.2f} ms per tag PUT (+{args.idle:g} s idle); "
+                f"server CPU per tag PUT {result['tag_cpu_ms']:.2f} ms in the phase + "
+                f"{result['deferred_cpu_ms']:.2f} ms deferred; "
                 f"load average {Path('/proc/loadavg').read_text().split()[0]}",
                 flush=True,
             )
@@ -331,8 +341,9 @@ def main() -> None:
     c.add_argument(
         "--idle",
         type=float,
-        default=5.0,
-        help="seconds after the tag phase counted in the server's CPU per PUT (deferred jobs)",
+        default=60.0,
+        help="at most this many seconds after the tag phase counted in the server's CPU per PUT "
+        "(deferred jobs; counting stops once the server is idle for 2 s)",
     )
     c.add_argument("--profile", help="py-spy record -f raw of the server during the tag phase")
     c.set_defaults(func=cmd_concurrency)
