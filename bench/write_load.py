@@ -10,7 +10,8 @@ unless ``--workers``), ``--clients`` concurrent clients. Phase 1: ``--uploads`` 
 Prints uploads/s and tag PUTs/s (requests divided by the phase's wall time) and each
 operation's p50 and p99 latency (an upload's latency spans its three requests), and the
 server's CPU time (utime + stime of its process tree, from /proc) per tag PUT: during the tag
-phase, and deferred (after it, until the server is idle: the scan jobs the pushes queue).
+phase, and deferred (after it, until the server is idle for 8 s: the scan jobs the pushes
+queue). ``MOORAGE_JOBS_ENABLED=false`` in the environment measures the PUTs alone.
 ``--profile FILE`` records the server with ``py-spy record -f raw`` during the tag phase.
 
 ``metadata`` (issue 9): ``--repos`` repositories, each one config blob and three tagged
@@ -222,9 +223,10 @@ async def concurrency_phase(
         await asyncio.wait_for(spy.wait(), 60)
     cpu1 = cpu_seconds(pids)
     # Deferred work (the scan jobs the pushes queued): until the server has been idle (under 5%
-    # of a core) for 2 s, or --idle seconds.
+    # of a core) for 8 s — longer than the job runner's poll (jobs.poll_seconds 5 s, +20%
+    # jitter), which may leave the queued jobs alone for that long — or --idle seconds.
     deadline, quiet, last = time.monotonic() + args.idle, 0.0, cpu1
-    while time.monotonic() < deadline and quiet < 2.0:
+    while time.monotonic() < deadline and quiet < 8.0:
         await asyncio.sleep(0.5)
         now = cpu_seconds(pids)
         quiet = quiet + 0.5 if now - last < 0.025 else 0.0
