@@ -8,7 +8,11 @@ unless ``--workers``), ``--clients`` concurrent clients. Phase 1: ``--uploads`` 
 (``--size`` bytes, default 4 KiB), each POST + PATCH + PUT as docker and skopeo do; phase 2:
 ``--tags`` tag PUTs (small image manifests over one shared config blob, a new tag each).
 Prints uploads/s and tag PUTs/s (requests divided by the phase's wall time) and each
-operation's p50 and p99 latency (an upload's latency spans its three requests).
+operation's p50 and p99 latency (an upload's latency spans its three requests), and the
+server's CPU time (utime + stime of its process tree, from /proc) per tag PUT: during the tag
+phase, and deferred (after it, until the server is idle for 8 s: the scan jobs the pushes
+queue). ``MOORAGE_JOBS_ENABLED=false`` in the environment measures the PUTs alone.
+``--profile FILE`` records the server with ``py-spy record -f raw`` during the tag phase.
 
 ``metadata`` (issue 9): ``--repos`` repositories, each one config blob and three tagged
 manifests, pushed by ``--clients`` concurrent clients — monolithic blob uploads (POST ?digest=)
@@ -46,6 +50,7 @@ from bench.servers import (  # noqa: E402
     RunningServer,
     distribution_spec,
     moorage_spec,
+    process_tree,
     running,
 )
 
@@ -85,6 +90,23 @@ def moorage(work: Path, workers: int, env: dict[str, str]) -> Iterator[RunningSe
     spec = moorage_spec(cmd, workers, None, f"moorage-w{workers}", base | env)
     with running(spec, work) as srv:
         yield srv
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of *pids* (gone processes count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def image_manifest(config: bytes, layers: list[tuple[str, int]], note: str) -> bytes:
@@ -139,7 +161,9 @@ def _with_digest(location: str, digest: str) -> str:
 # --- concurrency --------------------------------------------------------------------------------
 
 
-async def concurrency_phase(url: str, args: argparse.Namespace) -> dict[str, object]:
+async def concurrency_phase(
+    url: str, args: argparse.Namespace, pid: int | None = None
+) -> dict[str, object]:
     run = uuid.uuid4().hex[:6]
     upload_lat: list[float] = []
     tag_lat: list[float] = []
@@ -173,8 +197,44 @@ async def concurrency_phase(url: str, args: argparse.Namespace) -> dict[str, obj
         _check(r, 201, "manifest PUT")
         tag_lat.append(time.perf_counter() - t)
 
+    pids = process_tree(pid) if pid else []
+    spy = None
+    if args.profile and pid:
+        spy = await asyncio.create_subprocess_exec(
+            "py-spy",
+            "record",
+            "-f",
+            "raw",
+            "-r",
+            "200",
+            "-o",
+            args.profile,
+            *(["--subprocesses"] if len(pids) > 1 else []),
+            "-p",
+            str(pid),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await asyncio.sleep(1.0)  # let py-spy attach before the phase
+    cpu0 = cpu_seconds(pids)
     tag_time = await pool(url, args.tags, args.clients, tag)
+    if spy is not None:
+        spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        await asyncio.wait_for(spy.wait(), 60)
+    cpu1 = cpu_seconds(pids)
+    # Deferred work (the scan jobs the pushes queued): until the server has been idle (under 5%
+    # of a core) for 8 s — longer than the job runner's poll (jobs.poll_seconds 5 s, +20%
+    # jitter), which may leave the queued jobs alone for that long — or --idle seconds.
+    deadline, quiet, last = time.monotonic() + args.idle, 0.0, cpu1
+    while time.monotonic() < deadline and quiet < 8.0:
+        await asyncio.sleep(0.5)
+        now = cpu_seconds(pids)
+        quiet = quiet + 0.5 if now - last < 0.025 else 0.0
+        last = now
+    per_put = 1000 / args.tags if pids and args.tags else float("nan")
     return {
+        "tag_cpu_ms": (cpu1 - cpu0) * per_put,
+        "deferred_cpu_ms": (last - cpu1) * per_put,
         "uploads": args.uploads,
         "uploads_per_s": args.uploads / up_time,
         "upload_p50_s": pct(upload_lat, 0.5),
@@ -194,12 +254,15 @@ def cmd_concurrency(args: argparse.Namespace) -> None:
             with ctx as db_url:
                 env = {"MOORAGE_DATABASE_URL": db_url} if db_url else {}
                 with moorage(work / backend, args.workers, env) as srv:
-                    result = asyncio.run(concurrency_phase(srv.base_url, args))
+                    result = asyncio.run(concurrency_phase(srv.base_url, args, srv.pid))
             print(
                 f"{backend:10} workers={args.workers} clients={args.clients} size={args.size}: "
                 f"{result['uploads_per_s']:.0f} uploads/s (p50 {result['upload_p50_s']:.3f} s, "
                 f"p99 {result['upload_p99_s']:.3f} s); {result['tags_per_s']:.0f} tag PUTs/s "
-                f"(p50 {result['tag_p50_s']:.3f} s, p99 {result['tag_p99_s']:.3f} s)",
+                f"(p50 {result['tag_p50_s']:.3f} s, p99 {result['tag_p99_s']:.3f} s); "
+                f"server CPU per tag PUT {result['tag_cpu_ms']:.2f} ms in the phase + "
+                f"{result['deferred_cpu_ms']:.2f} ms deferred; "
+                f"load average {Path('/proc/loadavg').read_text().split()[0]}",
                 flush=True,
             )
     finally:
@@ -277,6 +340,14 @@ def main() -> None:
     c.add_argument("--size", type=int, default=4096)
     c.add_argument("--tags", type=int, default=5000)
     c.add_argument("--keep", action="store_true", help="keep the work directory and server log")
+    c.add_argument(
+        "--idle",
+        type=float,
+        default=60.0,
+        help="at most this many seconds after the tag phase counted in the server's CPU per PUT "
+        "(deferred jobs; counting stops once the server is idle for 2 s)",
+    )
+    c.add_argument("--profile", help="py-spy record -f raw of the server during the tag phase")
     c.set_defaults(func=cmd_concurrency)
     m = sub.add_parser("metadata")
     m.add_argument("--repos", type=int, default=3000)

@@ -80,28 +80,31 @@ async def enqueue(
             # Two nodes enqueueing the same key at once: the second waits for the first's commit.
             lock = zlib.crc32(f"{kind}\0{dedupe_key}".encode())
             await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
-        cond = [jobs.c.kind == kind, jobs.c.dedupe_key == dedupe_key]
-        if not dedupe_any_state:
-            cond.append(jobs.c.state.in_(ACTIVE))
-        existing = await conn.scalar(sa.select(jobs.c.id).where(*cond).limit(1))
-        if existing is not None:
+        same = _SAME_KEY_ANY_STATE if dedupe_any_state else _SAME_KEY_ACTIVE
+        if await conn.scalar(same, {"kind": kind, "key": dedupe_key}) is not None:
             return None
     ts = now()
-    result = await conn.execute(
-        sa.insert(jobs)
-        .values(
-            kind=kind,
-            dedupe_key=dedupe_key,
-            payload=payload,
-            state="queued",
-            run_after=run_after or ts,
-            attempts=0,
-            max_attempts=max_attempts,
-            created_at=ts,
-        )
-        .returning(jobs.c.id)
-    )
-    return int(result.scalar_one())
+    values = {
+        "kind": kind,
+        "dedupe_key": dedupe_key,
+        "payload": payload,
+        "state": "queued",
+        "run_after": run_after or ts,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "created_at": ts,
+    }
+    return int((await conn.execute(_INSERT_JOB, values)).scalar_one())
+
+
+# Built once, values bound at execution (enqueue runs in every push's transaction).
+_SAME_KEY_ANY_STATE = (
+    sa.select(jobs.c.id)
+    .where(jobs.c.kind == sa.bindparam("kind"), jobs.c.dedupe_key == sa.bindparam("key"))
+    .limit(1)
+)
+_SAME_KEY_ACTIVE = _SAME_KEY_ANY_STATE.where(jobs.c.state.in_(ACTIVE))
+_INSERT_JOB = sa.insert(jobs).returning(jobs.c.id)
 
 
 async def claim(

@@ -33,21 +33,43 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+# Statements of the push path built once, their values bound at execution: SQLAlchemy then
+# finds the compiled form by the statement's memoized cache key instead of building the
+# statement and its key again (~0.1-0.2 ms a statement on the SQLite writer thread).
+_built: dict[tuple[str, str, tuple[str, ...], bool], Any] = {}
+
+
+def insert_ignore_stmt(
+    conn: AsyncConnection, table: sa.Table, keys: Sequence[str], returning_id: bool = False
+) -> Any:
+    """``INSERT … ON CONFLICT (keys) DO NOTHING [RETURNING id]`` for *table*, built once per
+    dialect; execute it with the row's values as parameters."""
+    key = (conn.dialect.name, table.name, tuple(keys), returning_id)
+    stmt = _built.get(key)
+    if stmt is None:
+        stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=list(keys))
+        if returning_id:
+            stmt = stmt.returning(table.c.id)
+        _built[key] = stmt
+    return stmt
+
+
 async def insert_ignore(
     conn: AsyncConnection, table: sa.Table, values: dict[str, Any], keys: Sequence[str]
 ) -> None:
-    """INSERT that leaves an existing row (same *keys*) alone: concurrent twins are harmless."""
-    stmt = _insert(conn, table).values(**values).on_conflict_do_nothing(index_elements=list(keys))
-    await conn.execute(stmt)
+    """INSERT that leaves an existing row (same *keys*) alone: concurrent twins are harmless.
+    *values* are plain values (bound as parameters), not SQL expressions."""
+    await conn.execute(insert_ignore_stmt(conn, table, keys), values)
 
 
 # --- repositories ---------------------------------------------------------------------------
 
 
+_REPOSITORY_ID = sa.select(repositories.c.id).where(repositories.c.name == sa.bindparam("name"))
+
+
 async def repository_id(conn: AsyncConnection, name: str) -> int | None:
-    return (
-        await conn.execute(sa.select(repositories.c.id).where(repositories.c.name == name))
-    ).scalar()
+    return (await conn.execute(_REPOSITORY_ID, {"name": name})).scalar()
 
 
 async def ensure_repository(conn: AsyncConnection, name: str, namespace: str) -> int:
@@ -142,12 +164,18 @@ async def linked_digests(
 ) -> set[str]:
     if not digests:
         return set()
-    q = (
-        sa.select(blobs.c.digest)
-        .select_from(repository_blobs.join(blobs, blobs.c.id == repository_blobs.c.blob_id))
-        .where(repository_blobs.c.repository_id == repository_id, blobs.c.digest.in_(digests))
+    params = {"repository_id": repository_id, "digests": list(digests)}
+    return {r[0] for r in await conn.execute(_LINKED_DIGESTS, params)}
+
+
+_LINKED_DIGESTS = (
+    sa.select(blobs.c.digest)
+    .select_from(repository_blobs.join(blobs, blobs.c.id == repository_blobs.c.blob_id))
+    .where(
+        repository_blobs.c.repository_id == sa.bindparam("repository_id"),
+        blobs.c.digest.in_(sa.bindparam("digests", expanding=True)),
     )
-    return {r[0] for r in await conn.execute(q)}
+)
 
 
 # --- manifests and tags ---------------------------------------------------------------------
@@ -193,10 +221,18 @@ async def manifest_digests_in(
 ) -> set[str]:
     if not digests:
         return set()
-    q = sa.select(manifests.c.digest).where(
-        manifests.c.repository_id == repository_id, manifests.c.digest.in_(digests)
-    )
-    return {r[0] for r in await conn.execute(q)}
+    params = {"repository_id": repository_id, "digests": list(digests)}
+    return {r[0] for r in await conn.execute(_MANIFEST_DIGESTS_IN, params)}
+
+
+_MANIFEST_DIGESTS_IN = sa.select(manifests.c.digest).where(
+    manifests.c.repository_id == sa.bindparam("repository_id"),
+    manifests.c.digest.in_(sa.bindparam("digests", expanding=True)),
+)
+_MANIFEST_ID = sa.select(manifests.c.id).where(
+    manifests.c.repository_id == sa.bindparam("repository_id"),
+    manifests.c.digest == sa.bindparam("digest"),
+)
 
 
 async def index_listing(conn: AsyncConnection, repository: str, child: str) -> str | None:
@@ -248,20 +284,15 @@ async def insert_manifest(
         },
         ["repository_id", "digest"],
     )
-    manifest_id = (
-        await conn.execute(
-            sa.select(manifests.c.id).where(
-                manifests.c.repository_id == repository_id, manifests.c.digest == digest
-            )
-        )
-    ).scalar_one()
-    for ref_digest, kind in dict.fromkeys(references):
-        await insert_ignore(
-            conn,
-            manifest_references,
-            {"manifest_id": manifest_id, "digest": ref_digest, "kind": kind},
-            ["manifest_id", "digest", "kind"],
-        )
+    params = {"repository_id": repository_id, "digest": digest}
+    manifest_id = (await conn.execute(_MANIFEST_ID, params)).scalar_one()
+    refs = [
+        {"manifest_id": manifest_id, "digest": ref_digest, "kind": kind}
+        for ref_digest, kind in dict.fromkeys(references)
+    ]
+    if refs:  # one executemany
+        stmt = insert_ignore_stmt(conn, manifest_references, ["manifest_id", "digest", "kind"])
+        await conn.execute(stmt, refs)
     return int(manifest_id)
 
 
@@ -275,27 +306,13 @@ async def set_tag(
     take turns and each records what it really replaced (garbage collection reviews that
     manifest and the time machine lists it); a tag created by a concurrent push is then moved."""
     ts = now()
+    key = {"repository_id": repository_id, "name": name}
     for _ in range(3):
-        previous = (
-            await conn.execute(
-                sa.select(tags.c.id, manifests.c.digest)
-                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-                .where(tags.c.repository_id == repository_id, tags.c.name == name)
-                .with_for_update(of=tags)
-            )
-        ).first()
+        previous = (await conn.execute(_TAG_FOR_UPDATE, key)).first()
         if previous is None:
             created = await conn.execute(
-                _insert(conn, tags)
-                .values(
-                    repository_id=repository_id,
-                    name=name,
-                    manifest_id=manifest_id,
-                    created_at=ts,
-                    updated_at=ts,
-                )
-                .on_conflict_do_nothing(index_elements=["repository_id", "name"])
-                .returning(tags.c.id)
+                insert_ignore_stmt(conn, tags, ["repository_id", "name"], returning_id=True),
+                {**key, "manifest_id": manifest_id, "created_at": ts, "updated_at": ts},
             )
             if created.first() is not None:
                 return None
@@ -317,6 +334,16 @@ async def set_tag(
         )
         return str(previous.digest)
     raise RuntimeError(f"tag {name} kept changing while it was set")
+
+
+_TAG_FOR_UPDATE = (
+    sa.select(tags.c.id, manifests.c.digest)
+    .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+    .where(
+        tags.c.repository_id == sa.bindparam("repository_id"), tags.c.name == sa.bindparam("name")
+    )
+    .with_for_update(of=tags)
+)
 
 
 async def delete_tag(conn: AsyncConnection, repository_id: int, name: str) -> str | None:
@@ -564,7 +591,10 @@ async def delete_stale_uploads(conn: AsyncConnection, before: datetime) -> int:
 async def blob_sizes(conn: AsyncConnection, digests: Sequence[str]) -> dict[str, int]:
     if not digests:
         return {}
-    rows = await conn.execute(
-        sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.digest.in_(digests))
-    )
+    rows = await conn.execute(_BLOB_SIZES, {"digests": list(digests)})
     return {r.digest: r.size for r in rows}
+
+
+_BLOB_SIZES = sa.select(blobs.c.digest, blobs.c.size).where(
+    blobs.c.digest.in_(sa.bindparam("digests", expanding=True))
+)

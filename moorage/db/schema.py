@@ -336,4 +336,13 @@ jobs = sa.Table(
     sa.Index("ix_jobs_kind_dedupe_key", "kind", "dedupe_key"),
 )
 
+# One row per table that a process caches (moorage/db/confcache.py): a trigger on the table
+# bumps its generation in the transaction of every change (migration confgen_0001).
+config_generations = sa.Table(
+    "config_generations",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.BigInteger(), nullable=False, server_default="0"),
+)
+
 from . import audit_schema as _audit_schema  # noqa: E402,F401

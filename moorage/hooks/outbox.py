@@ -123,7 +123,7 @@ async def publish(conn: AsyncConnection, event: Event, *, repository: str | None
     repo = repository or (event.target.repository if event.target else None)
     if not repo:
         return 0
-    hooks = (await q.subscribed(conn, [repo], event.kind)).get(repo, [])
+    hooks = await q.subscribed_to(conn, repo, event.kind)
     for hook in hooks:
         await enqueue(conn, hook, [event], repo)
     return len(hooks)
@@ -175,7 +175,7 @@ def _request(_actor: str | None, method: str) -> RequestInfo:
 
 
 async def on_push(conn: AsyncConnection, e: ManifestPushed) -> None:
-    hooks = (await q.subscribed(conn, [e.repository], "push")).get(e.repository)
+    hooks = await q.subscribed_to(conn, e.repository, "push")
     if not hooks:
         return
     facts = await q.manifest_facts(conn, [(e.repository, e.digest)])
@@ -295,7 +295,7 @@ def report_url(repository: str, digest: str) -> str | None:
 async def on_scan_completed(conn: AsyncConnection, e: ScanCompleted) -> None:
     if e.status not in _SCAN_STATUSES:
         return
-    hooks = (await q.subscribed(conn, [e.repository], "scan")).get(e.repository)
+    hooks = await q.subscribed_to(conn, e.repository, "scan")
     if not hooks:
         return
     facts = await q.manifest_facts(conn, [(e.repository, e.digest)])

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.confcache import ConfigCache
 from ..db.schema import manifests, repositories
 from .tables import webhook_attempts, webhook_deliveries, webhooks
 
@@ -215,6 +216,20 @@ async def subscribed(
         if matching:
             out[repo] = matching
     return out
+
+
+async def _subscribed_to(conn: AsyncConnection, key: tuple[str, str]) -> tuple[WebhookRow, ...]:
+    repository, kind = key
+    return tuple((await subscribed(conn, [repository], kind)).get(repository, ()))
+
+
+_subscriptions = ConfigCache("webhooks", _subscribed_to)
+
+
+async def subscribed_to(conn: AsyncConnection, repository: str, kind: str) -> Sequence[WebhookRow]:
+    """:func:`subscribed` for one repository, from this process's cache while the webhooks
+    table is unchanged (moorage/db/confcache.py: exact on every node)."""
+    return await _subscriptions.get(conn, (repository, kind))
 
 
 # --- deliveries --------------------------------------------------------------------------------

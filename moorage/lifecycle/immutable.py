@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..audit import AuditEvent
+from ..db.confcache import ConfigCache
 from ..db.schema import manifests, tags
 from ..oci.names import namespace_of, valid_name
 from ..services.errors import Invalid
@@ -117,6 +118,15 @@ async def patterns_for(conn: AsyncConnection, repository: str) -> list[str]:
     return list(rows.scalars())
 
 
+async def _patterns(conn: AsyncConnection, repository: str) -> tuple[str, ...]:
+    return tuple(await patterns_for(conn, repository))
+
+
+# The rule's reads, cached while the rules table is unchanged (moorage/db/confcache.py: exact
+# on every node: a rule added on one node holds on the next push to any node).
+_rules_cache = ConfigCache("immutable_tag_rules", _patterns)
+
+
 class ImmutabilityRule(Rule):
     name = "immutability"
     order = IMMUTABILITY
@@ -145,7 +155,7 @@ class ImmutabilityRule(Rule):
     async def manifest_write(self, conn: AsyncConnection, write: ManifestWrite) -> None:
         if not write.tags:
             return
-        patterns = await patterns_for(conn, write.repository)
+        patterns = await _rules_cache.get(conn, write.repository)
         if not patterns:
             return
         for tag in write.tags:
@@ -171,7 +181,7 @@ class ImmutabilityRule(Rule):
             )
 
     async def reference_delete(self, conn: AsyncConnection, delete: ReferenceDelete) -> None:
-        patterns = await patterns_for(conn, delete.repository)
+        patterns = await _rules_cache.get(conn, delete.repository)
         if not patterns:
             return
         if delete.tag is not None:

@@ -38,6 +38,8 @@ class Queues:
         return await q.repository_id(conn, repository)
 
     async def manifest_pushed(self, conn: AsyncConnection, e: ManifestPushed) -> None:
+        if e.tags and not e.replaced:
+            return  # new tags make no garbage (and the lookup below is a statement per push)
         repo_id = await self._repo_id(conn, e.repository)
         if repo_id is None:
             return

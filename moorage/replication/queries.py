@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.confcache import ConfigCache
 from ..db.queries import _aware, insert_ignore, now
 from .tables import (
     replication_executions as ex,
@@ -251,6 +252,19 @@ async def event_policies(conn: AsyncConnection) -> list[PolicyRow]:
     """Enabled push policies triggered by pushes and deletes (read in the push's transaction)."""
     q = _policies().where(pol.c.on_event.is_(True), pol.c.enabled.is_(True))
     return [_policy(r) for r in await conn.execute(q.where(pol.c.direction == "push"))]
+
+
+async def _event_policies(conn: AsyncConnection, _key: None) -> tuple[PolicyRow, ...]:
+    return tuple(await event_policies(conn))
+
+
+_event_policies_cache = ConfigCache("replication_policies", _event_policies)
+
+
+async def cached_event_policies(conn: AsyncConnection) -> tuple[PolicyRow, ...]:
+    """:func:`event_policies` from this process's cache while the policies table is unchanged
+    (moorage/db/confcache.py: exact on every node)."""
+    return await _event_policies_cache.get(conn, None)
 
 
 async def cron_policies(conn: AsyncConnection) -> list[PolicyRow]:

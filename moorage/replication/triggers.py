@@ -51,7 +51,7 @@ class EventTriggers:
         return actor in await q.site_accounts(conn)
 
     async def _policies(self, conn: AsyncConnection, repo: str, actor: str | None) -> list[Any]:
-        found = await q.event_policies(conn)
+        found = await q.cached_event_policies(conn)
         if not found:
             return []
         replicated = await self._replicated(conn, actor)

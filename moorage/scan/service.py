@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..config import Config
 from ..db import job_queries
 from ..db import queries as core_q
+from ..db.confcache import ConfigCache
 from ..db.queries import _aware, _insert, now
 from ..oci import mediatypes as mt
 from ..services.context import ServiceContext
@@ -137,6 +138,9 @@ async def on_push_setting(conn: AsyncConnection, namespace: str) -> bool | None:
     ).scalar()
 
 
+_on_push_settings = ConfigCache("scan_settings", on_push_setting)
+
+
 async def set_on_push(conn: AsyncConnection, namespace: str, on_push: bool | None) -> None:
     await conn.execute(sa.delete(scan_settings).where(scan_settings.c.namespace == namespace))
     if on_push is not None:
@@ -145,20 +149,23 @@ async def set_on_push(conn: AsyncConnection, namespace: str, on_push: bool | Non
         )
 
 
+_SCAN_STATUS = sa.select(scan_results.c.status).where(
+    scan_results.c.digest == sa.bindparam("digest")
+)
+
+
 async def queue_scan(conn: AsyncConnection, repository: str, digest: str, *, force: bool) -> bool:
     """Mark *digest* pending and queue its job (unless a job for it is already queued or
     running). Without *force*, a digest that has a result already is left alone (content is
     immutable: the same image pushed under another tag needs no new inventory). Returns whether
     a scan was queued."""
-    existing = (
-        await conn.execute(sa.select(scan_results.c.status).where(scan_results.c.digest == digest))
-    ).scalar()
+    existing = (await conn.execute(_SCAN_STATUS, {"digest": digest})).scalar()
     if existing is not None and not force and existing != "failed":
         return False
     values = {"status": "pending", "repository": repository, "queued_at": now(), "error": None}
     if existing is None:
-        stmt = _insert(conn, scan_results).values(digest=digest, **values)
-        await conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest"]))
+        stmt = core_q.insert_ignore_stmt(conn, scan_results, ["digest"])
+        await conn.execute(stmt, {"digest": digest, **values})
     elif existing not in ("pending", "running"):
         await conn.execute(
             sa.update(scan_results).where(scan_results.c.digest == digest).values(**values)
@@ -201,7 +208,7 @@ class ScanService:
     async def on_push(self, conn: AsyncConnection, event: ManifestPushed) -> None:
         if not scannable(event.media_type, event.artifact_type, event.subject):
             return
-        override = await on_push_setting(conn, namespace_of(event.repository))
+        override = await _on_push_settings.get(conn, namespace_of(event.repository))
         enabled = self.config.scanning.on_push if override is None else override
         if enabled:
             await queue_scan(conn, event.repository, event.digest, force=False)
