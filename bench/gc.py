@@ -53,6 +53,7 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
 
 from moorage.db import engine as db_engine  # noqa: E402
+from moorage.db.meta import metadata  # noqa: E402
 from moorage.db.schema import (  # noqa: E402
     blobs,
     manifest_references,
@@ -172,8 +173,11 @@ class Rows:
                     )
             self._db.commit()
         else:
+            # Parents before children: PostgreSQL checks the foreign keys (a chunk can start
+            # with a link to a blob whose row is later in the same chunk).
+            order = {t: i for i, t in enumerate(metadata.sorted_tables)}
             async with self.engine.begin() as conn:
-                for table, rows in self.pending.items():
+                for table, rows in sorted(self.pending.items(), key=lambda kv: order[kv[0]]):
                     if rows:
                         await conn.execute(sa.insert(table), rows)
         self.pending = {}

@@ -39,7 +39,7 @@ class GCConfig(BaseModel):
         "pull is recorded from the audit log's batches, never on the pull's path; 0: no pins).",
     )
     batch_size: int = Field(
-        500, ge=1, le=10000, description="Review rows one transaction claims and decides."
+        2000, ge=1, le=10000, description="Review rows one transaction claims and decides."
     )
     delete_concurrency: int = Field(
         16, ge=1, le=256, description="Storage deletes run at once (filesystem, single S3 keys)."
