@@ -305,13 +305,14 @@ def wait_idle(
     root_pid: int,
     settle: float = 0.0,
     interval: float = 0.1,
-    busy_below: float = 0.15,
+    busy_below: float = 0.25,
     timeout: float = 900.0,
 ) -> float:
     """Wait until the process tree of *root_pid* is idle: it used less than *busy_below* of one
     CPU in every *interval* of a stretch of *settle* seconds (at least one interval). CPU time
-    is counted in clock ticks (10 ms): with the defaults one tick in an interval is idle (timers,
-    a job poll), two are busy. Returns
+    is counted in clock ticks (10 ms) over the whole tree: with the defaults up to two ticks in an
+    interval are idle (timers and polls of a supervisor and its workers: an idle two-worker
+    Moorage uses ~2 ticks a second), three are busy (background work runs at a full core: 10). Returns
     the seconds of the intervals in which it was busy meanwhile: how long the server went on
     working after the client was done (queued audit records, background jobs such as scans).
 
