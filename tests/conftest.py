@@ -386,6 +386,20 @@ def admin_cli(server: MoorageServer, *args: str, stdin: str | None = None) -> st
     return r.stdout
 
 
+def org_with_admin_developer(
+    server: MoorageServer, password: str, org_prefix: str, user_prefix: str
+) -> tuple[str, str]:
+    """A new organization and a new user (*password*) who administers it through its team
+    ``devs``: (organization, user), their names the prefixes plus a random suffix."""
+    s = uuid.uuid4().hex[:6]
+    org, user = f"{org_prefix}{s}", f"{user_prefix}{s}"
+    admin_cli(server, "create-user", user, "--password-stdin", stdin=password + "\n")
+    admin_cli(server, "create-org", org)
+    admin_cli(server, "create-team", org, "devs", "--member", user)
+    admin_cli(server, "grant", "admin", org, "--team", f"{org}/devs")
+    return org, user
+
+
 # --- parallel runs (pytest-xdist, `--dist loadgroup`; see docs/ci.md) ------------------------
 
 

@@ -27,9 +27,9 @@ from tests.conftest import (
     ADMIN_PASSWORD,
     BACKENDS,
     MoorageServer,
-    admin_cli,
     error_code,
     image_manifest,
+    org_with_admin_developer,
     postgres_database,
     put_manifest,
 )
@@ -89,13 +89,7 @@ def _generations(node: MoorageServer) -> dict[str, int]:
 
 
 def _developer(node: MoorageServer) -> tuple[str, str]:
-    s = uuid.uuid4().hex[:6]
-    org, user = f"cc{s}", f"dev{s}"
-    admin_cli(node, "create-user", user, "--password-stdin", stdin=PASSWORD + "\n")
-    admin_cli(node, "create-org", org)
-    admin_cli(node, "create-team", org, "devs", "--member", user)
-    admin_cli(node, "grant", "admin", org, "--team", f"{org}/devs")
-    return org, user
+    return org_with_admin_developer(node, PASSWORD, "cc", "dev")
 
 
 def test_an_immutability_rule_changed_on_one_node_holds_on_the_other_at_once(

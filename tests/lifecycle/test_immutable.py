@@ -4,16 +4,14 @@ with its manifest) — DENIED naming the rule — except by a system administrat
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 
 from ..conftest import (
     ADMIN_PASSWORD,
     MoorageServer,
-    admin_cli,
     error_code,
     image_manifest,
+    org_with_admin_developer,
     put_manifest,
     sha256,
 )
@@ -23,13 +21,7 @@ PASSWORD = "immutable-test-password-1"
 
 
 def setup_org(server: MoorageServer) -> tuple[str, str]:
-    s = uuid.uuid4().hex[:6]
-    org, user = f"imm{s}", f"dev{s}"
-    admin_cli(server, "create-user", user, "--password-stdin", stdin=PASSWORD + "\n")
-    admin_cli(server, "create-org", org)
-    admin_cli(server, "create-team", org, "devs", "--member", user)
-    admin_cli(server, "grant", "admin", org, "--team", f"{org}/devs")
-    return org, user
+    return org_with_admin_developer(server, PASSWORD, "imm", "dev")
 
 
 def test_immutable_tags_cannot_move_or_go(auth_gc: MoorageServer) -> None:

@@ -26,6 +26,7 @@ from ..conftest import (
     admin_cli,
     error_code,
     image_manifest,
+    org_with_admin_developer,
     put_manifest,
     sha256,
 )
@@ -35,13 +36,7 @@ PASSWORD = "quota-test-password-1"
 
 
 def setup_org(server: MoorageServer) -> tuple[str, str]:
-    s = uuid.uuid4().hex[:6]
-    org, user = f"quo{s}", f"qdev{s}"
-    admin_cli(server, "create-user", user, "--password-stdin", stdin=PASSWORD + "\n")
-    admin_cli(server, "create-org", org)
-    admin_cli(server, "create-team", org, "devs", "--member", user)
-    admin_cli(server, "grant", "admin", org, "--team", f"{org}/devs")
-    return org, user
+    return org_with_admin_developer(server, PASSWORD, "quo", "qdev")
 
 
 def image_size(manifest: bytes, blobs: dict[str, int]) -> int:
