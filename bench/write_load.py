@@ -48,10 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rawhttp import Connection, Response  # noqa: E402
 from bench.servers import (  # noqa: E402
     RunningServer,
+    cpu_seconds,
     distribution_spec,
     moorage_spec,
     process_tree,
     running,
+    wait_idle,
 )
 
 PG_ADMIN_URL = os.environ.get("MOORAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -90,23 +92,6 @@ def moorage(work: Path, workers: int, env: dict[str, str]) -> Iterator[RunningSe
     spec = moorage_spec(cmd, workers, None, f"moorage-w{workers}", base | env)
     with running(spec, work) as srv:
         yield srv
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of *pids* (gone processes count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICK
 
 
 def image_manifest(config: bytes, layers: list[tuple[str, int]], note: str) -> bytes:
@@ -225,12 +210,10 @@ async def concurrency_phase(
     # Deferred work (the scan jobs the pushes queued): until the server has been idle (under 5%
     # of a core) for 8 s — longer than the job runner's poll (jobs.poll_seconds 5 s, +20%
     # jitter), which may leave the queued jobs alone for that long — or --idle seconds.
-    deadline, quiet, last = time.monotonic() + args.idle, 0.0, cpu1
-    while time.monotonic() < deadline and quiet < 8.0:
-        await asyncio.sleep(0.5)
-        now = cpu_seconds(pids)
-        quiet = quiet + 0.5 if now - last < 0.025 else 0.0
-        last = now
+    if pid:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.to_thread(wait_idle, pid, 8.0, 0.5, 0.05, args.idle)
+    last = cpu_seconds(pids)
     per_put = 1000 / args.tags if pids and args.tags else float("nan")
     return {
         "tag_cpu_ms": (cpu1 - cpu0) * per_put,
@@ -345,7 +328,7 @@ def main() -> None:
         type=float,
         default=60.0,
         help="at most this many seconds after the tag phase counted in the server's CPU per PUT "
-        "(deferred jobs; counting stops once the server is idle for 2 s)",
+        "(deferred jobs; counting stops once the server is idle for 8 s)",
     )
     c.add_argument("--profile", help="py-spy record -f raw of the server during the tag phase")
     c.set_defaults(func=cmd_concurrency)
