@@ -50,6 +50,7 @@ from ..storage.base import StorageDriver, blob_path
 from . import gc_indexes as _gc_indexes  # noqa: F401 - the indexes join the metadata
 from . import pins
 from .config import GCConfig
+from .gc_queue import queue_blobs, utcnow
 from .tables import (
     gc_blob_review,
     gc_blob_tombstones,
@@ -64,10 +65,6 @@ GC_PASS = "lifecycle.gc"
 # Tombstones whose bytes are gone are kept this long (an upload that wrote its bytes before the
 # delete and commits after it must still find one).
 TOMBSTONE_KEEP = timedelta(days=1)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def aware(ts: datetime | None) -> datetime | None:
@@ -89,91 +86,6 @@ def _retryable(exc: DBAPIError) -> bool:
 
 def _pg(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
-
-
-# --- queueing (called in the transactions of the changes) ------------------------------------
-
-
-async def queue_blobs(
-    conn: AsyncConnection, digests: Sequence[str], review_after: datetime, reason: str
-) -> None:
-    """Queue blobs for review: a plain INSERT (the queues are append-only), so queueing never
-    waits on a row a collector has claimed, and is never lost to a decision taken before it."""
-    if not digests:
-        return
-    ts = utcnow()
-    rows = [
-        {"digest": d, "review_after": review_after, "reason": reason, "created_at": ts}
-        for d in sorted(set(digests))
-    ]
-    await conn.execute(sa.insert(gc_blob_review), rows)
-
-
-async def queue_manifests(
-    conn: AsyncConnection,
-    repository_id: int,
-    digests: Sequence[str],
-    review_after: datetime,
-    reason: str,
-) -> None:
-    if not digests:
-        return
-    ts = utcnow()
-    rows = [
-        {
-            "repository_id": repository_id,
-            "digest": d,
-            "review_after": review_after,
-            "reason": reason,
-            "created_at": ts,
-        }
-        for d in sorted(set(digests))
-    ]
-    await conn.execute(sa.insert(gc_manifest_review), rows)
-
-
-async def queue_repository_blobs(
-    conn: AsyncConnection, repository_id: int, review_after: datetime
-) -> None:
-    """Every blob linked into a repository about to be deleted."""
-    sel = (
-        sa.select(
-            blobs.c.digest,
-            sa.literal(review_after, gc_blob_review.c.review_after.type),
-            sa.literal("repository_deleted"),
-            sa.literal(utcnow(), gc_blob_review.c.created_at.type),
-        )
-        .select_from(repository_blobs.join(blobs, blobs.c.id == repository_blobs.c.blob_id))
-        .where(repository_blobs.c.repository_id == repository_id)
-    )
-    stmt = sa.insert(gc_blob_review).from_select(
-        ["digest", "review_after", "reason", "created_at"], sel
-    )
-    await conn.execute(stmt)
-
-
-async def manifest_dependents(
-    conn: AsyncConnection, repository_id: int, manifest_id: int, digest: str
-) -> tuple[list[str], list[str]]:
-    """(blobs, manifests) whose review a manifest's removal calls for: its blobs; its children
-    and its referrers in the same repository."""
-    refs = (
-        await conn.execute(
-            sa.select(manifest_references.c.digest, manifest_references.c.kind).where(
-                manifest_references.c.manifest_id == manifest_id
-            )
-        )
-    ).all()
-    blob_refs = [r.digest for r in refs if r.kind == "blob"]
-    child_refs = [r.digest for r in refs if r.kind == "manifest"]
-    referrers = (
-        await conn.execute(
-            sa.select(manifests.c.digest).where(
-                manifests.c.repository_id == repository_id, manifests.c.subject_digest == digest
-            )
-        )
-    ).scalars()
-    return blob_refs, child_refs + list(referrers)
 
 
 # --- the pass ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ..services.errors import ManifestBlobUnknown, Unavailable
 from ..services.events import ManifestPushed, RepositoryDeleted, TagDeleted
 from ..services.rules import ManifestWrite, ReferenceDelete, Rule, RuleChain
 from .config import GCConfig
-from .gc import (
+from .gc_queue import (
     manifest_dependents,
     queue_blobs,
     queue_manifests,
@@ -52,7 +52,9 @@ class Queues:
     async def tag_deleted(self, conn: AsyncConnection, e: TagDeleted) -> None:
         repo_id = await self._repo_id(conn, e.repository)
         if repo_id is not None:
-            await queue_manifests(conn, repo_id, [e.digest], utcnow() + self._after(), "tag_deleted")
+            await queue_manifests(
+                conn, repo_id, [e.digest], utcnow() + self._after(), "tag_deleted"
+            )
 
     async def repository_deleted(self, conn: AsyncConnection, e: RepositoryDeleted) -> None:
         repo_id = await self._repo_id(conn, e.repository)
