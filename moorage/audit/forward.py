@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from .. import __version__
+from ..aio import cancel_and_wait
 from .config import SYSLOG_FACILITIES, HTTPForwardConfig, SyslogConfig, split_host_port
 from .events import AuditRecord, format_time
 
@@ -95,11 +96,8 @@ class Forwarder:
                     async with asyncio.timeout(grace):
                         await self._idle.wait()
             self._closing.set()  # the loop ends even if a cancellation below gets lost
-            while not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                task.result()
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(task)
         if self._queue:
             log.warning(
                 "audit %s forwarding stopped with %d record(s) undelivered",

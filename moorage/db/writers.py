@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..aio import cancel_and_wait
 from .engine import writer_queue_for
 from .hotpath import HotReads, PostgresHotReads
 from .inline import InlineConnection, NotInline, inline_scope, sync_engine_for
@@ -434,11 +435,7 @@ class PostgresWritePath:
         return outcomes
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         self._queue = None  # the pool belongs to the hot reads
 

@@ -15,6 +15,7 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..aio import cancelling
 from ..db.metrics_queries import MAX_KINDS, Snapshot, read_snapshot
 from .definitions import JOB_STATES, METRICS, MoorageMetrics
 
@@ -55,6 +56,8 @@ class DatabaseGauges:
                 async with self.engine.connect() as conn:
                     snap = await read_snapshot(conn)
             except Exception as exc:  # noqa: BLE001 - reported as a metric, never raised
+                if cancelling():  # a cancelled read, turned into another error on cleanup
+                    raise asyncio.CancelledError from exc
                 log.warning("metrics: cannot read figures from the database: %s", exc)
                 self.metrics.database_refresh_ok.set(0)
                 self.read_at = time.monotonic()

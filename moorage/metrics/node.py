@@ -18,7 +18,6 @@ another process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..aio import cancel_and_wait
 from ..config import MetricsConfig
 from .database import DatabaseGauges
 from .definitions import METRICS, MoorageMetrics
@@ -102,10 +102,7 @@ class NodeMetrics:
             log.info("metrics on http://%s:%d/metrics", self.host, self.port_server.port)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self.port_server is not None:
             self.port_server.stop()

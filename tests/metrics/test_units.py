@@ -387,3 +387,36 @@ def test_moorage_config_masks_the_scrape_token_and_the_oidc_secret() -> None:
     assert doc["metrics"]["token"] == "***" and doc["auth"]["oidc"]["client_secret"] == "***"
     assert doc["auth"]["token"]["issuer"] == "moorage"
     assert "0123456789" not in r.stdout and "secret-0123" not in r.stdout
+
+
+async def test_a_refresh_loop_stops_when_its_cancelled_read_fails_on_cleanup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's shutdown cancels the refresh loop. When the cancellation hit a read, SQLAlchemy
+    could raise another error while cleaning up the connection ("Can't reconnect until invalid
+    transaction is rolled back"); the loop logged it as a failed read and went on, and the
+    worker's shutdown waited for it forever (stop 20's CI: a two-worker server never exited)."""
+    import moorage.metrics.database as database
+
+    reading = asyncio.Event()
+
+    async def read_then_fail_on_cancel(conn: Any, *_: Any) -> Any:
+        reading.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise sa.exc.InvalidRequestError(
+                "Can't reconnect until invalid transaction is rolled back."
+            ) from None
+
+    monkeypatch.setattr(database, "read_snapshot", read_then_fail_on_cancel)
+    engine = create_engine(f"sqlite:///{tmp_path}/m.db", 1)
+    try:
+        gauges = DatabaseGauges(engine, _metrics(), ttl=0.01)
+        task = asyncio.create_task(gauges.run())
+        await asyncio.wait_for(reading.wait(), 10)
+        task.cancel()  # once, as NodeMetrics.stop did
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done and task.cancelled()
+    finally:
+        await engine.dispose()
