@@ -6,7 +6,8 @@ ends with one line on standard error, ``moorage: cannot start: <what is wrong>; 
 and a non-zero exit code; the traceback goes to the log at debug level only
 (``MOORAGE_LOG_LEVEL=debug``). Configuration errors have their own line (moorage/config.py).
 
-The checks here run before anything else starts (:func:`check_port`, :func:`check_database`);
+The checks here run before anything else starts (:func:`check_port`, :func:`check_disk`,
+:func:`check_database`);
 :func:`explain` turns whatever else fails during start into the line.
 """
 
@@ -69,6 +70,32 @@ def _free_bytes(path: str) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def _no_space(place: str, free: int | None) -> str:
+    shown = "unknown" if free is None else f"{free // 1024} KiB"
+    return (
+        f"no space left on the disk holding {os.path.abspath(place)} ({shown} free); free "
+        "space there (or move data_dir / database.url to a larger disk) and start again"
+    )
+
+
+def _disks(data_dir: str | None, database_url: str | None) -> list[str]:
+    """The places whose disk a start needs room on: the data directory, the SQLite file."""
+    return [p for p in (data_dir, _sqlite_path(database_url or "")) if p]
+
+
+def check_disk(data_dir: str, database_url: str) -> None:
+    """Refuse to start on a disk (nearly) full: the data directory's and the SQLite file's.
+
+    Whether a start on a full disk fails at all would otherwise depend on what the last process
+    left there: with the database's -wal and -shm files still present (a process killed, or one
+    that did not close every connection) SQLite opens, reads, and the server starts, then fails
+    every write — pushes, audit records, jobs — one request at a time."""
+    for place in _disks(data_dir, database_url):
+        free = _free_bytes(place)
+        if free is not None and free < NEARLY_FULL:
+            raise StartupError(_no_space(place, free))
+
+
 def describe_database(url: str) -> str:
     """Where the database is, without its password."""
     if url.startswith("sqlite"):
@@ -97,7 +124,7 @@ def explain(
         if isinstance(e, ConfigError):
             return f"configuration error: {_one_line(str(e), 400)}"
     # A full disk: ENOSPC anywhere, or SQLite's write errors on a disk (nearly) full.
-    places = [p for p in (data_dir, _sqlite_path(database_url or "")) if p]
+    places = _disks(data_dir, database_url)
     for e in chain:
         text = str(e).lower()
         enospc = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -108,12 +135,7 @@ def explain(
             for place in places:
                 free = _free_bytes(place)
                 if enospc or (free is not None and free < NEARLY_FULL):
-                    shown = "unknown" if free is None else f"{free // 1024} KiB"
-                    return (
-                        f"no space left on the disk holding {os.path.abspath(place)} "
-                        f"({shown} free); free space there (or move data_dir / database.url "
-                        "to a larger disk) and start again"
-                    )
+                    return _no_space(place, free)
             if enospc:
                 return f"no space left on a disk ({_one_line(str(e))}); free space and start again"
     db = describe_database(database_url) if database_url else "the database"

@@ -29,18 +29,20 @@ def _prepare(config: Config) -> None:
     """What both process kinds do before starting: check the store settings, create the data
     directory, apply migrations (``database.migrate_on_start``) and, with access control on,
     create the first administrator and signing key."""
-    from ..auth.bootstrap import bootstrap
     from ..db.engine import upgrade_sync
     from ..logs import setup_logging
-    from ..startup import check_database
+    from ..startup import check_database, check_disk
 
     setup_logging(config.log.format, config.log.level)
     check_storage(config)
     os.makedirs(config.data_dir, exist_ok=True)
+    check_disk(config.data_dir, config.database_url)
     check_database(config.database_url)
     if config.database.migrate_on_start:
         upgrade_sync(config.database_url)
     if config.auth.enabled:
+        from ..auth.bootstrap import bootstrap
+
         asyncio.run(bootstrap(config))
 
 

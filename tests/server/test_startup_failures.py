@@ -14,9 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import BACKENDS, PG_ADMIN_URL, free_port, postgres_database
@@ -160,42 +162,48 @@ def test_full_disk_fresh_and_existing(tmp_path: Path) -> None:
         assert "free space there" in line
         (mount / "filler").unlink()
 
-        # A registry that ran, then its disk filled up.
+        # A registry that ran, then its disk filled up: after a clean stop, and after a crash
+        # while the disk was full (SQLite's -wal and -shm files left behind: SQLite then opens
+        # and reads, and the server would start and fail every write instead).
         data = mount / "data"
-        port = free_port()
-        with open(tmp_path / "first.log", "wb") as log:
-            first = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "moorage.cli",
-                    "serve",
-                    "--no-auth",
-                    "--data-dir",
-                    str(data),
-                    "--port",
-                    str(port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            import httpx
-
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                if first.poll() is not None:
-                    raise AssertionError((tmp_path / "first.log").read_text())
-                import time
-
-                time.sleep(0.1)
-        finally:
-            first.terminate()
-            first.wait(30)
-        fill(mount)
-        code, out = serve(data)
-        line = last_line(out)
-        assert code == 1, out
-        assert f"no space left on the disk holding {data}" in line, line
+        for ending in ("stopped", "crashed"):
+            port = free_port()
+            with open(tmp_path / "first.log", "wb") as log:
+                first = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "moorage.cli",
+                        "serve",
+                        "--no-auth",
+                        "--data-dir",
+                        str(data),
+                        "--port",
+                        str(port),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                for _ in range(300):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                            break
+                    if first.poll() is not None:
+                        raise AssertionError((tmp_path / "first.log").read_text())
+                    time.sleep(0.1)
+                if ending == "crashed":
+                    fill(mount)
+                    first.kill()
+            finally:
+                first.terminate()
+                first.wait(30)
+            if ending == "stopped":
+                fill(mount)
+            else:
+                assert (data / "moorage.db-wal").exists()
+            code, out = serve(data)
+            line = last_line(out)
+            assert code == 1, out
+            assert f"no space left on the disk holding {data}" in line, line
+            (mount / "filler").unlink()
