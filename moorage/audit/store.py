@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db.audit_schema import audit_anchor, audit_events
 from ..db.catalog_queries import bump_counters
-from ..db.engine import serialize, writer
+from ..db.engine import reader, serialize, writer
 from .events import (
     GENESIS_HASH,
     Action,
@@ -343,11 +343,6 @@ def activity(events: Sequence[AuditEvent]) -> tuple[Counts, Counts]:
 # --- reads ---------------------------------------------------------------------------------
 
 
-def _reader(engine: AsyncEngine) -> AsyncEngine:
-    """Reads never take SQLite's write lock, even when handed ``writer(engine)``."""
-    return engine.execution_options(moorage_write=False)
-
-
 async def _snapshot(conn: AsyncConnection) -> AsyncConnection:
     if conn.dialect.name == "postgresql":
         return await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -365,7 +360,7 @@ async def query(
     """One page of records matching *filters*: newest first by default (``order="asc"``:
     oldest first). ``cursor`` is the ``next_cursor`` of the previous page (the last id seen)."""
     limit = max(1, min(int(limit), MAX_PAGE))
-    async with _reader(engine).connect() as conn:
+    async with reader(engine).connect() as conn:
         rows = await _page(conn, filters or AuditFilter(), cursor, limit + 1, order)
     more = len(rows) > limit
     events = rows[:limit]
@@ -417,7 +412,7 @@ async def iter_records(
 ) -> AsyncGenerator[AuditRecord, None]:
     """Every matching record, page by page inside one snapshot (constant memory)."""
     filters = filters or AuditFilter()
-    async with _reader(engine).connect() as conn:
+    async with reader(engine).connect() as conn:
         conn = await _snapshot(conn)
         async with conn.begin():
             cursor: int | None = None
@@ -431,7 +426,7 @@ async def iter_records(
 
 
 async def count(engine: AsyncEngine) -> int:
-    async with _reader(engine).connect() as conn:
+    async with reader(engine).connect() as conn:
         return int(
             (await conn.execute(sa.select(sa.func.count()).select_from(audit_events))).scalar_one()
         )
@@ -442,7 +437,7 @@ async def count(engine: AsyncEngine) -> int:
 
 async def verify(engine: AsyncEngine) -> VerifyResult:
     """Walk the whole chain in id order, in one snapshot; report the first bad record."""
-    async with _reader(engine).connect() as conn:
+    async with reader(engine).connect() as conn:
         conn = await _snapshot(conn)
         async with conn.begin():
             anchor = await read_anchor(conn)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db import access_queries as aq
 from ..db import session_queries as sq
-from ..db.engine import writer
+from ..db.engine import reader, writer
 from ..db.queries import now
 from .passwords import hash_secret
 
@@ -53,6 +53,7 @@ class PATOwner:
 class PersonalTokens:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._read = reader(engine)  # built once: the same pool, never SQLite's write lock
         self._touched: dict[int, float] = {}
 
     @staticmethod
@@ -80,7 +81,7 @@ class PersonalTokens:
         m = PAT_RE.match(token.strip())
         if m is None:
             return None
-        async with self.engine.connect() as conn:
+        async with self._read.connect() as conn:
             row = await sq.token_by_prefix(conn, m.group(1))
             user = await aq.user_by_id(conn, row.user_id) if row is not None else None
         stored = row.token_hash if row is not None else None
@@ -102,7 +103,7 @@ class PersonalTokens:
     async def current_scopes(self, user_id: int, token_id: int) -> frozenset[str] | None:
         """The scopes of *user_id*'s token *token_id* while it is usable (not revoked, not
         expired), else None: bearer tokens issued for it are re-checked with this."""
-        async with self.engine.connect() as conn:
+        async with self._read.connect() as conn:
             row = await sq.token_by_id(conn, user_id, token_id)
         if row is None or not row.usable(now()):
             return None

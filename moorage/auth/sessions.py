@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from ..db import session_queries as sq
-from ..db.engine import writer
+from ..db.engine import reader, writer
 from ..db.queries import now
 from .config import SessionConfig
 
@@ -52,6 +52,7 @@ def _plausible(cookie_value: str) -> bool:
 class SessionStore:
     def __init__(self, engine: AsyncEngine, config: SessionConfig) -> None:
         self.engine = engine
+        self._read = reader(engine)  # built once: the same pool, never SQLite's write lock
         self.config = config
 
     @property
@@ -80,7 +81,7 @@ class SessionStore:
         if not cookie_value or not _plausible(cookie_value):
             return None
         sid = session_id(cookie_value)
-        async with self.engine.connect() as conn:
+        async with self._read.connect() as conn:
             row = await sq.session_by_id(conn, sid)
         if row is None:
             return None

@@ -37,6 +37,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db import access_queries as aq
+from ..db.engine import reader
 from ..db.queries import now
 from .config import LockoutConfig
 
@@ -54,6 +55,7 @@ class Throttled(Exception):
 class LoginThrottle:
     def __init__(self, write_engine: AsyncEngine, config: LockoutConfig) -> None:
         self.engine = write_engine
+        self._read = reader(write_engine)  # built once: the same pool, never the write lock
         self.config = config
         self._gates: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -95,7 +97,7 @@ class LoginThrottle:
         lo = self.config
         ts = now()
         window = timedelta(seconds=lo.window)
-        async with self.engine.connect() as conn:
+        async with self._read.connect() as conn:
             rows = await aq.counters(conn, list(k.values()))
 
         def failures(name: str) -> int:

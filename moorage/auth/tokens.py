@@ -25,13 +25,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db import access_queries as aq
-from ..db.engine import SETUP_LOCK_KEY, serialize
+from ..db.engine import SETUP_LOCK_KEY, reader, serialize
 from ..db.queries import now
 from .config import TokenConfig
 from .keycrypt import decrypt_pem, is_encrypted, seal
@@ -71,7 +68,14 @@ class _KeySet:
     loaded_at: float = 0.0
 
 
+# PyJWT and cryptography (about 8 MiB resident) are imported on first use: a server with access
+# control off (``--no-auth``) never signs nor verifies a token.
+
+
 def generate_es256() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = ec.generate_private_key(ec.SECP256R1())
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -99,6 +103,7 @@ class TokenService:
         key_secret: str | None = None,
     ) -> None:
         self.engine = write_engine
+        self._read = reader(write_engine)  # built once: the same pool, never the write lock
         self.key_secret = key_secret
         self.issuer = issuer
         self.service = service
@@ -156,8 +161,10 @@ class TokenService:
         return kid
 
     async def _reload(self) -> None:
-        async with self.engine.connect() as conn:
+        async with self._read.connect() as conn:
             rows = await aq.signing_keys_all(conn)
+        from cryptography.hazmat.primitives import serialization
+
         ks = _KeySet(loaded_at=time.monotonic())
         cutoff = now() - timedelta(seconds=self.key_overlap)
         for row in rows:
@@ -216,6 +223,8 @@ class TokenService:
             claims["moorage"]["ver"] = version
         if created is not None:
             claims["moorage"]["ct"] = created
+        import jwt
+
         token = jwt.encode(
             claims, ks.signing_key, algorithm="ES256", headers={"kid": ks.signing_kid}
         )
@@ -224,6 +233,8 @@ class TokenService:
     async def verify(self, token: str, token_type: str = "access") -> TokenClaims:
         if len(token) > 8192:
             raise InvalidToken("token too long")
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -287,6 +298,8 @@ class TokenService:
         )
 
     async def public_jwks(self) -> dict[str, Any]:
+        import jwt
+
         ks = await self._keyset()
         keys = []
         for kid, (key, alg) in ks.verify.items():

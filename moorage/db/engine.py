@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -107,18 +106,19 @@ class _WriterQueue:
     and only the head of the queue asks SQLite; busy_timeout is left to arbitrate between
     processes (workers, CLI commands, the group-commit writer thread), a handful of contenders.
 
-    ``write_engine.begin()`` takes its turn *before* it checks a connection out of the pool
-    (_SQLiteEngine): waiters holding pooled connections would otherwise starve the turn's
-    holder of the second connection it may need, until the pool's timeout. A write transaction
-    begun on a connection already checked out (``connect()`` then ``begin()``) takes its turn
-    at BEGIN. The turn is given back when the transaction ends (the commit or rollback event,
+    A connection of the write engine (``writer(engine).connect()`` or ``.begin()``) takes its
+    turn *before* it is checked out of the pool (_TurnFirstConnection) and gives it back when
+    it is checked in or invalidated: waiters holding pooled connections would otherwise starve
+    the turn's holder of the connection it needs, until the pool's timeout. A connection marked
+    for writing after its checkout (``conn.execution_options(moorage_write=True)``) takes its
+    turn at BEGIN and gives it back when the transaction ends (the commit or rollback event,
     just before SQLite's COMMIT: the next writer's BEGIN IMMEDIATE then waits those few
     milliseconds in the busy handler), or when the connection is checked in or invalidated
     without either."""
 
     WAIT_SECONDS = 60.0  # then the error SQLite would give, answered 503 "retry"
     KEY = "moorage_writer_turn"  # taken at BEGIN, given back at the commit/rollback event
-    SCOPED = "moorage_writer_turn_scoped"  # taken by _SQLiteEngine.begin(), given back by it
+    SCOPED = "moorage_writer_turn_scoped"  # taken before checkout, given back at checkin
 
     def __init__(self) -> None:
         self._locks: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
@@ -198,38 +198,47 @@ def writer_queue_for(path: str) -> _WriterQueue | None:
     return _QUEUES_BY_FILE.get(os.path.realpath(path))
 
 
+class _TurnFirstConnection(AsyncConnection):
+    """A connection of a SQLite engine. On the write engine it is checked out of the pool only
+    once this task has its turn (_WriterQueue), and keeps the turn until it goes back to the
+    pool (the pool's checkin event gives it back), across any COMMIT in between."""
+
+    async def start(self, is_ctxmanager: bool = False) -> AsyncConnection:
+        queue = _QUEUES.get(self.sync_engine.pool)
+        if queue is None or not self.sync_engine.get_execution_options().get("moorage_write"):
+            return await super().start(is_ctxmanager)
+        lock = await queue.acquire()
+        try:
+            await super().start(is_ctxmanager)
+            (await self.get_raw_connection()).info[_WriterQueue.SCOPED] = lock
+        except BaseException:
+            if lock.locked():
+                lock.release()
+            raise
+        return self
+
+
 class _SQLiteEngine(AsyncEngine):
-    """An AsyncEngine whose write ``begin()`` queues for its turn before checking out a
-    connection (_WriterQueue). ``execution_options()`` keeps the class, so ``writer(engine)``
-    is one too."""
+    """An AsyncEngine whose write connections queue for their turn before they are checked out
+    (_TurnFirstConnection; ``begin()`` is ``connect()`` then BEGIN). ``execution_options()``
+    keeps the class, so ``writer(engine)`` is one too.
+
+    The turn always comes before the connection. The write engine shares the read engine's
+    pool; a write ``connect()`` that checked a connection out and only then waited for the turn
+    (at BEGIN) held a pooled connection while it waited. Enough of them — 32 parallel logins
+    reading their throttle counters — held the whole pool while the turn's holder waited for a
+    connection, until the pool's timeout answered 503. Reads belong on ``reader(engine)``,
+    which never waits for the turn."""
+
+    _connection_cls = _TurnFirstConnection
 
     def execution_options(self, **opt: Any) -> AsyncEngine:
         return _SQLiteEngine(self.sync_engine.execution_options(**opt))
 
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        queue = _QUEUES.get(self.sync_engine.pool)
-        if queue is None or not self.sync_engine.get_execution_options().get("moorage_write"):
-            async with super().begin() as conn:
-                yield conn
-            return
-        lock = await queue.acquire()
-        held = True  # by this block, until handed to the connection's info
-        try:
-            async with self.connect() as conn:
-                info = (await conn.get_raw_connection()).info
-                info[_WriterQueue.SCOPED] = lock
-                held = False  # a pool event (invalidate) may give it back from here on
-                try:
-                    async with conn.begin():
-                        yield conn
-                finally:
-                    # After COMMIT (or ROLLBACK) returned: the next writer's BEGIN IMMEDIATE
-                    # finds the database free, with no trip through SQLite's busy handler.
-                    held = info.pop(_WriterQueue.SCOPED, None) is not None
-        finally:
-            if held:
-                lock.release()
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, never taking SQLite's write lock, even when handed ``writer(engine)``."""
+    return engine.execution_options(moorage_write=False)
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:
@@ -268,12 +277,75 @@ def _run_upgrade(sync_conn: sa.Connection, url: str, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
+def script_heads() -> frozenset[str] | None:
+    """The head revisions of the migration scripts, read from their ``revision`` and
+    ``down_revision`` assignments without importing Alembic (about 11 MiB resident that a
+    server would keep for nothing); None when a script is not in that simple form (branch labels,
+    dependencies, computed values), and Alembic decides."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        values: dict[str, Any] = {}
+        target: ast.expr
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.AnnAssign) and node.value is not None:
+                target, value = node.target, node.value
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id in (
+                "revision",
+                "down_revision",
+                "branch_labels",
+                "depends_on",
+            ):
+                try:
+                    values[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    return None
+        revision, down = values.get("revision"), values.get("down_revision")
+        if not isinstance(revision, str) or values.get("branch_labels") or values.get("depends_on"):
+            return None
+        revisions.add(revision)
+        if isinstance(down, str):
+            parents.add(down)
+        elif isinstance(down, tuple | list) and all(isinstance(d, str) for d in down):
+            parents.update(down)
+        elif down is not None:
+            return None
+    return frozenset(revisions - parents) if revisions else None
+
+
+async def _at_heads(conn: AsyncConnection) -> bool:
+    """Whether the database's ``alembic_version`` holds exactly the scripts' heads (nothing to
+    migrate), read without Alembic; False when unsure."""
+    heads = script_heads()
+    if heads is None:
+        return False
+
+    def stamped(sync_conn: sa.Connection) -> frozenset[str] | None:
+        if not sa.inspect(sync_conn).has_table("alembic_version"):
+            return None
+        rows = sync_conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+        return frozenset(str(r[0]) for r in rows)
+
+    current = await conn.run_sync(stamped)
+    await conn.rollback()
+    return current == heads
+
+
 async def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations; nodes starting together take turns through an advisory lock."""
+    """Apply migrations; nodes starting together take turns through an advisory lock. A
+    database already at the scripts' head is left as it is without importing Alembic."""
     engine = create_async_engine(async_url(url))
     try:
         async with engine.connect() as conn:
             is_pg = conn.dialect.name == "postgresql"
+            if revision == "head" and await _at_heads(conn):
+                if not is_pg:
+                    await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                return
             if is_pg:
                 await conn.execute(
                     sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY}

@@ -26,19 +26,22 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import __version__
 from ..auth.keycrypt import KeyDecryptionError, open_text
+from ..db.engine import reader
 from ..jobs.runner import current_attempt, node_name
 from ..metrics.definitions import METRICS
 from . import queries as q
 from .config import WebhooksConfig
 from .signing import HEADER, sign
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("moorage.hooks")
 
@@ -169,26 +172,38 @@ class Deliverer:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.engine = engine  # writer(engine)
+        self._read = reader(engine)  # built once: the same pool, never SQLite's write lock
         self.config = config
         self.key_secret = key_secret
         self.policy = AddressPolicy(config)
         self.node = node_name()
-        self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(config.timeout),
-            follow_redirects=False,
-            trust_env=False,  # an environment proxy would reach what the policy refuses
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
-        )
+        self._http = http
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The connection pool, made at the first delivery: httpx (and httpcore, trio) is not
+        imported by a server with no webhooks to deliver."""
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.config.timeout),
+                follow_redirects=False,
+                trust_env=False,  # an environment proxy would reach what the policy refuses
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            )
+        return self._http
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The job handler: one attempt at one delivery."""
         raw = payload.get("delivery")
         if not isinstance(raw, int):
             return {"skipped": "no delivery id"}
-        async with self.engine.connect() as conn:
+        async with self._read.connect() as conn:
             delivery = await q.get_delivery(conn, raw)
             hook = await q.get_webhook(conn, delivery.webhook_id) if delivery else None
         if delivery is None or hook is None:
@@ -243,6 +258,8 @@ class Deliverer:
         extra_headers: dict[str, str],
     ) -> Outcome:
         """POST *body* to *url*, signed; never raises."""
+        import httpx
+
         t0 = time.perf_counter()
 
         def done(status: int | None, error: str | None, outcome: str) -> Outcome:

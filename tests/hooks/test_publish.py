@@ -14,7 +14,7 @@ import pytest
 
 from moorage import hooks
 from moorage.config import Config, load_config
-from moorage.db.engine import upgrade
+from moorage.db.engine import create_engine, upgrade
 from moorage.hooks import queries as q
 from moorage.hooks.config import WebhooksConfig
 from moorage.hooks.delivery import AddressPolicy, Deliverer, check_url
@@ -79,18 +79,21 @@ def test_urls_are_checked_when_added() -> None:
 
 
 @SESSION_LOOP
-async def test_the_check_is_made_at_delivery_and_the_checked_address_is_used() -> None:
+async def test_the_check_is_made_at_delivery_and_the_checked_address_is_used(
+    tmp_path: Path,
+) -> None:
     """``localhost`` resolves to loopback: refused under the default policy (the receiver sees
     nothing); allowed, the request goes to the checked address with the name kept as Host."""
+    engine = create_engine(f"sqlite:///{tmp_path}/unused.db", 1)  # send() reads nothing
     with WebhookReceiver() as rx:
         url = f"http://localhost:{rx.port}/hook"
-        refused = Deliverer(None, WebhooksConfig(), None)  # type: ignore[arg-type]
+        refused = Deliverer(engine, WebhooksConfig(), None)
         try:
             out = await refused.send(url, b"{}", "application/json", SECRET, {})
         finally:
             await refused.close()
         assert out.status is None and out.error is not None and "127.0.0.1" in out.error
-        allowed = Deliverer(None, WebhooksConfig(allowed_networks=["127.0.0.1/32"]), None)  # type: ignore[arg-type]
+        allowed = Deliverer(engine, WebhooksConfig(allowed_networks=["127.0.0.1/32"]), None)
         try:
             out = await allowed.send(url, b'{"a":1}', "application/json", SECRET, {"X-T": "1"})
         finally:
@@ -100,6 +103,7 @@ async def test_the_check_is_made_at_delivery_and_the_checked_address_is_used() -
         assert got.headers["host"] == f"localhost:{rx.port}" and got.headers["x-t"] == "1"
         hooks.verify(got.headers["x-moorage-signature"], got.body, SECRET)
         assert len(rx.deliveries) == 1
+    await engine.dispose()
 
 
 @pytest.fixture
