@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..db import catalog_queries as cq
 from ..db import queries as q
 from ..db import writepath as wp
+from ..db.conflicts import retry_conflicts
 from ..db.inline import NotInline
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
@@ -181,8 +182,12 @@ class ManifestService:
                 async with self.ctx.write_engine.begin() as conn:
                     await self._put_in(conn, *write_args)
         else:
-            async with self.ctx.write_engine.begin() as conn:
-                await self._put_in(conn, *write_args)
+
+            async def put() -> None:
+                async with self.ctx.write_engine.begin() as conn:
+                    await self._put_in(conn, *write_args)
+
+            await retry_conflicts(put, f"manifest PUT {repo}@{digest}")
         return PutResult(digest, str(parsed.subject.digest) if parsed.subject else None, tag_names)
 
     async def _put_in(
