@@ -111,40 +111,70 @@ async def claim(
     conn: AsyncConnection, worker: str, kinds: list[str], limit: int = 1
 ) -> list[JobRow]:
     """Take up to *limit* due jobs of *kinds* for *worker* (state running, attempts + 1)."""
-    if not kinds:
+    return await claim_pools(conn, worker, [(kinds, limit)])
+
+
+async def claim_pools(
+    conn: AsyncConnection, worker: str, pools: list[tuple[list[str], int]]
+) -> list[JobRow]:
+    """Take, in one statement, up to *limit* due jobs of each pool's *kinds* for *worker*
+    (state running, owner, heartbeat, attempts + 1): a runner's poll looks into every pool of
+    slots it has (most usually find nothing), and one UPDATE costs less than one per pool."""
+    pools = [(kinds, limit) for kinds, limit in pools if kinds and limit > 0]
+    if not pools:
         return []
-    ts = now()
-    due = (
+    key = (conn.dialect.name, tuple((tuple(kinds), limit) for kinds, limit in pools))
+    stmt = _CLAIMS.get(key)
+    if stmt is None:
+        if len(_CLAIMS) >= 256:
+            _CLAIMS.clear()
+        stmt = _CLAIMS[key] = _claim_statement(conn.dialect.name, pools)
+    result = await conn.execute(stmt, {"ts": now(), "worker": worker})
+    return sorted((_job(r) for r in result), key=lambda j: (j.run_after, j.id))
+
+
+# Claim statements by (dialect, pools), time and worker bound at execution: a runner polls
+# after every finished job, and building the statement cost as much as running it.
+_CLAIMS: dict[tuple[str, tuple[tuple[tuple[str, ...], int], ...]], Any] = {}
+
+
+def _claim_statement(dialect: str, pools: list[tuple[list[str], int]]) -> Any:
+    ts = sa.bindparam("ts", type_=jobs.c.run_after.type)
+    dues = [
         sa.select(jobs.c.id)
         .where(jobs.c.state == "queued", jobs.c.run_after <= ts, jobs.c.kind.in_(kinds))
         .order_by(jobs.c.run_after, jobs.c.id)
         .limit(limit)
-    )
+        for kinds, limit in pools
+    ]
     values = {
         "state": "running",
-        "claimed_by": worker,
+        "claimed_by": sa.bindparam("worker", type_=jobs.c.claimed_by.type),
         "heartbeat_at": ts,
         "attempts": jobs.c.attempts + 1,
     }
-    if conn.dialect.name == "postgresql":
-        # A materialized CTE: with "id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)" the planner
+    picked: list[sa.Subquery | sa.CTE]
+    if dialect == "postgresql":
+        # Materialized CTEs: with "id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)" the planner
         # may re-run the subquery per row and claim every due job, not n (measured: 12 of 12).
-        picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-        stmt = (
-            sa.update(jobs)
-            .where(jobs.c.id == picked.c.id, jobs.c.state == "queued")
-            .values(**values)
-            .returning(*jobs.c)
-        )
+        picked = [
+            due.with_for_update(skip_locked=True).cte(f"due{i}").prefix_with("MATERIALIZED")
+            for i, due in enumerate(dues)
+        ]
     else:
-        stmt = (
-            sa.update(jobs)
-            .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.state == "queued")
-            .values(**values)
-            .returning(*jobs.c)
-        )
-    result = await conn.execute(stmt)
-    return sorted((_job(r) for r in result), key=lambda j: (j.run_after, j.id))
+        # SQLite: a LIMIT inside a compound SELECT needs a subquery of its own.
+        picked = [due.subquery(f"due{i}") for i, due in enumerate(dues)]
+    ids: Any = (
+        sa.select(picked[0].c.id)
+        if len(picked) == 1
+        else sa.union_all(*(sa.select(p.c.id) for p in picked))
+    )
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.state == "queued")
+        .values(**values)
+        .returning(*jobs.c)
+    )
 
 
 async def set_progress(

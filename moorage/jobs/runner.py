@@ -29,12 +29,13 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..aio import cancel_and_wait
 from ..db import job_queries as q
 from ..metrics.definitions import METRICS
 from .config import JobsConfig
@@ -42,6 +43,11 @@ from .config import JobsConfig
 log = logging.getLogger("moorage.jobs")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+# Run in the claim's own transaction with the jobs of one kind just claimed (state running):
+# what a kind shows as "started" (a scan's result row) commits with the claim, not after it.
+ClaimHook = Callable[[AsyncConnection, list[q.JobRow]], Awaitable[None]]
+# A handler's final rows, written in the transaction that records the job's success.
+SuccessWrite = Callable[[AsyncConnection], Awaitable[None]]
 PROGRESS_INTERVAL = 1.0  # seconds between progress writes of one job
 
 
@@ -50,6 +56,7 @@ class _Current:
     runner: JobRunner
     job: q.JobRow
     written_at: float = 0.0
+    on_success: list[SuccessWrite] = field(default_factory=list)
 
 
 _current: contextvars.ContextVar[_Current | None] = contextvars.ContextVar(
@@ -73,6 +80,20 @@ def current_attempt() -> tuple[int, int] | None:
     if cur is None:
         return None
     return cur.job.attempts, cur.job.max_attempts
+
+
+def on_success(write: SuccessWrite) -> bool:
+    """In a job handler: run *write* in the transaction that marks this job succeeded, so the
+    job's own result rows and its finished state commit together — one transaction instead of
+    two — and only while this node still holds the job (a node whose job went stale and was
+    taken over writes nothing; the new owner's run counts). If *write* raises, the success is
+    rolled back with it and the job is retried like any failure. Returns False outside a job
+    (the caller then writes by itself)."""
+    cur = _current.get()
+    if cur is None:
+        return False
+    cur.on_success.append(write)
+    return True
 
 
 async def report_progress(
@@ -129,6 +150,7 @@ class JobRunner:
         self.config = config
         self.worker = worker or node_name()
         self.handlers: dict[str, Handler] = {}
+        self._claim_hooks: dict[str, ClaimHook] = {}
         self.schedules: list[Schedule] = []
         self._own_slots: dict[str, int] = {}  # kind -> slots of its own (else shared)
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -141,10 +163,21 @@ class JobRunner:
 
     # --- registration -------------------------------------------------------------------
 
-    def register(self, kind: str, handler: Handler, *, concurrency: int | None = None) -> None:
+    def register(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        concurrency: int | None = None,
+        on_claim: ClaimHook | None = None,
+    ) -> None:
         """*concurrency*: slots of the kind's own on each node (its jobs then do not count
-        against ``jobs.concurrency``); None shares the node's common slots."""
+        against ``jobs.concurrency``); None shares the node's common slots. *on_claim*: runs in
+        the claim's transaction with the kind's jobs just claimed (it must not fail on a job's
+        payload: an error there undoes the whole claim)."""
         self.handlers[kind] = handler
+        if on_claim is not None:
+            self._claim_hooks[kind] = on_claim
         if concurrency is not None:
             self._own_slots[kind] = max(1, concurrency)
 
@@ -234,26 +267,41 @@ class JobRunner:
         shared = [k for k in self.handlers if k not in self._own_slots]
         pools = [("", self.config.concurrency, shared)]
         pools += [(k, n, [k]) for k, n in self._own_slots.items()]
-        started = 0
-        for pool, slots, kinds in pools:
-            free = slots - busy.get(pool, 0)
-            if free <= 0 or not kinds:
-                continue
-            async with self.engine.begin() as conn:
-                claimed = await q.claim(conn, self.worker, kinds, free)
-            for job in claimed:
-                self._running_kind[job.id] = job.kind
-                self._running[job.id] = asyncio.create_task(self._run(job))
-            started += len(claimed)
-        return started
+        wanted = [
+            (kinds, slots - busy.get(pool, 0))
+            for pool, slots, kinds in pools
+            if kinds and slots - busy.get(pool, 0) > 0
+        ]
+        if not wanted:
+            return 0
+        # Every pool's claim in one statement and one write transaction: a wake (every finished
+        # job) costs one BEGIN IMMEDIATE / UPDATE / commit, not one per pool — most pools
+        # usually find nothing.
+        async with self.engine.begin() as conn:
+            claimed = await q.claim_pools(conn, self.worker, wanted)
+            for kind, hook in self._claim_hooks.items():
+                of_kind = [job for job in claimed if job.kind == kind]
+                if of_kind:
+                    await hook(conn, of_kind)
+        for job in claimed:
+            self._running_kind[job.id] = job.kind
+            self._running[job.id] = asyncio.create_task(self._run(job))
+        return len(claimed)
 
     async def _run(self, job: q.JobRow) -> None:
         handler = self.handlers[job.kind]
-        _current.set(_Current(self, job))  # this task's own context
+        cur = _Current(self, job)
+        _current.set(cur)  # this task's own context
         started = time.perf_counter()
         try:
             try:
                 result = await handler(job.payload)
+                # The outcome and the handler's own final rows (on_success) in one transaction.
+                async with self.engine.begin() as conn:
+                    mine = await q.finish(conn, self.worker, job.id, _jsonable(result))
+                    if mine:
+                        for write in cur.on_success:
+                            await write(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded on the job and retried
@@ -261,9 +309,8 @@ class JobRunner:
                 await self._record_failure(job, exc)
                 return
             _observe(job.kind, "success", started)
-            async with self.engine.begin() as conn:
-                if not await q.finish(conn, self.worker, job.id, _jsonable(result)):
-                    log.warning("job %d (%s) finished after another node took it", job.id, job.kind)
+            if not mine:
+                log.warning("job %d (%s) finished after another node took it", job.id, job.kind)
         finally:
             self._running.pop(job.id, None)
             self._running_kind.pop(job.id, None)
@@ -323,17 +370,13 @@ class JobRunner:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         running = list(self._running.values())
         if running:
             _, pending = await asyncio.wait(running, timeout=grace)
-            for task in pending:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*pending, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(*pending)
 
     @property
     def running(self) -> int:

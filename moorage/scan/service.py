@@ -200,6 +200,8 @@ class ScanService:
             max_member=sc.max_file_mib << 20, max_layer_bytes=sc.max_layer_gib << 30
         )
         self.layers_analyzed = 0  # layers read from storage by this process (cache misses)
+        # digests whose result row the claim hook (mark_running) set running, for their jobs
+        self._marked_running: set[str] = set()
         # organizations scanned by an external adapter (the wiring gives it the token service)
         self.external = ExternalScanners(ctx, config, None)
 
@@ -223,15 +225,41 @@ class ScanService:
         repository, digest = payload.get("repository"), payload.get("digest")
         if not isinstance(repository, str) or not isinstance(digest, str):
             raise ValueError("payload needs repository and digest strings")
-        status, analyzed = await self._scan(repository, digest)
+        marked = digest in self._marked_running
+        self._marked_running.discard(digest)
+        status, analyzed = await self._scan(repository, digest, marked=marked)
         return {"status": status, "layers_analyzed": analyzed}
 
+    async def mark_running(self, conn: AsyncConnection, claimed: list[job_queries.JobRow]) -> None:
+        """The job runner's claim hook: the claimed scans' result rows say ``running`` in the
+        claim's own transaction (one write transaction less per scan). A digest without a
+        result row (a job queued by hand) is left to the job, which writes the row itself."""
+        digests = [d for d in (j.payload.get("digest") for j in claimed) if isinstance(d, str)]
+        if not digests:
+            return
+        res = await conn.execute(
+            sa.update(scan_results)
+            .where(scan_results.c.digest.in_(digests))
+            .values(status="running", error=None)
+            .returning(scan_results.c.digest)
+        )
+        self._marked_running.update(res.scalars())
+
     async def _set(
-        self, digest: str, repository: str, event: ScanCompleted | None = None, **values: Any
+        self,
+        digest: str,
+        repository: str,
+        event: ScanCompleted | None = None,
+        *,
+        defer: bool = False,
+        **values: Any,
     ) -> None:
         """Write the result row; *event* (a final state) is published in the same transaction,
-        so its subscribers' rows (webhook deliveries) commit with the result or not at all."""
-        async with self.ctx.write_engine.begin() as conn:
+        so its subscribers' rows (webhook deliveries) commit with the result or not at all.
+        With *defer*, inside a job, the row is written in the transaction that records the
+        job's success (jobs/runner.py ``on_success``): result and job state commit together."""
+
+        async def write(conn: AsyncConnection) -> None:
             res = await conn.execute(
                 sa.update(scan_results).where(scan_results.c.digest == digest).values(**values)
             )
@@ -242,18 +270,28 @@ class ScanService:
             if event is not None:
                 await self.ctx.events.publish(conn, event)
 
+        if defer:
+            from ..jobs.runner import on_success
+
+            if on_success(write):
+                return
+        async with self.ctx.write_engine.begin() as conn:
+            await write(conn)
+
     async def scan(self, repository: str, digest: str) -> str:
         """Scan one manifest now and store its result; returns the status stored."""
         return (await self._scan(repository, digest))[0]
 
-    async def _scan(self, repository: str, digest: str) -> tuple[str, int]:
-        """(status, layers read from storage rather than the cache)."""
+    async def _scan(self, repository: str, digest: str, *, marked: bool = False) -> tuple[str, int]:
+        """(status, layers read from storage rather than the cache). *marked*: the result row
+        says ``running`` already (the job's claim wrote it)."""
         async with self.ctx.engine.connect() as conn:
             row = await core_q.manifest_by_digest(conn, repository, digest)
         if row is None:
             await self._set(digest, repository, status="failed", error="manifest not found")
             return "failed", 0
-        await self._set(digest, repository, status="running", error=None)
+        if not marked:
+            await self._set(digest, repository, status="running", error=None)
         try:
             doc = json.loads(row.payload)
         except ValueError:
@@ -293,7 +331,12 @@ class ScanService:
             analyzed = self.layers_analyzed - before
         except StorageError as e:
             await self._finish(
-                digest, repository, "failed", error=f"storage: {e}"[:1000], announce=False
+                digest,
+                repository,
+                "failed",
+                error=f"storage: {e}"[:1000],
+                announce=False,
+                immediate=True,  # visible while the job waits for its retry
             )
             raise  # transient: the job queue retries
         except Exception as e:  # noqa: BLE001 - a bad image fails its scan, not the node
@@ -349,7 +392,9 @@ class ScanService:
                 setting, repository, digest, media_type, resume=checkpoint(), progress=progress
             )
         except AdapterError as exc:
-            await self._finish(digest, repository, "failed", error=exc.message)
+            await self._finish(
+                digest, repository, "failed", error=exc.message, immediate=exc.transient
+            )
             if exc.transient:
                 raise  # the job queue retries (the checkpoint keeps the adapter's request)
             return "failed"
@@ -381,9 +426,14 @@ class ScanService:
         error: str | None = None,
         scanner: str | None = None,
         announce: bool = True,
+        immediate: bool = False,
     ) -> None:
         """Record a final result and publish :class:`ScanCompleted` with it (not for a failure
-        the job queue retries: *announce* False, the retry announces its own outcome)."""
+        the job queue retries: *announce* False, the retry announces its own outcome).
+
+        Inside a job the row is written with the job's success (one transaction for both),
+        unless *immediate* (the job is about to fail and retry: the row shows why meanwhile)
+        or SBOMs are attached next (they read the stored result)."""
         found = findings or []
         summary = summarize(found)
         scanned_at = now()
@@ -397,10 +447,12 @@ class ScanService:
                 scanned_at,
                 database_updated_at,
             )
+        defer = not immediate and not (status == "done" and self.config.scanning.attach_sbom)
         await self._set(
             digest,
             repository,
             event,
+            defer=defer,
             status=status,
             scanned_at=scanned_at,
             database_updated_at=database_updated_at,
@@ -412,24 +464,35 @@ class ScanService:
         )
 
     async def inventory(self, layer_digests: list[str]) -> Inventory:
+        # The cached records of every layer in one read (a small image's layers are usually
+        # all cached: one query, not one connection per layer); misses are analyzed in order.
+        known = await self._cached_records(layer_digests)
         records: list[tuple[str, LayerRecord]] = []
         for digest in layer_digests:
-            records.append((digest, await self.layer_record(digest)))
+            record = known.get(digest)
+            if record is None:  # a layer listed twice is analyzed once
+                record = known[digest] = await self._analyze(digest)
+            records.append((digest, record))
         return merge(records)
 
-    async def layer_record(self, digest: str) -> LayerRecord:
+    async def _cached_records(self, digests: list[str]) -> dict[str, LayerRecord]:
+        if not digests:
+            return {}
         async with self.ctx.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(scan_layers.c.version, scan_layers.c.record).where(
-                        scan_layers.c.digest == digest
-                    )
+            rows = await conn.execute(
+                sa.select(scan_layers.c.digest, scan_layers.c.version, scan_layers.c.record).where(
+                    scan_layers.c.digest.in_(list(dict.fromkeys(digests)))
                 )
-            ).first()
-        if row is not None and row.version == RECORD_VERSION:
-            cached = _loads(row.record, None)
-            if isinstance(cached, dict):
-                return cached
+            )
+        out: dict[str, LayerRecord] = {}
+        for row in rows:
+            record = _loads(row.record, None) if row.version == RECORD_VERSION else None
+            if isinstance(record, dict):
+                out[row.digest] = record
+        return out
+
+    async def _analyze(self, digest: str) -> LayerRecord:
+        """A layer the cache does not hold: read from storage, analyzed and cached."""
         algorithm, _, hex_ = digest.partition(":")
         if (
             algorithm not in ("sha256", "sha512")

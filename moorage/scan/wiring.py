@@ -34,7 +34,7 @@ async def _setup(rt: Runtime) -> None:
     service.external.audit = rt.audit
     rt.services[NAME] = service
     rt.ctx.events.on(ManifestPushed, service.on_push)
-    rt.jobs.register(SCAN_JOB, service.run_job, concurrency=1)
+    rt.jobs.register(SCAN_JOB, service.run_job, concurrency=1, on_claim=service.mark_running)
 
 
 def _api_ops(rt: Runtime) -> list[Op]:

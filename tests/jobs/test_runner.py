@@ -268,7 +268,9 @@ async def test_a_kind_with_slots_of_its_own_runs_beside_the_shared_ones(db_url: 
             # period only because each finished job wakes the runner.
             await _wait(
                 engine,
-                lambda rows: sum(r.state == "succeeded" and r.kind == "own.kind" for r in rows) == 12,
+                lambda rows: (
+                    sum(r.state == "succeeded" and r.kind == "own.kind" for r in rows) == 12
+                ),
                 within=20,
             )
             assert most == 4
@@ -306,7 +308,11 @@ async def test_a_starved_node_does_not_requeue_its_own_running_job(db_url: str) 
                 await conn.execute(
                     sa.update(jobs)
                     .where(jobs.c.id == dead)
-                    .values(state="running", claimed_by="dead-node", heartbeat_at=now() - timedelta(hours=1))  # fmt: skip
+                    .values(
+                        state="running",
+                        claimed_by="dead-node",
+                        heartbeat_at=now() - timedelta(hours=1),
+                    )  # fmt: skip
                 )
             for _ in range(20):  # several polls, each one looking for stale jobs
                 await asyncio.sleep(0.1)
@@ -367,3 +373,145 @@ async def test_a_progress_write_cut_by_a_cancel_leaves_the_job_and_the_engine_so
         assert (rows[0].id, rows[0].state, rows[0].result) == (job_id, "succeeded", 60)
         async with engine.begin() as conn:  # the pool is sound afterwards
             assert await job_queries.get_job(conn, job_id) is not None
+
+
+def _count_writes(engine: AsyncEngine) -> list[int]:
+    """Write transactions begun on *engine* (the writer) from now on: a one-item counter."""
+    counter = [0]
+
+    def on_begin(_conn: Any) -> None:
+        counter[0] += 1
+
+    sa.event.listen(engine.sync_engine, "begin", on_begin)
+    return counter
+
+
+async def test_a_poll_claims_for_every_pool_in_one_transaction(db_url: str) -> None:
+    """A wake comes with every finished job; each poll claimed in one write transaction per
+    pool (the shared slots and each kind with slots of its own), mostly finding nothing. One
+    statement in one transaction now takes what is due in every pool, each within its own free
+    slots, and the jobs come back running, owned and heart-beaten."""
+    config = JobsConfig(poll_seconds=30, heartbeat_seconds=30, stale_seconds=60, concurrency=2)
+    async with _engine(db_url) as engine:
+        runner = JobRunner(engine, config, worker="pools")
+        release = asyncio.Event()
+
+        async def hold(_payload: dict[str, Any]) -> None:
+            await release.wait()
+
+        runner.register("shared.kind", hold)
+        runner.register("own.a", hold, concurrency=1)
+        runner.register("own.b", hold, concurrency=3)
+        for kind, n in (("shared.kind", 3), ("own.a", 2), ("own.b", 1)):
+            for i in range(n):
+                await runner.enqueue(kind, {"i": i})
+        await runner.run_once()  # the first poll also looks for stale jobs: not counted
+        release.set()
+        await asyncio.gather(*runner._running.values())
+        release = asyncio.Event()  # the next jobs hold on
+        writes = _count_writes(engine)
+        updates: list[str] = []
+
+        def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "UPDATE JOBS" in statement.upper():  # PostgreSQL: WITH … UPDATE
+                updates.append(statement)
+
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+        assert await runner.run_once() == 2  # what the first poll's slots left behind
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+        assert writes[0] == 1
+        assert len(updates) == 1  # one statement claims for all three pools
+        async with engine.connect() as conn:
+            rows = await job_queries.list_jobs(conn)
+        running = [r for r in rows if r.state == "running"]
+        assert sorted(r.kind for r in running) == ["own.a", "shared.kind"]
+        assert all(r.claimed_by == "pools" and r.heartbeat_at and r.attempts == 1 for r in running)
+        release.set()
+        await runner.stop()
+
+
+async def test_a_handlers_final_rows_commit_with_the_jobs_success(db_url: str) -> None:
+    """``on_success`` writes go in the transaction that marks the job succeeded (claim + finish:
+    two write transactions for the whole job); a write that fails rolls the success back and the
+    job is retried; a job taken over by another node writes nothing of its own."""
+    from moorage.jobs.runner import on_success
+
+    config = JobsConfig(poll_seconds=30, heartbeat_seconds=30, stale_seconds=60, max_attempts=2)
+    config = config.model_copy(update={"retry_base_seconds": 0.01, "retry_max_seconds": 0.01})
+    async with _engine(db_url) as engine:
+        runner = JobRunner(engine, config, worker="finisher")
+        seen: list[str] = []
+        steal = False
+
+        async def job(payload: dict[str, Any]) -> str:
+            async def write(conn: Any) -> None:
+                if payload["n"] == "bad" and not seen.count("bad-retry"):
+                    seen.append("bad-retry")
+                    raise RuntimeError("the job's own write failed")
+                await conn.execute(
+                    sa.update(jobs).where(jobs.c.kind == "marks").values(dedupe_key=payload["n"])
+                )
+                seen.append(payload["n"])
+
+            assert on_success(write)
+            if steal:  # another node took the job over meanwhile
+                async with engine.begin() as conn:
+                    await conn.execute(sa.update(jobs).values(claimed_by="thief"))
+            return str(payload["n"])
+
+        runner.register("final.kind", job)
+        assert not on_success(lambda conn: asyncio.sleep(0))  # outside a job: write yourself
+        async with engine.begin() as conn:  # a row the writes mark
+            await job_queries.enqueue(conn, "marks", {}, run_after=now() + timedelta(days=1))
+        good = await runner.enqueue("final.kind", {"n": "good"})
+        await runner.run_once()
+        writes = _count_writes(engine)
+        await asyncio.gather(*runner._running.values())
+        assert writes[0] == 1  # finish and the handler's write together
+        assert seen == ["good"]
+
+        bad = await runner.enqueue("final.kind", {"n": "bad"})
+        assert bad is not None
+        await runner.run_once()
+        await asyncio.gather(*runner._running.values())
+        async with engine.connect() as conn:
+            row = await job_queries.get_job(conn, bad)
+            assert row is not None and row.state == "queued" and row.result is None
+            assert "own write failed" in (row.last_error or "")
+            marked = await conn.scalar(sa.select(jobs.c.dedupe_key).where(jobs.c.kind == "marks"))
+        assert marked == "good"  # the failed write's transaction was rolled back whole
+        await asyncio.sleep(0.05)
+        await runner.run_once()
+        await asyncio.gather(*runner._running.values())
+        assert seen == ["good", "bad-retry", "bad"]
+
+        steal = True
+        stolen = await runner.enqueue("final.kind", {"n": "stolen"})
+        assert stolen is not None
+        await runner.run_once()
+        await asyncio.gather(*runner._running.values())
+        async with engine.connect() as conn:
+            row = await job_queries.get_job(conn, stolen)
+            marked = await conn.scalar(sa.select(jobs.c.dedupe_key).where(jobs.c.kind == "marks"))
+        assert row is not None and row.state == "running" and row.claimed_by == "thief"
+        assert marked == "bad" and "stolen" not in seen
+        await runner.stop()
+        assert good is not None
+
+
+async def test_a_cached_claim_statement_binds_its_worker_and_time_afresh(db_url: str) -> None:
+    """The claim statement is built once per set of pools: each execution still claims for its
+    own worker and compares run_after with its own time."""
+    async with _engine(db_url) as engine:
+        async with engine.begin() as conn:
+            first = await job_queries.enqueue(conn, "k", {})
+            later = await job_queries.enqueue(
+                conn, "k", {}, run_after=now() + timedelta(seconds=1.5)
+            )
+        async with engine.begin() as conn:
+            got = await job_queries.claim_pools(conn, "node-a", [(["k"], 5)])
+        assert [(j.id, j.claimed_by) for j in got] == [(first, "node-a")]
+        await asyncio.sleep(1.6)
+        async with engine.begin() as conn:
+            got = await job_queries.claim_pools(conn, "node-b", [(["k"], 5)])
+        assert [(j.id, j.claimed_by, j.state) for j in got] == [(later, "node-b", "running")]
