@@ -11,17 +11,15 @@ import signal
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.requests import Request
 
 from . import __version__
-from .api.app import ManagementAPI
 from .audit import AuditEvent, AuditLog
 from .audit.refusals import REFUSAL_STATUSES, refusal
 from .auth.endpoint import TokenEndpoint
@@ -31,7 +29,7 @@ from .auth.service import AccessService, Principal
 from .config import Config, load_config
 from .connections import configure as configure_connections
 from .db.hotpath import HotReadUnavailable
-from .logs import request_id, setup_logging
+from .logs import new_request_id, request_id, setup_logging
 from .metrics.node import NodeMetrics
 from .proxies import ExternalView
 from .registry.errors import RegistryError
@@ -40,7 +38,11 @@ from .runtime import Runtime, start_runtime, stop_runtime
 from .services.context import ServiceContext
 from .startup import explain as explain_startup_failure
 from .storage.base import StorageError, StorageFull
-from .ui.app import WebUI
+
+if TYPE_CHECKING:  # the REST API and the web UI (jinja2, its pages, single sign-on) are built
+    # with access control on only
+    from .api.app import ManagementAPI
+    from .ui.app import WebUI
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,6 +86,8 @@ class Moorage:
             policy = RBACPolicy(rt.access, self.config.auth)
             self.token_endpoint = TokenEndpoint(rt.access, self._audit_login)
             self.resolver = PrincipalResolver(rt.access, rt.sessions)
+            from .api.app import ManagementAPI
+
             extra_ops = [op for cap in rt.capabilities if cap.api_ops for op in cap.api_ops(rt)]
             self.api = ManagementAPI(
                 rt.ctx,
@@ -94,6 +98,8 @@ class Moorage:
                 rt.management,
                 extra_ops,
             )
+            from .ui.app import WebUI
+
             self.ui = WebUI(
                 rt.ctx,
                 rt.access,
@@ -199,7 +205,7 @@ class Moorage:
         await self._handle(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = _incoming_request_id(scope) or uuid.uuid4().hex[:16]
+        rid = _incoming_request_id(scope) or new_request_id()
         token = request_id.set(rid)
         started = time.perf_counter()
         status_holder = [0]

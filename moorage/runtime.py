@@ -19,10 +19,9 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .audit import AuditLog
-from .auth.oidc import OIDCClient
 from .auth.service import AccessService
 from .auth.sessions import SessionStore
 from .auth.tokens import TokenService
@@ -39,6 +38,9 @@ from .services.context import ServiceContext
 from .services.management import ManagementService
 from .storage.base import StorageDriver
 from .storage.filesystem import FilesystemDriver
+
+if TYPE_CHECKING:  # imported when single sign-on is on: it pulls in httpx and joserfc
+    from .auth.oidc import OIDCClient
 
 log = logging.getLogger("moorage")
 
@@ -145,6 +147,8 @@ async def start_runtime(
             rt.catalog = CatalogService(ctx, rt.access)
             rt.management = ManagementService(ctx, rt.access, audit, rt.sessions)
             if config.auth.oidc.enabled:
+                from .auth.oidc import OIDCClient
+
                 rt.oidc = OIDCClient(config.auth.oidc)
         register_standard_jobs(rt.jobs, ctx, audit, rt.sessions)
         for cap in rt.capabilities:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import base64
 import os
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+# cryptography is imported on first use: a server with access control off never opens a key.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PREFIX = "enc:v1:"
 _INFO = b"moorage signing-key encryption v1"
@@ -29,6 +29,10 @@ class KeyDecryptionError(Exception):
 
 
 def _aead(secret: str) -> AESGCM:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=_INFO).derive(
         secret.encode("utf-8")
     )
@@ -54,6 +58,8 @@ def decrypt_pem(secret: str | None, kid: str, stored: str) -> str:
             f"signing key {kid} is encrypted, but auth.token.key_encryption_secret "
             "(MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET) is not set"
         )
+    from cryptography.exceptions import InvalidTag
+
     try:
         raw = base64.urlsafe_b64decode(stored[len(PREFIX) :].encode("ascii"))
         return _aead(secret).decrypt(raw[:12], raw[12:], kid.encode()).decode()
@@ -79,6 +85,8 @@ def open_text(secret: str | None, context: str, stored: str) -> str:
             f"{context} is encrypted, but auth.token.key_encryption_secret "
             "(MOORAGE_AUTH_TOKEN_KEY_ENCRYPTION_SECRET) is not set"
         )
+    from cryptography.exceptions import InvalidTag
+
     try:
         raw = base64.urlsafe_b64decode(stored[len(PREFIX) :].encode("ascii"))
         return _aead(secret).decrypt(raw[:12], raw[12:], context.encode()).decode()

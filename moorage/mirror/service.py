@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -69,11 +68,15 @@ class Cache:
 
     @property
     def docker_hub(self) -> bool:
+        import httpx
+
         return (httpx.URL(self.url).host or "") in _DOCKER_HUB_HOSTS
 
     @property
     def host(self) -> str:
         """``host[:port]`` of the upstream, the port only when not the scheme's default."""
+        import httpx
+
         url = httpx.URL(self.url)
         return f"{url.host}:{url.port}" if url.port else (url.host or "")
 
@@ -102,6 +105,8 @@ def _cache(r: Any) -> Cache:
 
 def normalize_url(url: str) -> str:
     """``http(s)://host[:port]``; Docker Hub's names all mean its registry API host."""
+    import httpx
+
     url = url.strip().rstrip("/")
     if not re.match(r"^https?://[^/\s?#@]+\Z", url) or len(url) > 500:
         raise Invalid("url", "the upstream URL is http(s)://host[:port] (no path)")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .errors import PeerProtocolError
+
+if TYPE_CHECKING:
+    import httpx
 
 MiB = 1024 * 1024
 

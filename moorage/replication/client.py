@@ -27,8 +27,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest, InvalidDigest
@@ -67,6 +66,9 @@ from .transport import (
     content_type,
     discard,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -125,6 +127,8 @@ class BlobStream:
         self._limiter = limiter
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        import httpx
+
         hasher = hashlib.new(self._digest.algorithm) if self._verify else None
         position = self.offset
         try:

@@ -29,8 +29,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import httpx
-
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.manifest import Descriptor, ManifestError, ParsedManifest, parse_manifest
@@ -204,6 +202,8 @@ class _Run:
 
 def transient_failure(exc: BaseException) -> bool:
     """Worth retrying as it is: the peer was away, answered 5xx or 429, the network broke."""
+    import httpx
+
     if isinstance(exc, ReplicationError):
         return bool(exc.transient)
     return isinstance(exc, httpx.HTTPError | OSError)

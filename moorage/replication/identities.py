@@ -25,9 +25,8 @@ import hashlib
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,6 +38,9 @@ from ..services.errors import Conflict, Invalid, ServiceError
 from . import queries as q
 from .service import ReplicationService
 from .tables import replication_identity_bases as bases
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("moorage.replication")
 IDENTITY_JOB = "replication.identities"
@@ -436,6 +438,8 @@ class _api:
     """An HTTP client for a site's /api/v1 with the remote's credentials (Basic)."""
 
     def __init__(self, service: ReplicationService, remote: q.RemoteRow) -> None:
+        import httpx
+
         creds = service.credentials(remote)
         from .models import TLSOptions
 

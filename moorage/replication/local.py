@@ -17,8 +17,6 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ..db import queries as q
 from ..oci.digest import Digest, InvalidDigest
 from ..oci.manifest import ManifestError, parse_descriptor
@@ -209,6 +207,8 @@ class LocalRegistry:
     async def start_upload(
         self, repo: str, mount: str | None = None, from_repo: str | None = None
     ) -> Upload | None:
+        import httpx
+
         try:
             if mount is not None and from_repo is not None:
                 if await self.blobs.mount(repo, Digest.parse(mount), from_repo):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import random
 import ssl
 from dataclasses import dataclass, field
-from typing import Literal
-
-import httpx
+from typing import TYPE_CHECKING, Literal
 
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.manifest import Descriptor
+
+if TYPE_CHECKING:
+    import httpx
 
 MANIFEST_MEDIA_TYPES = (
     mt.OCI_MANIFEST,
@@ -60,6 +61,8 @@ class Timeouts:
     pool: float = 3600.0
 
     def httpx(self) -> httpx.Timeout:
+        import httpx
+
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
 
 

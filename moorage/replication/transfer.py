@@ -30,8 +30,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
-
 from ..oci.digest import Digest
 from .bounds import MiB
 from .errors import (
@@ -106,6 +104,8 @@ class _Source:
         self._pending = b""
 
     async def close(self) -> None:
+        import httpx
+
         if self._chunks is not None and self.pos == self.size and not self._pending:
             # Read to the end of the response (nothing is left but its end), so that the
             # connection goes back to the pool instead of being closed.
@@ -215,6 +215,8 @@ class _Source:
 
 
 def _retryable(exc: BaseException) -> bool:
+    import httpx
+
     if isinstance(exc, Unauthorized):
         # A 401 in the middle of an upload is a token that expired while the bytes flowed: the
         # next request fetches a fresh one. A 403 is a refusal.
@@ -249,6 +251,8 @@ async def copy_blob(
     (maybe on another node) left open: asked where it stands and continued. ``on_upload`` is
     told of the session and of each acknowledged offset (what a checkpoint records). Raises a
     :class:`ReplicationError` when every attempt failed."""
+    import httpx
+
     opts = options or TransferOptions()
     d = Digest.parse(digest)
     if size < 0:
@@ -284,6 +288,8 @@ async def _upload(
     on_upload: OnUpload | None = None,
     resumed: bool = False,
 ) -> BlobOutcome:
+    import httpx
+
     outcome = BlobOutcome(str(d), size, "uploaded")
     source = _Source(src, src_repo, d, size, opts.checkpoint_every, on_bytes)
     attempt = 0

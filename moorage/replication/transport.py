@@ -14,9 +14,7 @@ import ssl
 import time
 from collections.abc import AsyncIterable, Callable
 from types import TracebackType
-from typing import Literal, Self
-
-import httpx
+from typing import TYPE_CHECKING, Literal, Self
 
 from .auth import Challenge, Credentials, Token, parse_challenges
 from .bounds import Limits, load_json, read_bounded
@@ -30,6 +28,9 @@ from .errors import (
 )
 from .models import RetryPolicy, Timeouts, TLSOptions
 from .ratelimit import BandwidthLimiter
+
+if TYPE_CHECKING:
+    import httpx
 
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -56,6 +57,8 @@ class Transport:
         auth_scheme: Literal["basic"] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        import httpx
+
         url = httpx.URL(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"registry URL must be http(s)://host[:port], not {base_url[:100]!r}")
@@ -105,6 +108,8 @@ class Transport:
     # --- URLs and authentication ------------------------------------------------------------
 
     def _url(self, path: str) -> httpx.URL:
+        import httpx
+
         return httpx.URL(str(self.base_url) + path)
 
     def _same_origin(self, url: httpx.URL) -> bool:
@@ -150,6 +155,8 @@ class Transport:
             return token
 
     async def _fetch_token(self, challenge: Challenge, scopes: frozenset[str]) -> Token:
+        import httpx
+
         realm = httpx.URL(challenge.realm or "")
         if realm.scheme not in ("http", "https") or not realm.host:
             raise PeerProtocolError(f"token realm {challenge.realm!r} is not an http(s) URL")
@@ -224,6 +231,8 @@ class Transport:
         """Send a request; return the (streamed, unread) response. ``scopes=None`` sends no
         authorization of ours. Replayable requests (no body, or bytes) are retried on
         connection errors, 5xx and 429; a streamed body is sent once."""
+        import httpx
+
         replayable = content is None or isinstance(content, bytes)
         attempts = self.retry.attempts if replayable else 1
         attempt = 0
@@ -398,6 +407,8 @@ async def discard(response: httpx.Response) -> None:
     """Close a response we are done with. A short unread body (an empty 201, an error page) is
     read first: httpcore reuses a connection only after the whole response went through, and a
     new connection per request costs more than the read."""
+    import httpx
+
     if not response.is_closed and not response.is_stream_consumed:
         length: str = response.headers.get("content-length", "")
         if response.request.method == "HEAD" or (length.isdecimal() and int(length) <= 65536):

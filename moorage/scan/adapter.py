@@ -23,12 +23,13 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
 from .findings import Finding, sort_key
+
+if TYPE_CHECKING:
+    import httpx
 
 REPORT_MIME = "application/vnd.security.vulnerability.report; version=1.1"
 METADATA_MIMES = (
@@ -229,6 +230,8 @@ class AdapterClient:
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
+        import httpx
+
         self.base = url.rstrip("/") + "/api/v1"
         self.headers: dict[str, str] = {}
         if auth_header and credential is not None:
@@ -252,6 +255,8 @@ class AdapterClient:
         self, method: str, path: str, *, accept: str, body: bytes | None = None,
         content_type: str | None = None,
     ) -> tuple[int, httpx.Headers, bytes]:  # fmt: skip
+        import httpx
+
         headers = {**self.headers, "Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type

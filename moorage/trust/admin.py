@@ -32,7 +32,7 @@ from ..oci.names import valid_name
 from ..services.errors import Conflict, Denied, Invalid, Missing
 from ..services.management import AdminService, Caller
 from . import queries as q
-from .config import TrustConfigError, compile_trust
+from .model import TrustConfigError
 from .service import TrustReport, TrustService
 from .settings import (
     ALL_KINDS,
@@ -146,6 +146,8 @@ class TrustAdmin(AdminService):
     async def _validate(self, conn: AsyncConnection, namespace: str) -> None:
         """Compile the effective configuration of *namespace* (of every namespace with trust
         settings for ``*``) as it stands in this transaction."""
+        from .config import compile_trust  # cryptography's X.509 machinery, on first use
+
         names = await q.all_namespaces(conn) if namespace == SYSTEM else [namespace]
         for ns in [SYSTEM, *[n for n in names if n != SYSTEM]][:1000]:
             _, config = await self.trust.load_config(conn, ns)

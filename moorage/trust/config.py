@@ -14,6 +14,7 @@ from cryptography import x509
 
 from .keys import PublicKey, load_public_key
 from .model import CosignPKI, KeylessIdentity, Refused, TrustConfig
+from .model import TrustConfigError as TrustConfigError
 from .notation_policy import NotationPolicy, PolicyError, parse_policy
 from .sigstore_root import SigstoreRoot, TrustRootError
 from .util import load_certificates, load_pem_certificates
@@ -21,10 +22,6 @@ from .util import load_certificates, load_pem_certificates
 # Key and keyless identity names; no ':' so they never collide with the "ca:NAME" and
 # "signingAuthority:NAME" names under which Notation trust stores match signatures.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")
-
-
-class TrustConfigError(ValueError):
-    """The trust configuration cannot be used; the message names the entry and why."""
 
 
 @dataclass(slots=True)

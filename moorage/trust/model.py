@@ -60,6 +60,14 @@ class SignatureArtifact:
     tag: str | None = None  # the cosign ``.sig`` tag it was found under, when it was
 
 
+class TrustConfigError(ValueError):
+    """The trust configuration cannot be used; the message names the entry and why.
+
+    Defined here, with no dependencies, so that the service can name it without importing
+    trust/config.py (and cryptography's X.509 machinery) before a configuration is compiled;
+    trust/config.py re-exports it."""
+
+
 # ``await fetch_blob(digest, limit)`` returns the blob's bytes. It raises (any exception) when the
 # blob is missing or larger than ``limit``; the verifier turns that into a failed result.
 FetchBlob = Callable[[str, int], Awaitable[bytes]]

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,7 +42,6 @@ from ..oci.names import namespace_of
 from ..services.context import ServiceContext
 from ..storage.base import blob_path
 from . import queries as q
-from .config import CompiledTrust, TrustConfigError, compile_trust
 from .discover import NOTATION_ARTIFACT_TYPE, SIGSTORE_BUNDLE_TYPES
 from .model import (
     ArtifactForm,
@@ -52,6 +51,7 @@ from .model import (
     Signer,
     Subject,
     TrustConfig,
+    TrustConfigError,
     TrustPolicy,
     Verdict,
 )
@@ -63,6 +63,9 @@ from .settings import (
     effective_config,
     expand_matched,
 )
+
+if TYPE_CHECKING:
+    from .config import CompiledTrust
 
 log = logging.getLogger("moorage.trust")
 
@@ -303,6 +306,10 @@ class TrustService:
         key = (namespace, version)
         found = self._compiled.get(key)
         if found is None:
+            # Imported on first use: compiling brings cryptography's X.509 machinery and the
+            # sigstore trust root, which a registry with no signatures to verify never needs.
+            from .config import compile_trust
+
             try:
                 found = compile_trust(config)
             except TrustConfigError as exc:  # refused when saved; a hand-edited row, say

@@ -23,11 +23,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from .config import TrustConfigError
-from .model import CosignPKI, KeylessIdentity, NamedKey, NotationTrustStore, TrustConfig
+from .model import (
+    CosignPKI,
+    KeylessIdentity,
+    NamedKey,
+    NotationTrustStore,
+    TrustConfig,
+    TrustConfigError,
+)
 from .queries import EntryRow, NamespaceRow
 
 SYSTEM = "*"
@@ -66,6 +69,9 @@ def store_kind(store_type: str) -> str:
 
 def pem_certificates(data: bytes | str, what: str) -> list[str]:
     """PEM or DER certificates → a list of PEM texts (refused with a reason otherwise)."""
+    from cryptography import x509  # on first use (see trust/service.py)
+    from cryptography.hazmat.primitives import serialization
+
     raw = data.encode() if isinstance(data, str) else data
     if len(raw) > MAX_PEM:
         raise TrustConfigError(f"{what} is larger than {MAX_PEM} bytes")

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 async def _setup(rt: Runtime) -> None:
     from ..services.events import ManifestDeleted, ManifestPushed, TagDeleted
-    from .admin import TrustAdmin
     from .jobs import make_reverify, make_verify
     from .rule import SignatureRule
     from .service import TrustService
@@ -44,6 +43,10 @@ async def _setup(rt: Runtime) -> None:
     rt.jobs.register(VERIFY_JOB, make_verify(service))
     rt.jobs.register(REVERIFY_JOB, make_reverify(service))
     if rt.access is not None:
+        # Only with access control on: the administration compiles trust configurations, and
+        # with them cryptography's X.509 machinery (trust/config.py).
+        from .admin import TrustAdmin
+
         admin = TrustAdmin(rt.ctx, rt.access, rt.audit, rt.sessions).bind(service)
         rt.services["trust.admin"] = admin
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
@@ -20,7 +20,6 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from .. import __version__
-from ..auth.oidc import OIDCClient
 from ..auth.resolver import CSRFRejected, PrincipalResolver, Resolved
 from ..auth.service import ANONYMOUS, AccessService, AuthFailed, LockedOut
 from ..auth.service import Unavailable as AuthUnavailable
@@ -40,7 +39,6 @@ from ..services.management import ManagementService
 from .audit import AuditPages
 from .dashboard import DashboardPages
 from .jobs import JobsPages
-from .oidc import OIDCLogin
 from .organizations import OrganizationPages
 from .pages import Handler, PageError, PageGroup, Visit, denied, login_for, not_found
 from .repositories import RepositoryPages
@@ -58,6 +56,10 @@ from .web import (
     read_form,
     see_other,
 )
+
+if TYPE_CHECKING:
+    from ..auth.oidc import OIDCClient
+    from .oidc import OIDCLogin
 
 log = logging.getLogger("moorage.ui")
 T = TypeVar("T")
@@ -105,7 +107,11 @@ class WebUI:
         self.management = management
         self.static = StaticFiles(HERE / "static")
         self._login_csrf: LoginCSRF | None = None
-        self.oidc = OIDCLogin(self, oidc) if oidc is not None else None
+        self.oidc: OIDCLogin | None = None
+        if oidc is not None:  # single sign-on's module (httpx, joserfc) only when configured
+            from .oidc import OIDCLogin
+
+            self.oidc = OIDCLogin(self, oidc)
         self.groups: list[PageGroup] = []
         for make in extra_groups:  # a capability may bring one group of pages or several
             made = make(self)

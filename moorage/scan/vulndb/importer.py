@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...db.engine import writer
@@ -196,6 +195,8 @@ async def _download(
     url: str, src: store.SourceRow, http_timeout: float, dest: Path
 ) -> tuple[bool, str | None, str | None, str]:
     """Fetch *url* into *dest*: (modified?, etag, last-modified, sha256)."""
+    import httpx
+
     headers = {}
     if src.etag:
         headers["If-None-Match"] = src.etag
