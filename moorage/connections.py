@@ -14,6 +14,8 @@ forever, and about a thousand of them exhaust a default 1,024-descriptor limit. 
   was received, ``408 Request Timeout`` when a partial head was.
 - ``http.max_connections``: a request arriving on a connection beyond the cap is answered ``503``
   with an OCI ``UNAVAILABLE`` error body, ``Retry-After`` and ``Connection: close``.
+- one write per small response: a response's head leaves with its body's first bytes
+  (:class:`OneWritePerResponse`), not in a system call of its own.
 
 Deadlines are checked by one timer per process (:class:`_Sweeper`), not one per request.
 The class is configured per process by :func:`configure` (the parent for one worker,
@@ -101,8 +103,55 @@ class _Sweeper:
 _sweeper = _Sweeper()
 
 
+class OneWritePerResponse:
+    """A connection's transport that holds a response's head back until the first bytes of its
+    body, so that both leave in one ``send``.
+
+    uvicorn writes the status line and headers when the app sends ``http.response.start`` and
+    the body when it sends ``http.response.body``: two system calls, and on loopback two TCP
+    segments, for every small response (a manifest GET). Held: a head of a final response
+    (status 2xx–5xx). Given out: with the next write (the body's first chunk), when the
+    response completes without a body write (HEAD, an empty body), or when the connection is
+    closed by the server. Dropped: when the connection was lost meanwhile. Interim responses
+    (``100 Continue``) go out at once: the client waits for them before sending its body."""
+
+    __slots__ = ("_raw", "_held")
+
+    def __init__(self, raw: asyncio.Transport) -> None:
+        self._raw = raw
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._raw.write(held + data)
+        elif data[:9] == b"HTTP/1.1 " and data[9:10] in b"2345":
+            self._held = bytes(data)
+        else:
+            self._raw.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._raw.is_closing():
+                self._raw.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._raw.close()
+
+    def is_closing(self) -> bool:
+        return self._raw.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a request-head deadline and a connection cap."""
+    """uvicorn's httptools protocol with a request-head deadline, a connection cap, and one
+    write per small response (OneWritePerResponse)."""
 
     head_deadline: float | None = None  # loop time by which a complete head must have come
     _awaiting_head = True
@@ -110,6 +159,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = OneWritePerResponse(transport)  # type: ignore[assignment]
         self._awaiting_head = True
         self._head_bytes = False
         self._start_deadline()
@@ -145,6 +195,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        # A response without a body write (HEAD, an empty body) ends here: its head goes now.
+        self.transport.flush()  # type: ignore[attr-defined]
         # The next request's head is awaited; its deadline starts at its first byte (until
         # then the keep-alive timeout governs the idle connection).
         self._awaiting_head = True

@@ -10,8 +10,7 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from types import MappingProxyType
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -19,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from ..audit import PULL_ACTIONS, Action, AuditEvent, AuditLog
+from ..audit.events import SharedDetails
 from ..auth.policy import DELETE, PULL, PUSH, AccessPolicy, RBACPolicy
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest, InvalidDigest
@@ -127,14 +127,20 @@ def _next_link(path: str, n: int, last: str, extra: dict[str, str] | None = None
     return f'<{path}?{urlencode(params)}>; rel="next"'
 
 
-_STATUS_DETAILS: dict[int, Mapping[str, Any]] = {}
+_EVERY_RESPONSE = (
+    (API_VERSION_HEADER[0].lower().encode("latin-1"), API_VERSION_HEADER[1].encode("latin-1")),
+    (b"x-content-type-options", b"nosniff"),
+)
+
+_STATUS_DETAILS: dict[int, SharedDetails] = {}
 
 
-def _status_details(status: int) -> Mapping[str, Any]:
-    """An audit record's ``{"status": N}``, one read-only copy per status."""
+def _status_details(status: int) -> SharedDetails:
+    """An audit record's ``{"status": N}``, one read-only copy per status (its canonical JSON
+    encoded once, not once per record)."""
     details = _STATUS_DETAILS.get(status)
     if details is None:
-        details = _STATUS_DETAILS[status] = MappingProxyType({"status": status})
+        details = _STATUS_DETAILS[status] = SharedDetails({"status": status})
     return details
 
 
@@ -179,10 +185,10 @@ class RegistryAPI:
             )
         except ClientDisconnect:
             return
-        response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
-        # Content under /v2 is whatever a pusher uploaded, on the UI's origin: a browser must
-        # never sniff it into HTML or script.
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        # Appended as raw header lines (no handler sets them; MutableHeaders would scan the
+        # list for each). Content under /v2 is whatever a pusher uploaded, on the UI's origin:
+        # a browser must never sniff it into HTML or script (nosniff).
+        response.raw_headers.extend(_EVERY_RESPONSE)
         if self.audit is not None:
             if (
                 response.status_code >= 400
@@ -222,15 +228,19 @@ class RegistryAPI:
             return  # a miss, not an action (clients probe before pushing)
         if result == "denied":
             return  # counted with every other refusal (moorage/audit/refusals.py)
-        principal = request.scope.get("moorage.principal")
+        scope = request.scope
+        principal = scope.get("moorage.principal")
         ref = params.get("ref", "")
         digest = (
-            response.headers.get("docker-content-digest")
+            # A manifest read names what it served (a pull by tag: the tag's digest then).
+            scope.get("moorage.digest")
+            or response.headers.get("docker-content-digest")
             or params.get("digest")
             or (ref if ":" in ref else None)
             or request.query_params.get("digest")
             or request.query_params.get("mount")
         )
+        client = scope.get("client")
         # The records wait in the audit queue (up to audit.queue_size of them under a burst of
         # pulls): the strings a burst repeats are shared, not one copy per request.
         self.audit.record_nowait(
@@ -242,7 +252,7 @@ class RegistryAPI:
                 repository=_shared(params.get("name")),
                 tag=_shared(ref) if ref and ":" not in ref else None,
                 digest=_shared(digest[:200]) if digest else None,
-                client_addr=_shared(request.client.host) if request.client else None,
+                client_addr=_shared(client[0]) if client else None,
                 user_agent=_shared(request.headers.get("user-agent")),
                 details=_status_details(status),
             )
@@ -387,6 +397,7 @@ class RegistryAPI:
             manifest = await pt.manifest(name, reference, accept, requester)
         else:
             manifest = await self.manifests.get(name, reference, accept, requester)
+        request.scope["moorage.digest"] = manifest.digest
         headers = {
             "Docker-Content-Digest": manifest.digest,
             "Content-Length": str(len(manifest.payload)),

@@ -17,6 +17,7 @@ digest's state is kept ``TTL`` seconds (a burst of pulls reads it once). Policie
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,15 +62,19 @@ class VulnerabilityRule(Rule):
         self.audit = audit
         self._policies: dict[str, VulnerabilityPolicy] = {}
         self._loaded = float("-inf")
+        self._reload = asyncio.Lock()
         self._subjects: dict[tuple[str, str], bool] = {}
         self._states: dict[str, tuple[float, tuple[str, list[Finding]] | None]] = {}
 
     async def _policy_for(self, repository: str) -> VulnerabilityPolicy | None:
         if time.monotonic() - self._loaded > TTL:
-            async with self.engine.connect() as conn:
-                rows = await store.policies(conn)
-            self._policies = {r.target: _row_policy(r) for r in rows}
-            self._loaded = time.monotonic()
+            # One reload for the burst of pulls that finds the policies stale together.
+            async with self._reload:
+                if time.monotonic() - self._loaded > TTL:
+                    async with self.engine.connect() as conn:
+                        rows = await store.policies(conn)
+                    self._policies = {r.target: _row_policy(r) for r in rows}
+                    self._loaded = time.monotonic()
         if not self._policies:
             return None
         own = self._policies.get(repository)
