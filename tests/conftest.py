@@ -109,6 +109,28 @@ def stop_process(
     return int(proc.returncode)
 
 
+# Servers started by this test process and not stopped yet: a failing test's report carries
+# their warnings and errors (a module-scoped server's log is deleted with its directory, and a
+# flaky 503 in CI must explain itself; see pytest_runtest_makereport below).
+_LIVE_SERVERS: dict[int, MoorageServer] = {}
+
+
+def server_problems(server: MoorageServer, limit: int = 60) -> str:
+    """The WARNING/ERROR lines (and tracebacks) of *server*'s whole log, the last *limit*."""
+    if server.log_path is None or not server.log_path.exists():
+        return ""
+    picked: list[str] = []
+    in_trace = False
+    for ln in server.log_path.read_text(errors="replace").splitlines():
+        if ln.startswith("Traceback"):
+            in_trace = True
+        elif in_trace and ln[:2].isdigit():  # the next timestamped log line ends it
+            in_trace = False
+        if in_trace or " WARNING " in ln or " ERROR " in ln:
+            picked.append(ln)
+    return "\n".join(picked[-limit:])
+
+
 class PortTaken(RuntimeError):
     """A server could not listen on its port: something else took it first."""
 
@@ -175,6 +197,7 @@ class MoorageServer:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        _LIVE_SERVERS[id(self)] = self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -193,9 +216,38 @@ class MoorageServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-20000:] if self.log_path else ""
 
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status of a server told to stop; when it is still running after *timeout*,
+        a failure that shows why: its log, and what each of its processes is waiting in."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            states = []
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            kids = children.read_text().split() if children.exists() else []
+            for pid in [str(self.proc.pid), *kids]:
+                with contextlib.suppress(OSError):
+                    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                    threads = sorted(os.listdir(f"/proc/{pid}/task"))
+                    wchans = [
+                        Path(f"/proc/{pid}/task/{t}/comm").read_text().strip()
+                        + ":"
+                        + Path(f"/proc/{pid}/task/{t}/wchan").read_text()
+                        for t in threads
+                    ]
+                    states.append(f"pid {pid} {status[2]}; threads {wchans}")
+            raise AssertionError(
+                f"still running {timeout} s after it was told to stop\n"
+                + "\n".join(states)
+                + "\n"
+                + self.log()
+            ) from None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         if self.proc is None:
             return None
+        _LIVE_SERVERS.pop(id(self), None)
         code = stop_process(self.proc, sig, timeout)
         self.proc = None
         return code
@@ -449,6 +501,20 @@ def _group(item: pytest.Item) -> str:
         if path.startswith(prefix + "/"):
             return name
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report lists the warnings and errors of every Moorage server this
+    process still runs (the test's own and the module's or session's shared ones)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or call.when == "teardown":
+        return
+    for srv in list(_LIVE_SERVERS.values()):
+        problems = server_problems(srv)
+        if problems:
+            report.sections.append((f"moorage server :{srv.port} warnings and errors", problems))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -230,7 +230,7 @@ def test_sigterm_with_drain_seconds_reports_unready_while_still_serving(
                 assert fresh.get(f"{srv.url}/readyz").status_code == 503
                 assert fresh.get(f"{srv.url}/v2/").status_code == 200
         # Then it stops by itself.
-        assert srv.proc.wait(60) in (0, -signal.SIGTERM)
+        assert srv.wait_exit(60) in (0, -signal.SIGTERM)
     finally:
         srv.stop()
 

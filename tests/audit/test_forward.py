@@ -23,8 +23,6 @@ from moorage.audit.forward import UDP_MAX_MESSAGE, format_rfc5424, octet_frame
 from tests.audit import ASYNC, all_records, db_url_fixture, engine_fixture, event  # noqa: F401
 from tests.conftest import free_port
 
-pytestmark = ASYNC
-
 # <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP STRUCTURED-DATA SP MSG
 RFC5424 = re.compile(
     r"^<(?P<pri>\d{1,3})>1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) "
@@ -85,6 +83,7 @@ async def udp_listener() -> AsyncIterator[tuple[int, _UDPSink]]:
         transport.close()
 
 
+@ASYNC
 async def test_syslog_udp(engine: AsyncEngine, udp_listener: tuple[int, _UDPSink]) -> None:
     port, sink = udp_listener
     config = audit_config(
@@ -113,6 +112,7 @@ async def test_syslog_udp(engine: AsyncEngine, udp_listener: tuple[int, _UDPSink
         check_message(msg, rec, facility=19, app="moorage-test")
 
 
+@ASYNC
 async def test_oversized_udp_message_loses_only_its_details() -> None:
     rec = seal(AuditEvent("policy.change", details={"blob": "x" * 20000}), 1, "0" * 64)
     line = format_rfc5424(rec, hostname="h", procid=1, max_bytes=UDP_MAX_MESSAGE)
@@ -168,6 +168,7 @@ async def tcp_listener() -> AsyncIterator[tuple[int, _TCPSink]]:
         await server.wait_closed()
 
 
+@ASYNC
 async def test_syslog_tcp(engine: AsyncEngine, tcp_listener: tuple[int, _TCPSink]) -> None:
     port, sink = tcp_listener
     config = audit_config(syslog={"address": f"127.0.0.1:{port}", "protocol": "tcp"})
@@ -188,6 +189,7 @@ async def test_syslog_tcp(engine: AsyncEngine, tcp_listener: tuple[int, _TCPSink
     assert sink.connections == 1  # one connection, kept open
 
 
+@ASYNC
 async def test_syslog_tcp_reconnects(
     engine: AsyncEngine, tcp_listener: tuple[int, _TCPSink]
 ) -> None:
@@ -254,6 +256,7 @@ def http_listener() -> Iterator[tuple[str, _HTTPSink]]:
         thread.join(5)
 
 
+@ASYNC
 async def test_http_forwarding_retries_after_a_500(
     engine: AsyncEngine, http_listener: tuple[str, _HTTPSink]
 ) -> None:
@@ -284,6 +287,7 @@ async def test_http_forwarding_retries_after_a_500(
     assert all(h["Content-Type"] == "application/json" for h in sink.headers)
 
 
+@ASYNC
 async def test_http_forwarding_retries_later_after_exhausting_retries(
     engine: AsyncEngine, http_listener: tuple[str, _HTTPSink]
 ) -> None:
@@ -301,6 +305,7 @@ async def test_http_forwarding_retries_later_after_exhausting_retries(
     assert [e["id"] for e in sink.bodies[0]["events"]] == [1]
 
 
+@ASYNC
 async def test_http_permanent_refusal_drops_the_batch(
     engine: AsyncEngine, http_listener: tuple[str, _HTTPSink]
 ) -> None:
@@ -320,6 +325,7 @@ async def test_http_permanent_refusal_drops_the_batch(
     assert audit.forwarders[0].dropped == 1
 
 
+@ASYNC
 async def test_unreachable_receivers_never_block_recording(engine: AsyncEngine) -> None:
     dead = free_port()  # nothing listens there
     config = audit_config(

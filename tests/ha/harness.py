@@ -144,8 +144,12 @@ class HAProxy(_Balancer):
         return out.decode()
 
     def server_states(self) -> dict[str, str]:
-        """``{"node1": "UP", "node2": "DOWN", ...}`` as the health checks see them."""
-        lines = self.command("show stat").splitlines()
+        """``{"node1": "UP", "node2": "DOWN", ...}`` as the health checks see them; ``{}``
+        while HAProxy has not opened its stats socket yet (just started, a loaded machine)."""
+        try:
+            lines = self.command("show stat").splitlines()
+        except (FileNotFoundError, ConnectionRefusedError):
+            return {}
         header = lines[0].lstrip("# ").split(",")
         states = {}
         for line in lines[1:]:
@@ -364,7 +368,15 @@ class Cluster:
     def logs(self) -> str:
         parts = []
         for i, node in enumerate(self.nodes):
-            parts.append(f"--- node{i + 1} ({node.host}) ---\n{node.log()[-6000:]}")
+            text = node.log()
+            # Warnings and errors from the whole log (a refused request's cause is often far
+            # above the tail), then the tail.
+            problems = [ln for ln in text.splitlines() if " WARNING " in ln or " ERROR " in ln]
+            parts.append(
+                f"--- node{i + 1} ({node.host}): warnings and errors ---\n"
+                + "\n".join(problems[-40:])
+            )
+            parts.append(f"--- node{i + 1} ({node.host}) ---\n{text[-6000:]}")
         if self.lb is not None and self.lb.log_path.exists():
             parts.append(
                 f"--- {self.lb.name} ---\n{self.lb.log_path.read_text(errors='replace')[-4000:]}"
