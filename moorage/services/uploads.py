@@ -261,8 +261,9 @@ class UploadService:
     async def status(self, repo: str, upload_id: str) -> UploadStatus:
         """Where the session stands. One truth with PATCH and PUT: a session whose bytes are
         gone (a crash between a commit's move and its row, a purge) is unknown here too, and
-        its row is dropped."""
-        found = await self._find(repo, upload_id)
+        its row is dropped. A session a live request is writing to is waited for briefly
+        (:meth:`_settled`), so that the offset answered is the one to go on from."""
+        found = await self._settled(repo, upload_id)
         row = found.row
         try:
             exists = await self.ctx.storage.upload_exists(row.id, row.storage_state)
@@ -271,6 +272,28 @@ class UploadService:
         if not exists:
             await self._drop_gone(row.id)
         return UploadStatus(row.id, row.size)
+
+    async def _settled(self, repo: str, upload_id: str) -> wp.LeasedUpload:
+        """The session once no live request holds its lease, or after BUSY_WAIT_SECONDS.
+
+        A client whose PATCH broke mid-body asks for the status at once, while the server may
+        still be writing what arrived, saving its offset and releasing the lease (a loaded
+        node takes a while to see the disconnect). Answered the old offset, the client's next
+        PATCH would wait for that lease and then be refused 416 for a range that moved under
+        it: a second resume for one cut. A lease of a dead process is not waited for."""
+        found = await self._find(repo, upload_id)
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        delay = 0.02
+        while (
+            found.row.lease_token
+            and (found.row.lease_expires_at is None or found.row.lease_expires_at > wp.now())
+            and not node.holder_is_dead(found.holder, self.node)
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+            found = await self._find(repo, upload_id)
+        return found
 
     async def _find(self, repo: str, upload_id: str) -> wp.LeasedUpload:
         if len(upload_id) > 64:

@@ -8,6 +8,7 @@ left at its default (15 s): before the fix the first PATCH after a restart answe
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -111,7 +112,9 @@ def test_a_live_lease_answers_429_with_retry_after(own_server: MoorageServer) ->
             assert busy.status_code == 429, busy.text
             assert error_code(busy) == "TOOMANYREQUESTS"
             assert 1 <= int(busy.headers["Retry-After"]) <= 15
-            assert c.get(loc).headers["Range"] == "0-99999"  # status needs no lease
+            # Status needs no lease: it waits a moment for the live request, then answers the
+            # saved offset.
+            assert c.get(loc).headers["Range"] == "0-99999"
             sock.sendall(data[300_000:])  # the live request finishes
             reply = sock.recv(65536).decode(errors="replace")
             assert reply.startswith("HTTP/1.1 202"), reply
@@ -120,6 +123,39 @@ def test_a_live_lease_answers_429_with_retry_after(own_server: MoorageServer) ->
         # Free again: a wrong range is a 416 (and only that is).
         wrong = _patch(c, loc, b"x", 5)
         assert wrong.status_code == 416 and error_code(wrong) == "RANGE_INVALID"
+        r = c.put(loc, params={"digest": sha256(data)})
+        assert r.status_code == 201, r.text
+
+
+def test_status_after_a_cut_answers_the_offset_the_cut_request_saved(
+    own_server: MoorageServer,
+) -> None:
+    """A client whose PATCH broke mid-body asks at once where the session stands. The server
+    may still be finishing the broken request (saving what arrived); the status waits for it,
+    so the client goes on from the right offset (before: the old offset, then a 416 on the next
+    PATCH and a second resume — tests/replication/test_faults.py under load)."""
+    repo = "crash/cut"
+    first, sent, declared = 100_000, 3 * 1024 * 1024, 8 * 1024 * 1024
+    data = os.urandom(first + declared)
+    with httpx.Client(base_url=own_server.url, timeout=60) as c:
+        loc = _start(c, repo)
+        assert _patch(c, loc, data[:first], 0).status_code == 202
+        sock = _half_patch(own_server, loc, data[first : first + sent], first, declared)
+        try:
+            _wait_leased(c, loc, first)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                status = pool.submit(c.get, loc)
+                time.sleep(0.3)  # the status request is waiting on the live request's lease
+                assert not status.done()
+                sock.close()  # the cut
+                r = status.result(30)
+        finally:
+            sock.close()
+        assert r.status_code == 204, r.text
+        start, end = (int(x) for x in r.headers["Range"].split("-"))
+        # What arrived before the cut was kept (whole pipeline chunks of it), and said so.
+        assert start == 0 and first <= end < first + sent, r.headers["Range"]
+        assert _patch(c, loc, data[end + 1 :], end + 1).status_code == 202
         r = c.put(loc, params={"digest": sha256(data)})
         assert r.status_code == 201, r.text
 
