@@ -31,7 +31,21 @@ METRICS: list[Metric] = [
         "lower",
         "small_push_s_client",
     ),
+    Metric(
+        "small_push_cpu_s",
+        "push: the server's CPU (process tree, later work included)",
+        "s",
+        "lower",
+        "small_push_s_cpu",
+    ),
     Metric("small_pull_s", "pull " + _SMALL, "s", "lower", "small_pull_s"),
+    Metric(
+        "small_pull_cpu_s",
+        "pull: the server's CPU (process tree)",
+        "s",
+        "lower",
+        "small_pull_s_cpu",
+    ),
     Metric(
         "big_skopeo_push_MBps", "{big} layer push (skopeo)", "MB/s", "higher", "big_skopeo_push_s"
     ),

@@ -39,8 +39,10 @@ from servers import (  # noqa: E402
     RssSampler,
     RunningServer,
     ServerSpec,
+    cpu_seconds,
     distribution_spec,
     moorage_spec,
+    process_tree,
     running,
     wait_idle,
 )
@@ -102,6 +104,10 @@ class Target:
         return self.spec.name
 
     settle: float = 0.0
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server's process tree."""
+        return cpu_seconds(process_tree(self.server.pid))
 
     def wait_idle(self, settle: float | None = None) -> float:
         """Wait until the server's process tree is idle; the seconds it was busy meanwhile.
@@ -261,8 +267,12 @@ def interleave(
         k = r % len(targets)
         for t in targets[k:] + targets[:k]:
             t.wait_idle(settle=0.5)
+            cpu = t.cpu_seconds()
             with t.rss.window(key):  # which phase makes the peak (the JSON's rss_windows_MiB)
                 t.samples.setdefault(key, []).append(fn(t, r))
+            # The server's CPU for the round (its later work included when fn waits for it):
+            # steadier than wall time where clients and server share two cores.
+            t.samples.setdefault(key + "_cpu", []).append(t.cpu_seconds() - cpu)
     summary = ", ".join(
         f"{t.name} " + "/".join(f"{v:.2f}" for v in t.samples[key]) for t in targets
     )
@@ -414,6 +424,8 @@ def metrics_of(t: Target, inputs: Inputs, s: Settings) -> dict[str, float]:
         "rss_big_push_MiB": t.rss.windows["big_push"] / MiB,
         "rss_peak_MiB": t.rss.peak / MiB,
         "small_push_client_s": min(t.samples["small_push_s_client"]),
+        "small_push_cpu_s": min(t.samples["small_push_s_cpu"]),
+        "small_pull_cpu_s": min(t.samples["small_pull_s_cpu"]),
         "manifest_get_rps": best_rps["manifest_get_rps"],
         "manifest_get_load_rps": best_rps["manifest_get_load_rps"],
         "manifest_head_rps": best_rps["manifest_head_rps"],
