@@ -9,6 +9,7 @@ hook, from its own package.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +17,7 @@ from .. import __version__
 from ..capability import Capability
 from ..config import ConfigError
 from . import admin, audit, jobs, serve
-from .common import CommandTree
+from .common import CommandTree, load
 
 
 def build_parser(capabilities: tuple[Capability, ...] | None = None) -> argparse.ArgumentParser:
@@ -45,6 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:  # e.g. an export file that cannot be written
         print(f"moorage: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # A database that cannot serve the command (unreachable, no tables yet, a wrong
+        # password): one line that says what to do, as at the server's start, not a traceback.
+        from sqlalchemy.exc import DBAPIError
+
+        from ..startup import explain
+
+        if not isinstance(exc, DBAPIError):
+            raise
+        url: str | None = None
+        with contextlib.suppress(Exception):
+            url = load(args).database_url
+        print(f"moorage: {explain(exc, database_url=url)}", file=sys.stderr)
         return 2
 
 

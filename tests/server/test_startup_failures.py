@@ -109,6 +109,27 @@ def test_database_without_its_tables(tmp_path: Path, kind: str) -> None:
     assert "moorage db upgrade" in line
 
 
+@pytest.mark.parametrize("kind", [b for b in ("sqlite", "postgresql") if b in BACKENDS])
+def test_an_admin_command_on_a_database_without_its_tables(tmp_path: Path, kind: str) -> None:
+    """``moorage admin`` beside no server yet: one line that says what to do, no traceback."""
+    env = {**os.environ}
+    with contextlib.ExitStack() as stack:
+        if kind == "postgresql":
+            env["MOORAGE_DATABASE_URL"] = stack.enter_context(postgres_database())
+        proc = subprocess.run(
+            [sys.executable, "-m", "moorage.cli", "admin", "create-org", "acme"]
+            + ["--data-dir", str(tmp_path / "data")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    line = last_line(proc.stdout + proc.stderr)
+    assert proc.returncode == 2, proc.stderr
+    assert line.startswith("moorage: ") and "lacks Moorage's tables" in line, line
+    assert "moorage db upgrade" in line
+
+
 def test_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
