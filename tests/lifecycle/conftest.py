@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import ADMIN_PASSWORD, MoorageServer, postgres_database
+from ..conftest import ADMIN_PASSWORD, MoorageServer, postgres_database, run_cli
 
 ZERO = {
     "MOORAGE_GC_GRACE_SECONDS": "0",
@@ -64,13 +63,7 @@ def cli(server: MoorageServer, *args: str) -> subprocess.CompletedProcess[str]:
     env.update(server.env)
     if server.database_url:
         env["MOORAGE_DATABASE_URL"] = server.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "moorage.cli", *args, "--data-dir", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return run_cli([*args, "--data-dir", str(server.data_dir)], env)
 
 
 def stored_blobs(server: MoorageServer) -> set[str]:

@@ -284,7 +284,11 @@ def test_notation_referrer_pushed_with_oras(server: MoorageServer, podman: Engin
     write_layout(layout, {"1": image})
     skopeo = Skopeo(shutil.which("skopeo") or "skopeo", podman.client_env)
     skopeo("copy", "--dest-tls-verify=false", "--dest-creds", signer, f"oci:{layout}:1", f"docker://{host}/notary/svc:1")
-    assert podman("pull", TLS, "--creds", puller, f"{host}/notary/svc:1", check=False).returncode != 0
+    # The new policy holds on every node within its refresh interval (not at once).
+    eventually(
+        lambda: podman("pull", TLS, "--creds", puller, f"{host}/notary/svc:1", check=False).returncode != 0,
+        "the unsigned image's pull to be refused",
+    )
 
     # oras pushes the Notation signature: the envelope as the one layer, the image as subject.
     subject = Subject(image.digest, image.manifest.media_type, image.manifest.size)
