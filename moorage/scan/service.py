@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -200,6 +202,9 @@ class ScanService:
             max_member=sc.max_file_mib << 20, max_layer_bytes=sc.max_layer_gib << 30
         )
         self.layers_analyzed = 0  # layers read from storage by this process (cache misses)
+        # Analyses under way, by layer digest: scans that need the same uncached layer at once
+        # (four images on one new base, pushed together) wait for one reading of it.
+        self._analyzing: dict[str, asyncio.Task[tuple[LayerRecord, bool]]] = {}
         # digests whose result row the claim hook (mark_running) set running, for their jobs
         self._marked_running: set[str] = set()
         # organizations scanned by an external adapter (the wiring gives it the token service)
@@ -326,9 +331,9 @@ class ScanService:
         if setting is not None:
             return await self._external(setting, repository, digest, media_type), 0
         try:
-            before = self.layers_analyzed
-            inventory = await self.inventory([str(d.get("digest", "")) for d in layers])
-            analyzed = self.layers_analyzed - before
+            inventory, analyzed = await self.counted_inventory(
+                [str(d.get("digest", "")) for d in layers]
+            )
         except StorageError as e:
             await self._finish(
                 digest,
@@ -464,16 +469,35 @@ class ScanService:
         )
 
     async def inventory(self, layer_digests: list[str]) -> Inventory:
-        # The cached records of every layer in one read (a small image's layers are usually
-        # all cached: one query, not one connection per layer); misses are analyzed in order.
+        return (await self.counted_inventory(layer_digests))[0]
+
+    async def counted_inventory(self, layer_digests: list[str]) -> tuple[Inventory, int]:
+        """The image's inventory, and how many of its layers this call read from storage.
+
+        The cached records of every layer come in one read (a small image's layers are usually
+        all cached: one query, not one connection per layer); misses are analyzed in order, each
+        once per process however many scans want it at the same time (the scan that started the
+        reading counts it)."""
         known = await self._cached_records(layer_digests)
         records: list[tuple[str, LayerRecord]] = []
+        analyzed = 0
         for digest in layer_digests:
             record = known.get(digest)
             if record is None:  # a layer listed twice is analyzed once
-                record = known[digest] = await self._analyze(digest)
+                task = self._analyzing.get(digest)
+                mine = task is None
+                if task is None:
+                    task = self._analyzing[digest] = asyncio.ensure_future(self._analyze(digest))
+                    task.add_done_callback(partial(self._analyzed, digest))
+                # Shielded: a cancelled scan leaves the reading to the others waiting for it.
+                fresh, read = await asyncio.shield(task)
+                record = known[digest] = fresh
+                analyzed += int(mine and read)
             records.append((digest, record))
-        return merge(records)
+        return merge(records), analyzed
+
+    def _analyzed(self, digest: str, _task: asyncio.Future[Any]) -> None:
+        self._analyzing.pop(digest, None)
 
     async def _cached_records(self, digests: list[str]) -> dict[str, LayerRecord]:
         if not digests:
@@ -491,8 +515,9 @@ class ScanService:
                 out[row.digest] = record
         return out
 
-    async def _analyze(self, digest: str) -> LayerRecord:
-        """A layer the cache does not hold: read from storage, analyzed and cached."""
+    async def _analyze(self, digest: str) -> tuple[LayerRecord, bool]:
+        """A layer the cache does not hold: read from storage, analyzed and cached; and
+        whether it was read (False: not a digest, or missing from storage)."""
         algorithm, _, hex_ = digest.partition(":")
         if (
             algorithm not in ("sha256", "sha512")
@@ -500,7 +525,12 @@ class ScanService:
             or not all(c in "0123456789abcdef" for c in hex_)
         ):
             return {"v": RECORD_VERSION, "files": {}, "removed": [], "opaque": [],
-                    "errors": [f"layer {digest[:80]}: not a digest"]}  # fmt: skip
+                    "errors": [f"layer {digest[:80]}: not a digest"]}, False  # fmt: skip
+        # A scan whose cache read came just before another's reading of this layer committed
+        # finds its record now, instead of reading the layer a second time.
+        cached = (await self._cached_records([digest])).get(digest)
+        if cached is not None:
+            return cached, False
         try:
             record = await analyze_layer(
                 self.ctx.storage.reader(blob_path(algorithm, hex_)), self.limits
@@ -508,7 +538,7 @@ class ScanService:
         except PathNotFound:
             record = {"v": RECORD_VERSION, "files": {}, "removed": [], "opaque": [],
                       "errors": [f"layer {digest}: blob missing from storage"]}  # fmt: skip
-            return record  # not cached: it may be there later
+            return record, False  # not cached: it may be there later
         self.layers_analyzed += 1
         text = json.dumps(record, separators=(",", ":"))
         async with self.ctx.write_engine.begin() as conn:
@@ -519,7 +549,7 @@ class ScanService:
                 digest=digest, version=RECORD_VERSION, record=text, analyzed_at=now()
             )
             await conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest"]))
-        return record
+        return record, True
 
     async def result(self, digest: str) -> Result | None:
         async with self.ctx.engine.connect() as conn:

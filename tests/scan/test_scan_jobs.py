@@ -138,3 +138,32 @@ async def test_a_cached_scan_job_is_two_write_transactions(rt: Runtime) -> None:
     assert rows[digests[1]].status == "done" and rows[digests[1]].scanned_at is not None
     assert json.loads(rows[digests[1]].summary)["critical"] == 0
     assert states.count("succeeded") == 2 and states.count("queued") == 1
+
+
+async def test_scans_that_need_one_new_layer_at_once_read_it_once(rt: Runtime) -> None:
+    """Four scans of images on one new base layer, at the same time (scan-on-push of four
+    pushes): the layer is read from storage once; the scan that read it counts it, the others
+    wait for it and count nothing (CI saw [1, 1, 2, 2] layers analyzed where [1, 1, 1, 2]
+    was right: the per-scan count came from a counter every scan of the process shared)."""
+    import io
+    import tarfile
+
+    from moorage.storage.base import blob_path
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = b"3.14.2\n"
+        info = tarfile.TarInfo("etc/alpine-release")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    blob = buf.getvalue()
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    await rt.ctx.storage.put_bytes(blob_path("sha256", digest.split(":")[1]), blob)
+    scan = rt.services["scan"]
+    results = await asyncio.gather(*(scan.counted_inventory([digest]) for _ in range(4)))
+    assert sorted(n for _, n in results) == [0, 0, 0, 1]
+    assert scan.layers_analyzed == 1
+    assert len({json.dumps(inv, sort_keys=True, default=str) for inv, _ in results}) == 1
+    # Now cached: nothing more is read.
+    _, n = await scan.counted_inventory([digest])
+    assert n == 0 and scan.layers_analyzed == 1
