@@ -468,9 +468,6 @@ class ScanService:
             scanner=scanner,
         )
 
-    async def inventory(self, layer_digests: list[str]) -> Inventory:
-        return (await self.counted_inventory(layer_digests))[0]
-
     async def counted_inventory(self, layer_digests: list[str]) -> tuple[Inventory, int]:
         """The image's inventory, and how many of its layers this call read from storage.
 
