@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
 
 import httpx
 import jsonschema
@@ -74,17 +73,6 @@ def app_layer(n: int) -> bytes:
             ),
         }
     )
-
-
-def jobs_results(server: MoorageServer) -> list[dict[str, Any]]:
-    r = moorage_cli(server, "jobs", "list", "--kind", "scan.manifest", "--limit", "500")
-    assert r.returncode == 0, r.stderr
-    out = []
-    for line in r.stdout.splitlines():
-        fields = dict(f.split("=", 1) for f in line.split("\t")[3:] if "=" in f)
-        if "result" in fields:
-            out.append(json.loads(fields["result"]))
-    return out
 
 
 def test_scan_on_push_report_and_sboms(admin: httpx.Client, scan_server: MoorageServer) -> None:
@@ -156,14 +144,27 @@ def test_shared_base_layer_is_analysed_once(
 ) -> None:
     org = f"base{uuid.uuid4().hex[:8]}"
     base = layer({"etc/alpine-release": b"3.14.2\n", "lib/apk/db/installed": (DATA / "apk-installed").read_bytes(), "n": uuid.uuid4().bytes})  # fmt: skip
-    before = len(jobs_results(scan_server))
     for n in range(4):
         push_image(admin, f"{org}/app{n}", "v1", [base, app_layer(100 + n)])
     reports = [wait_report(admin, f"{org}/app{n}", "v1") for n in range(4)]
     assert {r["status"] for r in reports} == {"done"}
-    results = jobs_results(scan_server)[: len(jobs_results(scan_server)) - before]
-    # newest first: 4 scans; the base read once, each app layer once
-    assert sorted(r["layers_analyzed"] for r in results) == [1, 1, 1, 2]
+    # This test's own scan jobs, told apart by repository (other tests' jobs, and any scan of
+    # an attached SBOM, are not counted). A report reads "done" a moment before its job's own
+    # outcome is recorded (the job finishes after the report is written): wait for all four.
+    deadline = time.monotonic() + 60
+    while True:
+        r = admin.get("/api/v1/jobs", params={"kind": "scan.manifest", "limit": 100})
+        assert r.status_code == 200, r.text
+        mine = [
+            j for j in r.json()["items"] if j["payload"].get("repository", "").startswith(f"{org}/")
+        ]
+        if all(j["state"] == "succeeded" for j in mine) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    # one scan per image; the base read once, each app layer once
+    analyzed = sorted(j["result"]["layers_analyzed"] for j in mine if j["result"])
+    assert analyzed == [1, 1, 1, 2], mine
+    assert len(mine) == 4, mine
 
 
 def test_organization_override_and_on_demand_scan(admin: httpx.Client) -> None:
