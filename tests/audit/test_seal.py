@@ -59,3 +59,32 @@ def test_shared_details_are_a_read_only_mapping() -> None:
     assert d.json == canonical_json({"status": 404})
     with pytest.raises(TypeError):
         d["status"] = 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # optional fields absent: null in the hash input
+        {"actor": "", "actor_type": "anonymous"},
+        # quotes, backslashes, control characters, non-ASCII and astral characters: escaped
+        {
+            "actor": 'o"brien\\x',
+            "actor_type": "user",
+            "repository": "acme/app",
+            "tag": "v1",
+            "user_agent": "tab\there\nnew \u00e9 \U0001f600 \x7f",
+            "client_addr": "::1",
+            "request_id": "r" * 200,
+        },
+    ],
+)
+def test_seal_hash_is_canonical_for_empty_and_escaped_fields(fields: dict[str, Any]) -> None:
+    ev = AuditEvent(
+        "login",
+        result="failure",
+        request_id=fields.pop("request_id", None),
+        time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        **fields,
+    )
+    rec = seal(ev, 7, "0" * 64)
+    assert rec.hash == chain_hash(rec.hash_input()) == rec.computed_hash()
