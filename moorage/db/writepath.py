@@ -67,6 +67,10 @@ class SessionCapReached(Exception):
 class Tx(Protocol):
     """One transaction's statements. SQL uses ``$1``-style parameters."""
 
+    # Row locks (PostgreSQL: SELECT ... FOR KEY SHARE); False where one writer at a time holds
+    # the whole database (SQLite's BEGIN IMMEDIATE) and there is nothing to lock.
+    row_locks: bool
+
     async def one(self, sql: str, *params: Any) -> Any: ...
     async def all(self, sql: str, *params: Any) -> list[Any]: ...
     async def run(self, sql: str, *params: Any) -> int: ...
@@ -317,18 +321,7 @@ async def commit_blob(
     raises BytesMaybeCollected (the unit rolls back) unless the caller has since checked that
     the bytes are there (*bytes_checked*). docs/gc.md explains the race."""
     ts = tx.ts(now())
-    # DO UPDATE (a no-op change), not DO NOTHING: it locks an existing row until the commit,
-    # so a collector deleting that row either waits and then sees this link, or has committed
-    # first and this inserts a new row; the link below never meets a deleted row.
-    blob_id = (
-        await tx.one(
-            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (digest) DO UPDATE SET size = blobs.size RETURNING id",
-            digest,
-            size,
-            ts,
-        )
-    )[0]
+    blob_id = await _blob_row(tx, digest, size, ts)
     tomb = await tx.one(
         "DELETE FROM gc_blob_tombstones WHERE digest = $1 RETURNING bytes_deleted_at", digest
     )
@@ -354,6 +347,34 @@ async def commit_blob(
         blob_id,
         ts,
     )
+
+
+async def _blob_row(tx: Tx, digest: str, size: int, ts: Any) -> int:
+    """The id of *digest*'s blob row, inserted if there is none, and held until the commit
+    so that garbage collection cannot delete it meanwhile.
+
+    An existing row gets a key-share lock, not the exclusive lock an ``ON CONFLICT DO UPDATE``
+    takes: a collector (``FOR UPDATE`` before it re-checks and deletes) still waits for this
+    commit and then sees the link, or has committed first and this inserts a new row. A
+    manifest push share-locks the blobs it names (lifecycle/subscribers.py ReferenceLocks),
+    which a key-share lock does not conflict with, so concurrent pushes of one image no longer
+    deadlock between a manifest PUT's share locks and a batch of blob commits' exclusive ones
+    (tests/ha's twenty-client push, CI run 14). Each pass sees the rows committed before it: a
+    row deleted between the two statements is inserted on the next pass."""
+    lock = " FOR KEY SHARE" if tx.row_locks else ""
+    for _ in range(8):
+        row = await tx.one(
+            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (digest) DO NOTHING RETURNING id",
+            digest,
+            size,
+            ts,
+        )
+        if row is None:
+            row = await tx.one(f"SELECT id FROM blobs WHERE digest = $1{lock}", digest)
+        if row is not None:
+            return int(row[0])
+    raise RuntimeError(f"the blob row of {digest} was deleted eight times while it was committed")
 
 
 @dataclass(frozen=True, slots=True)

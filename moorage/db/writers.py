@@ -50,6 +50,8 @@ _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores in SQLi
 
 
 class _SQLiteTx:
+    row_locks = False  # BEGIN IMMEDIATE: one writer holds the database
+
     def __init__(self, conn: sqlite3.Connection, engine: Any = None) -> None:
         self.conn = conn
         self._engine = engine  # the synchronous SQLAlchemy engine over *conn* (inline units)
@@ -298,6 +300,8 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 class _PgTx:
+    row_locks = True
+
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
