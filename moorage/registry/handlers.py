@@ -150,6 +150,12 @@ def _shared(value: str | None) -> str | None:
     return sys.intern(value) if value else value
 
 
+# Blobs up to this size are answered as one body rather than streamed (registry/handlers.py
+# blob_get): their bytes are read whole, in one reader-thread hop when no crowd of readers is
+# streaming at the same time.
+WHOLE_BODY_MAX = 256 << 10
+
+
 class RegistryAPI:
     """An ASGI app serving /v2."""
 
@@ -505,6 +511,12 @@ class RegistryAPI:
         if byte_range is None:
             stream = await self.blobs.open(info)
             headers["Content-Length"] = str(info.size)
+            if info.size <= WHOLE_BODY_MAX:
+                # A small blob (a config, a small layer) in one body: no streaming task group
+                # (Starlette runs one per streamed response, with a task that listens for the
+                # client going away), at most WHOLE_BODY_MAX held per request.
+                body = b"".join([chunk async for chunk in stream])
+                return Response(body, headers=headers, media_type="application/octet-stream")
             return StreamingResponse(stream, headers=headers, media_type="application/octet-stream")
         start, end = byte_range
         stream = await self.blobs.open(info, start, end - start + 1)
