@@ -81,64 +81,39 @@ async def _share_lock_case(pusher: asyncpg.Connection, uploader: asyncpg.Connect
     assert links == 2
 
 
-async def test_a_collector_holding_the_row_makes_the_commit_wait_and_it_then_inserts_anew(
-    pg_url: str,
+@pytest.mark.parametrize("deletes", [True, False], ids=["collector-deletes", "collector-keeps"])
+async def test_a_collector_holding_the_row_makes_the_commit_wait(
+    pg_url: str, deletes: bool
 ) -> None:
+    """The collector locks the row FOR UPDATE, then deletes it (no references found) or keeps
+    it (its re-check found one): the upload's commit waits either way, then inserts a new row
+    or links the old one — never a link to a deleted row."""
     async with two_connections(pg_url) as (collector, uploader):
-        await _collector_deletes_case(collector, uploader)
+        await _collector_case(collector, uploader, deletes)
 
 
-async def _collector_deletes_case(
-    collector: asyncpg.Connection, uploader: asyncpg.Connection
+async def _collector_case(
+    collector: asyncpg.Connection, uploader: asyncpg.Connection, deletes: bool
 ) -> None:
-    d = _digest("collected layer")
-    await _commit(uploader, [d], "team/gc")
+    d = _digest(f"layer the collector {'deletes' if deletes else 'keeps'}")
+    await _commit(uploader, [d], f"team/gc-{deletes}")
     old = await _blob_id(uploader, d)
     tx = collector.transaction()
     await tx.start()
     try:
         await collector.fetch("SELECT id FROM blobs WHERE digest = $1 FOR UPDATE", d)
-        commit = asyncio.create_task(_commit(uploader, [d], "team/gc2"))
+        commit = asyncio.create_task(_commit(uploader, [d], f"team/gc2-{deletes}"))
         await asyncio.sleep(0.5)
         assert not commit.done()  # the collector's lock holds the upload's commit back
-        await collector.execute("DELETE FROM repository_blobs WHERE blob_id = $1", old)
-        await collector.execute("DELETE FROM blobs WHERE id = $1", old)
+        if deletes:
+            await collector.execute("DELETE FROM repository_blobs WHERE blob_id = $1", old)
+            await collector.execute("DELETE FROM blobs WHERE id = $1", old)
     finally:
-        await tx.commit()
+        await (tx.commit() if deletes else tx.rollback())
     await asyncio.wait_for(commit, timeout=10)
-    new = await _blob_id(uploader, d)
-    assert new is not None and new != old  # the collector's delete stood; the upload's row is new
+    now = await _blob_id(uploader, d)
+    assert now is not None and (now != old if deletes else now == old)
     linked = await uploader.fetchval(
-        "SELECT count(*) FROM repository_blobs WHERE blob_id = $1", new
+        "SELECT count(*) FROM repository_blobs WHERE blob_id = $1", now
     )
-    assert linked == 1
-
-
-async def test_a_collector_that_keeps_the_row_lets_the_commit_link_it(
-    pg_url: str,
-) -> None:
-    async with two_connections(pg_url) as (collector, uploader):
-        await _collector_keeps_case(collector, uploader)
-
-
-async def _collector_keeps_case(
-    collector: asyncpg.Connection, uploader: asyncpg.Connection
-) -> None:
-    d = _digest("kept layer")
-    await _commit(uploader, [d], "team/keep")
-    old = await _blob_id(uploader, d)
-    tx = collector.transaction()
-    await tx.start()
-    try:
-        await collector.fetch("SELECT id FROM blobs WHERE digest = $1 FOR UPDATE", d)
-        commit = asyncio.create_task(_commit(uploader, [d], "team/keep2"))
-        await asyncio.sleep(0.5)
-        assert not commit.done()
-    finally:
-        await tx.rollback()  # the re-check found it linked: nothing deleted
-    await asyncio.wait_for(commit, timeout=10)
-    assert await _blob_id(uploader, d) == old
-    linked = await uploader.fetchval(
-        "SELECT count(*) FROM repository_blobs WHERE blob_id = $1", old
-    )
-    assert linked == 2
+    assert linked == (1 if deletes else 2)
