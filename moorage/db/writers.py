@@ -299,6 +299,53 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
+class ConnectionTx:
+    """The write path's statements (db/writepath.py) inside a transaction the caller began on
+    SQLAlchemy's async engine: for a unit whose event subscribers need that transaction's
+    AsyncConnection (an upload with BlobCommitted subscribers), so that it runs the very
+    statements of the raw path — garbage collection's tombstone and review queue included —
+    and not a second copy of them."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._sqlite = conn.dialect.name == "sqlite"
+        self.row_locks = not self._sqlite
+
+    def inline(self) -> AsyncConnection:
+        return self.conn
+
+    def _sql(self, sql: str) -> str:
+        return _qmark(sql) if self._sqlite else sql  # asyncpg's own $n otherwise
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        return (await self.conn.exec_driver_sql(self._sql(sql), params)).first()
+
+    async def all(self, sql: str, *params: Any) -> list[Any]:
+        return list((await self.conn.exec_driver_sql(self._sql(sql), params)).all())
+
+    async def run(self, sql: str, *params: Any) -> int:
+        result = await self.conn.exec_driver_sql(self._sql(sql), params)
+        if " RETURNING " in sql:
+            return len(result.all())
+        return int(result.rowcount or 0)
+
+    def ts(self, value: datetime) -> Any:
+        if self._sqlite:
+            return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_TS)
+        return value
+
+    def read_ts(self, value: Any) -> datetime | None:
+        if value is None or not self._sqlite:
+            return value  # type: ignore[no-any-return]
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
+        if self._sqlite:
+            marks = ", ".join(f"${first + i}" for i in range(len(values)))
+            return f"IN ({marks})", list(values)
+        return f"= ANY(${first}::text[])", [list(values)]
+
+
 class _PgTx:
     row_locks = True
 

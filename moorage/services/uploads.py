@@ -27,6 +27,8 @@ from functools import partial
 from .. import node
 from ..db import queries as q
 from ..db import writepath as wp
+from ..db.conflicts import retry_conflicts
+from ..db.writers import ConnectionTx
 from ..oci.digest import Digest
 from ..oci.hashing import Hasher, new_hasher, restore_hasher
 from ..oci.names import namespace_of
@@ -606,9 +608,6 @@ class UploadService:
         except (OSError, StorageError) as exc:
             raise _storage_error(exc) from exc
         # The bytes are durable at their path: now the rows (a group commit on SQLite).
-        if self.ctx.events.wants(BlobCommitted):
-            await self._record_with_subscribers(digest, size, repo, session)
-            return
         namespace = namespace_of(repo)
         repo_id = session.repository_id if session is not None else None
         session_id = session.id if session is not None else None
@@ -619,8 +618,24 @@ class UploadService:
                 tx, str(digest), size, repo, namespace, repo_id, session_id, review, checked
             )
 
+        subscribed = self.ctx.events.wants(BlobCommitted)
+
+        async def record(checked: bool) -> None:
+            if not subscribed:
+                await self.ctx.writes.run(unit(checked))
+                return
+
+            # BlobCommitted subscribers get the transaction's AsyncConnection: the same
+            # statements (GC's tombstone and review queue included) on the async engine.
+            async def once() -> None:
+                async with self.ctx.write_engine.begin() as conn:
+                    await unit(checked)(ConnectionTx(conn))
+                    await self.ctx.events.publish(conn, BlobCommitted(repo, str(digest), size))
+
+            await retry_conflicts(once, f"blob commit {digest}")
+
         try:
-            await self.ctx.writes.run(unit(False))
+            await record(False)
         except wp.BytesMaybeCollected:
             # GC deleted this digest's bytes (its delete has committed): ours survived it only
             # if they were stored after. Once deleted, tombstoned bytes are never deleted again.
@@ -629,19 +644,4 @@ class UploadService:
                 raise Unavailable(
                     f"blob {digest} was garbage-collected while it was uploaded; upload it again"
                 ) from None
-            await self.ctx.writes.run(unit(True))
-
-    async def _record_with_subscribers(
-        self, digest: Digest, size: int, repo: str, session: q.UploadRow | None
-    ) -> None:
-        """The same rows through SQLAlchemy, for BlobCommitted subscribers (capabilities get
-        the transaction's AsyncConnection)."""
-        async with self.ctx.write_engine.begin() as conn:
-            blob_id = await q.add_blob(conn, str(digest), size)
-            if session is not None:
-                repo_id = session.repository_id
-                await q.delete_upload(conn, session.id)
-            else:
-                repo_id = await q.ensure_repository(conn, repo, namespace_of(repo))
-            await q.link_blob(conn, repo_id, blob_id)
-            await self.ctx.events.publish(conn, BlobCommitted(repo, str(digest), size))
+            await record(True)
