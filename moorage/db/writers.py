@@ -23,7 +23,7 @@ from ..aio import cancel_and_wait
 from .engine import writer_queue_for
 from .hotpath import HotReads, PostgresHotReads
 from .inline import InlineConnection, NotInline, inline_scope, sync_engine_for
-from .writepath import DatabaseUnavailable, Unit
+from .writepath import DatabaseUnavailable, Tx, Unit
 
 log = logging.getLogger("moorage.db")
 
@@ -49,9 +49,40 @@ def _qmark(sql: str) -> str:
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores in SQLite (naive UTC)
 
 
-class _SQLiteTx:
+class _SQLiteValues:
+    """How the write path's statements take locks, times and lists on SQLite."""
+
     row_locks = False  # BEGIN IMMEDIATE: one writer holds the database
 
+    def ts(self, value: datetime) -> Any:
+        return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_TS)
+
+    def read_ts(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
+        marks = ", ".join(f"${first + i}" for i in range(len(values)))
+        return f"IN ({marks})", list(values)
+
+
+class _PgValues:
+    """How the write path's statements take locks, times and lists on PostgreSQL."""
+
+    row_locks = True
+
+    def ts(self, value: datetime) -> Any:
+        return value
+
+    def read_ts(self, value: Any) -> datetime | None:
+        return value  # type: ignore[no-any-return]
+
+    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
+        return f"= ANY(${first}::text[])", [list(values)]
+
+
+class _SQLiteTx(_SQLiteValues):
     def __init__(self, conn: sqlite3.Connection, engine: Any = None) -> None:
         self.conn = conn
         self._engine = engine  # the synchronous SQLAlchemy engine over *conn* (inline units)
@@ -78,18 +109,6 @@ class _SQLiteTx:
 
     async def run(self, sql: str, *params: Any) -> int:
         return self.conn.execute(_qmark(sql), params).rowcount
-
-    def ts(self, value: datetime) -> Any:
-        return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_TS)
-
-    def read_ts(self, value: Any) -> datetime | None:
-        if value is None:
-            return None
-        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
-
-    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
-        marks = ", ".join(f"${first + i}" for i in range(len(values)))
-        return f"IN ({marks})", list(values)
 
 
 def _drive(coro: Coroutine[Any, Any, T]) -> T:
@@ -299,23 +318,21 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-class ConnectionTx:
+class _ConnectionStatements:
     """The write path's statements (db/writepath.py) inside a transaction the caller began on
     SQLAlchemy's async engine: for a unit whose event subscribers need that transaction's
     AsyncConnection (an upload with BlobCommitted subscribers), so that it runs the very
     statements of the raw path — garbage collection's tombstone and review queue included —
-    and not a second copy of them."""
+    and not a second copy of them. Use :func:`connection_tx`."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self._sqlite = conn.dialect.name == "sqlite"
-        self.row_locks = not self._sqlite
 
     def inline(self) -> AsyncConnection:
         return self.conn
 
     def _sql(self, sql: str) -> str:
-        return _qmark(sql) if self._sqlite else sql  # asyncpg's own $n otherwise
+        return sql  # asyncpg's own $n
 
     async def one(self, sql: str, *params: Any) -> Any:
         return (await self.conn.exec_driver_sql(self._sql(sql), params)).first()
@@ -329,26 +346,24 @@ class ConnectionTx:
             return len(result.all())
         return int(result.rowcount or 0)
 
-    def ts(self, value: datetime) -> Any:
-        if self._sqlite:
-            return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_TS)
-        return value
 
-    def read_ts(self, value: Any) -> datetime | None:
-        if value is None or not self._sqlite:
-            return value  # type: ignore[no-any-return]
-        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
-
-    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
-        if self._sqlite:
-            marks = ", ".join(f"${first + i}" for i in range(len(values)))
-            return f"IN ({marks})", list(values)
-        return f"= ANY(${first}::text[])", [list(values)]
+class _SQLiteConnectionTx(_ConnectionStatements, _SQLiteValues):
+    def _sql(self, sql: str) -> str:
+        return _qmark(sql)
 
 
-class _PgTx:
-    row_locks = True
+class _PgConnectionTx(_ConnectionStatements, _PgValues):
+    pass
 
+
+def connection_tx(conn: AsyncConnection) -> Tx:
+    """The write path's Tx over *conn*, a transaction begun on SQLAlchemy's async engine."""
+    if conn.dialect.name == "sqlite":
+        return _SQLiteConnectionTx(conn)
+    return _PgConnectionTx(conn)
+
+
+class _PgTx(_PgValues):
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
@@ -369,15 +384,6 @@ class _PgTx:
             return int(str(status).rsplit(" ", 1)[-1])
         except ValueError:
             return 0
-
-    def ts(self, value: datetime) -> Any:
-        return value
-
-    def read_ts(self, value: Any) -> datetime | None:
-        return value  # type: ignore[no-any-return]
-
-    def any_of(self, first: int, values: Sequence[str]) -> tuple[str, list[Any]]:
-        return f"= ANY(${first}::text[])", [list(values)]
 
 
 def _pg_faults() -> tuple[type[BaseException], ...]:

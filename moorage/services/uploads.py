@@ -28,7 +28,7 @@ from .. import node
 from ..db import queries as q
 from ..db import writepath as wp
 from ..db.conflicts import retry_conflicts
-from ..db.writers import ConnectionTx
+from ..db.writers import connection_tx
 from ..oci.digest import Digest
 from ..oci.hashing import Hasher, new_hasher, restore_hasher
 from ..oci.names import namespace_of
@@ -629,7 +629,7 @@ class UploadService:
             # statements (GC's tombstone and review queue included) on the async engine.
             async def once() -> None:
                 async with self.ctx.write_engine.begin() as conn:
-                    await unit(checked)(ConnectionTx(conn))
+                    await unit(checked)(connection_tx(conn))
                     await self.ctx.events.publish(conn, BlobCommitted(repo, str(digest), size))
 
             await retry_conflicts(once, f"blob commit {digest}")
