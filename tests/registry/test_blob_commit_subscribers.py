@@ -6,7 +6,6 @@ went through a separate copy of the inserts that did neither.)"""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -16,17 +15,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from moorage.config import load_config
-from moorage.db.engine import create_engine, upgrade, writer
-from moorage.db.hotpath import hot_reads_for
-from moorage.db.writers import write_path_for
 from moorage.lifecycle.tables import gc_blob_review, gc_blob_tombstones
 from moorage.oci.digest import Digest
 from moorage.services.context import ServiceContext
 from moorage.services.events import BlobCommitted
 from moorage.services.uploads import UploadService
-from moorage.storage.filesystem import FilesystemDriver
 from tests.conftest import BACKENDS, postgres_database
+
+from .services import service_context
 
 
 @pytest.fixture(params=BACKENDS)
@@ -45,14 +41,11 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
 async def test_an_upload_with_subscribers_takes_the_raw_paths_statements(
     database_url: str, tmp_path: Path
 ) -> None:
-    await upgrade(database_url)
-    engine = create_engine(database_url, 2)
-    hot = hot_reads_for(database_url, 1)
-    writes = write_path_for(database_url, hot)
-    storage = FilesystemDriver(str(tmp_path / "store"))
-    ctx = ServiceContext(
-        load_config(None, environ={}), engine, writer(engine), storage, hot, writes
-    )
+    async with service_context(database_url, tmp_path / "store") as ctx:
+        await _upload_with_a_subscriber(ctx)
+
+
+async def _upload_with_a_subscriber(ctx: ServiceContext) -> None:
     seen: list[tuple[BlobCommitted, int | None]] = []
 
     async def subscriber(conn: AsyncConnection, event: BlobCommitted) -> None:
@@ -67,46 +60,37 @@ async def test_an_upload_with_subscribers_takes_the_raw_paths_statements(
     ctx.events.on(BlobCommitted, subscriber)
     data = b"a layer that garbage collection tombstoned before"
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    try:
-        async with writer(engine).begin() as conn:  # a tombstone whose bytes were never deleted
-            await conn.execute(
-                sa.insert(gc_blob_tombstones).values(
-                    digest=digest, size=len(data), deleted_at=datetime.now(UTC)
-                )
+    async with ctx.write_engine.begin() as conn:  # a tombstone whose bytes were never deleted
+        await conn.execute(
+            sa.insert(gc_blob_tombstones).values(
+                digest=digest, size=len(data), deleted_at=datetime.now(UTC)
             )
-        await UploadService(ctx).monolithic("team/app", Digest.parse(digest), _one(data))
-        assert [(e.repository, e.digest, e.size) for e, _ in seen] == [
-            ("team/app", digest, len(data))
-        ]
-        assert seen[0][1] is not None
-        async with engine.connect() as conn:
-            reviews = (
-                await conn.execute(
-                    sa.select(gc_blob_review.c.reason).where(gc_blob_review.c.digest == digest)
-                )
-            ).all()
-            tombstones = (
-                await conn.execute(
-                    sa.select(sa.func.count()).where(gc_blob_tombstones.c.digest == digest)
-                )
-            ).scalar()
-            linked = (
-                await conn.execute(
-                    sa.text(
-                        "SELECT count(*) FROM repository_blobs rb"
-                        " JOIN repositories r ON r.id = rb.repository_id"
-                        " JOIN blobs b ON b.id = rb.blob_id"
-                        " WHERE r.name = 'team/app' AND b.digest = :d"
-                    ),
-                    {"d": digest},
-                )
-            ).scalar()
-        assert [r[0] for r in reviews] == ["upload"]  # queued for GC's review, as on the raw path
-        assert tombstones == 0  # the tombstone ended: GC will not delete these bytes
-        assert linked == 1
-    finally:
-        with contextlib.suppress(Exception):
-            await writes.close()
-        await hot.close()
-        await engine.dispose()
-        await storage.close()
+        )
+    await UploadService(ctx).monolithic("team/app", Digest.parse(digest), _one(data))
+    assert [(e.repository, e.digest, e.size) for e, _ in seen] == [("team/app", digest, len(data))]
+    assert seen[0][1] is not None
+    async with ctx.engine.connect() as conn:
+        reviews = (
+            await conn.execute(
+                sa.select(gc_blob_review.c.reason).where(gc_blob_review.c.digest == digest)
+            )
+        ).all()
+        tombstones = (
+            await conn.execute(
+                sa.select(sa.func.count()).where(gc_blob_tombstones.c.digest == digest)
+            )
+        ).scalar()
+        linked = (
+            await conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM repository_blobs rb"
+                    " JOIN repositories r ON r.id = rb.repository_id"
+                    " JOIN blobs b ON b.id = rb.blob_id"
+                    " WHERE r.name = 'team/app' AND b.digest = :d"
+                ),
+                {"d": digest},
+            )
+        ).scalar()
+    assert [r[0] for r in reviews] == ["upload"]  # queued for GC's review, as on the raw path
+    assert tombstones == 0  # the tombstone ended: GC will not delete these bytes
+    assert linked == 1

@@ -10,16 +10,12 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from moorage.config import load_config
-from moorage.db.engine import create_engine, upgrade, writer
-from moorage.db.hotpath import hot_reads_for
-from moorage.db.writers import write_path_for
 from moorage.oci.digest import Digest
-from moorage.services.context import ServiceContext
 from moorage.services.events import ManifestPushed
 from moorage.services.manifests import ManifestService
 from moorage.services.uploads import UploadService
-from moorage.storage.filesystem import FilesystemDriver
+
+from .services import service_context
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -46,17 +42,9 @@ def _manifest(config_digest: str, size: int, n: int) -> bytes:
 
 async def test_raw_path_points_every_tag_at_a_sha512_manifest(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    await upgrade(url)
-    engine = create_engine(url, 2)
-    hot = hot_reads_for(url, 1)
-    writes = write_path_for(url, hot)
-    storage = FilesystemDriver(str(tmp_path / "store"))
-    ctx = ServiceContext(
-        load_config(None, environ={}), engine, writer(engine), storage, hot, writes
-    )
-    manifests = ManifestService(ctx)
-    assert not ctx.rules.checks_writes and not ctx.events.wants(ManifestPushed)  # raw path
-    try:
+    async with service_context(url, tmp_path / "store") as ctx:
+        manifests = ManifestService(ctx)
+        assert not ctx.rules.checks_writes and not ctx.events.wants(ManifestPushed)  # raw path
         config = b'{"os":"linux","architecture":"amd64"}'
         cfg = "sha256:" + hashlib.sha256(config).hexdigest()
         await UploadService(ctx).monolithic("p/r", Digest.parse(cfg), _one(config))
@@ -72,13 +60,8 @@ async def test_raw_path_points_every_tag_at_a_sha512_manifest(tmp_path: Path) ->
         assert (await manifests.get("p/r", "b", [])).digest == d2
         assert (await manifests.get("p/r", "a", [])).digest == d1
         assert await manifests.tags("p/r", None, 10) == ["a", "b"]
-        async with engine.connect() as conn:
+        async with ctx.engine.connect() as conn:
             history = (
                 await conn.exec_driver_sql("SELECT name, manifest_digest FROM tag_history")
             ).all()
         assert [tuple(r) for r in history] == [("b", d1)]
-    finally:
-        await writes.close()
-        await hot.close()
-        await engine.dispose()
-        await storage.close()

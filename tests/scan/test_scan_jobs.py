@@ -27,6 +27,8 @@ from moorage.scan.service import queue_scan
 from moorage.scan.tables import scan_layers, scan_results
 from tests.conftest import postgres_database
 
+from .layers import layer
+
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 RECORD = json.dumps({"v": RECORD_VERSION, "files": {}, "removed": [], "opaque": [], "errors": []})
 
@@ -145,18 +147,9 @@ async def test_scans_that_need_one_new_layer_at_once_read_it_once(rt: Runtime) -
     pushes): the layer is read from storage once; the scan that read it counts it, the others
     wait for it and count nothing (CI saw [1, 1, 2, 2] layers analyzed where [1, 1, 1, 2]
     was right: the per-scan count came from a counter every scan of the process shared)."""
-    import io
-    import tarfile
-
     from moorage.storage.base import blob_path
 
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = b"3.14.2\n"
-        info = tarfile.TarInfo("etc/alpine-release")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    blob = buf.getvalue()
+    blob = layer({"etc/alpine-release": b"3.14.2\n"})
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     await rt.ctx.storage.put_bytes(blob_path("sha256", digest.split(":")[1]), blob)
     scan = rt.services["scan"]
